@@ -1,0 +1,35 @@
+# The two commands a new user needs: `make demo` and `make test`.
+# Both create or reuse .venv and install what they need. torch==2.13.0 is installed first:
+# on these machines it comes from a local CPU wheel, and installing it before the project keeps
+# any dependency range from pulling a newer CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Everything that goes into the wheel: reinstall when any of it changes.
+SOURCES := pyproject.toml $(shell find src theory reference validation -name '*.py' -o -name 'py.typed' 2>/dev/null)
+
+.PHONY: demo test lint clean
+
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet torch==2.13.0
+	touch $@
+
+# CI tests an installed build, not the source tree: a regular (non-editable) install.
+$(VENV)/.installed: $(VENV)/.torch $(SOURCES)
+	$(PIP) install --quiet ".[test]"
+	$(PIP) install --quiet --no-deps --force-reinstall .
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/diffusion-oracle ground-truth --target ring8 --schedule vp-linear --out demo-output
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: lint
+	cd tests && HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} ../$(PY) -m pytest -q -n 2 -p no:cacheprovider --rootdir=.. -c ../pyproject.toml .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info demo-output

@@ -1,0 +1,97 @@
+"""Input validation shared by the reference: every error names the argument, the constraint
+and the offending value (DESIGN.md convention 12). Never ``assert``."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def _show(value) -> str:
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        return repr(arr.item())
+    flat = arr.ravel()
+    head = ", ".join(repr(v.item()) for v in flat[:4])
+    more = ", ..." if flat.size > 4 else ""
+    return f"array(shape={arr.shape}, dtype={arr.dtype}, values=[{head}{more}])"
+
+
+def as_float(value, name: str) -> np.ndarray:
+    """Convert a real numeric array-like to float64; reject complex, bool, object and strings."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(
+            f"{name} must be a real number or array of reals, got {type(value).__name__}"
+        )
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{name} must have a real numeric dtype (integer or floating), got dtype {arr.dtype}"
+        )
+    return arr.astype(np.float64, copy=False)
+
+
+def finite(value, name: str) -> np.ndarray:
+    """float64 array whose entries are all finite, else ValueError showing the first bad entry."""
+    arr = as_float(value, name)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = arr[bad].ravel()[0]
+        raise ValueError(f"{name} must be finite, got {first!r} (in {_show(arr)})")
+    return arr
+
+
+def in_interval(value, name: str, lo: float, hi: float, *, closed: str = "both") -> np.ndarray:
+    """Finite float64 array inside [lo, hi] (``closed`` in 'both', 'left', 'right', 'neither')."""
+    arr = finite(value, name)
+    lo_ok = arr >= lo if closed in ("both", "left") else arr > lo
+    hi_ok = arr <= hi if closed in ("both", "right") else arr < hi
+    bad = ~(lo_ok & hi_ok)
+    if bad.any():
+        left = "[" if closed in ("both", "left") else "("
+        right = "]" if closed in ("both", "right") else ")"
+        first = arr[bad].ravel()[0]
+        raise ValueError(f"{name} must lie in {left}{lo!r}, {hi!r}{right}, got {first!r}")
+    return arr
+
+
+def positive(value, name: str) -> np.ndarray:
+    arr = finite(value, name)
+    bad = arr <= 0
+    if bad.any():
+        raise ValueError(f"{name} must be > 0, got {arr[bad].ravel()[0]!r}")
+    return arr
+
+
+def positive_scalar(value, name: str) -> float:
+    arr = positive(value, name)
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+    return float(arr)
+
+
+def finite_scalar(value, name: str) -> float:
+    arr = finite(value, name)
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+    return float(arr)
+
+
+def positive_int(value, name: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def choice(value, name: str, options) -> str:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
+    return value
+
+
+def scalar_out(x: np.ndarray, like: np.ndarray):
+    """Return a Python float for 0-d input, else the array."""
+    return float(x) if np.ndim(like) == 0 else x

@@ -1,0 +1,131 @@
+"""Forward process kernels: q(x_t | x_0), q(x_t | x_s) for s < t, and the one-step DDPM kernel
+q(x_n | x_{n-1}); each is a Gaussian N(mean_coef * x, var I), with sampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._checks import as_float, finite, scalar_out
+from ._stable import LOG_2PI
+from .schedules import DiscreteSchedule, Schedule
+
+__all__ = ["GaussianKernel", "marginal", "transition", "ddpm_step_kernel", "sample_marginal"]
+
+
+def _rng(rng) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(rng)
+    raise TypeError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
+
+
+@dataclass(frozen=True)
+class GaussianKernel:
+    """The kernel y | x ~ N(mean_coef * x, var * I). ``mean_coef`` and ``var`` are floats or
+    arrays over a batch of times (broadcast against the leading axis of ``x``)."""
+
+    mean_coef: np.ndarray | float
+    var: np.ndarray | float
+
+    @property
+    def std(self):
+        return np.sqrt(self.var)
+
+    @property
+    def log_var(self):
+        with np.errstate(divide="ignore"):
+            return np.log(self.var)
+
+    def _bc(self, c, x):
+        c = np.asarray(c, dtype=np.float64)
+        return c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if c.ndim else c
+
+    def mean(self, x):
+        """E[y | x] = mean_coef * x."""
+        x = finite(x, "x")
+        return self._bc(self.mean_coef, x) * x
+
+    def sample(self, x, rng=None, *, noise=None):
+        """Draw y = mean_coef x + sqrt(var) z, z ~ N(0, I) from ``rng`` (or the given ``noise``)."""
+        x = finite(x, "x")
+        z = _rng(rng).standard_normal(x.shape) if noise is None else finite(noise, "noise")
+        if z.shape != x.shape:
+            raise ValueError(f"noise must have the shape of x {x.shape}, got {z.shape}")
+        return self._bc(self.mean_coef, x) * x + self._bc(self.std, x) * z
+
+    def log_prob(self, y, x):
+        """log N(y; mean_coef x, var I), summed over the last axis (nats)."""
+        y, x = finite(y, "y"), finite(x, "x")
+        if y.shape != x.shape:
+            raise ValueError(f"y must have the shape of x {x.shape}, got {y.shape}")
+        d = x.shape[-1] if x.ndim else 1
+        var = np.asarray(self.var, dtype=np.float64)
+        if (var <= 0).any():
+            raise ValueError("log_prob needs var > 0; this kernel is degenerate (var = 0)")
+        r = y - self._bc(self.mean_coef, x)
+        var_b = var.reshape(var.shape + (1,) * (x.ndim - 1 - var.ndim)) if var.ndim else var
+        sq = np.sum(r * r, axis=-1) if x.ndim else r * r
+        return -0.5 * (d * (LOG_2PI + np.log(var_b)) + sq / var_b)
+
+
+def marginal(schedule: Schedule, t) -> GaussianKernel:
+    """q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I) (Ho et al. 2020, eq. 4; Kingma et al. 2021,
+    eq. 1). ``t`` scalar or array; returns the kernel with coefficients of that shape."""
+    t = schedule._t(t)
+    return GaussianKernel(
+        scalar_out(schedule.alpha(t), t), scalar_out(np.asarray(schedule.sigma(t)) ** 2, t)
+    )
+
+
+def transition(schedule: Schedule, s, t) -> GaussianKernel:
+    """q(x_t | x_s) for s < t (Kingma et al. 2021, VDM, eq. 2-3):
+    alpha_{t|s} = alpha_t / alpha_s, sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2
+    = -sigma_t^2 expm1(lambda_t - lambda_s)  (no cancellation).
+    Where alpha_s = 0 (zero-terminal-SNR tail) the kernel is N(0, sigma_t^2)."""
+    s = schedule._t(s)
+    t = schedule._t(t)
+    s, t = np.broadcast_arrays(s, t)
+    if not (s < t).all():
+        i = np.flatnonzero(~(s < t).ravel())[0]
+        raise ValueError(f"s must be < t, got s = {s.ravel()[i]!r}, t = {t.ravel()[i]!r}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        la_s, la_t = np.asarray(schedule.log_alpha(s)), np.asarray(schedule.log_alpha(t))
+        dead = np.isneginf(la_s)
+        coef = np.where(dead, 0.0, np.exp(la_t - np.where(dead, 0.0, la_s)))
+        lam_s, lam_t = np.asarray(schedule.log_snr(s)), np.asarray(schedule.log_snr(t))
+        sig_t2 = np.asarray(schedule.sigma(t)) ** 2
+        frac = np.where(dead, 1.0, -np.expm1(np.where(dead, 0.0, lam_t - lam_s)))
+        var = sig_t2 * frac
+    return GaussianKernel(scalar_out(coef, t), scalar_out(var, t))
+
+
+def ddpm_step_kernel(schedule: DiscreteSchedule, n) -> GaussianKernel:
+    """One DDPM forward step q(x_n | x_{n-1}) = N(sqrt(1 - beta_n) x_{n-1}, beta_n I)
+    (Ho et al. 2020, eq. 2), computed from beta_n directly; n in 1..T."""
+    if not isinstance(schedule, DiscreteSchedule):
+        raise TypeError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
+    n = schedule._n(n)
+    if (n < 1).any():
+        raise ValueError(f"n must lie in [1, T={schedule.T}], got {n[n < 1].ravel()[0]!r}")
+    beta = schedule.betas[n - 1]
+    coef = np.sqrt(1.0 - beta)
+    return GaussianKernel(scalar_out(coef, n), scalar_out(beta, n))
+
+
+def sample_marginal(schedule: Schedule, t, x0, rng=None, *, noise=None):
+    """Draw x_t = alpha_t x_0 + sigma_t eps; returns (x_t, eps). ``t`` is a scalar or has the
+    leading shape of ``x0``."""
+    x0 = as_float(x0, "x0")
+    t_arr = schedule._t(t)
+    if t_arr.ndim and t_arr.shape != x0.shape[: t_arr.ndim]:
+        raise ValueError(
+            f"t must be scalar or match the leading shape of x0 {x0.shape}, got {t_arr.shape}"
+        )
+    eps = _rng(rng).standard_normal(x0.shape) if noise is None else finite(noise, "noise")
+    if eps.shape != x0.shape:
+        raise ValueError(f"noise must have the shape of x0 {x0.shape}, got {eps.shape}")
+    k = marginal(schedule, t_arr)
+    return k.sample(x0, noise=eps), eps

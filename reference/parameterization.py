@@ -1,0 +1,124 @@
+"""Exact conversions among the five predictions of a diffusion model, for every Gaussian path
+x_t = alpha x_0 + sigma eps:
+
+    eps,  x0,  v = alpha eps - sigma x0  (Salimans & Ho 2022, arXiv:2202.00512, Sec. 4),
+    score = grad log q(x_t) = -E[eps | x_t] / sigma  (Song et al. 2021, eq. 11 ff.; Vincent 2011),
+    velocity u = alpha' x0 + sigma' eps  (Lipman et al. 2023, eq. 9; Albergo et al. 2023).
+
+Every conversion goes through the pair (x0, eps), solving the 2x2 linear system that relates the
+source prediction and x_t to it; no division by alpha or sigma happens unless the source itself
+forces it (eps or score -> x0 needs alpha > 0; x0 -> eps and score need sigma > 0), and that
+case raises a ValueError instead of returning inf or NaN.
+"""
+
+from __future__ import annotations
+
+from ._checks import finite
+
+__all__ = ["PREDICTIONS", "convert", "to_x0_eps", "from_x0_eps"]
+
+PREDICTIONS = ("eps", "x0", "v", "score", "velocity")
+
+
+def _coef(c, name, x):
+    c = finite(c, name)
+    if c.ndim and c.shape != x.shape[: c.ndim]:
+        raise ValueError(
+            f"{name} must be a scalar or match the leading shape of x_t {x.shape}, got {c.shape}"
+        )
+    return c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if c.ndim else c
+
+
+def _check_name(name, arg):
+    if name not in PREDICTIONS:
+        raise ValueError(f"{arg} must be one of {PREDICTIONS}, got {name!r}")
+
+
+def to_x0_eps(value, *, source, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+    """(x0, eps) from a prediction of type ``source`` at x_t:
+
+    eps:      x0 = (x_t - sigma eps) / alpha                      (needs alpha > 0)
+    x0:       eps = (x_t - alpha x0) / sigma                      (needs sigma > 0)
+    v:        x0 = (alpha x_t - sigma v)/N, eps = (sigma x_t + alpha v)/N, N = alpha^2 + sigma^2
+    score:    eps = -sigma score, then as eps                     (needs alpha > 0)
+    velocity: x0 = (sigma' x_t - sigma u)/D, eps = (alpha u - alpha' x_t)/D,
+              D = alpha sigma' - sigma alpha'
+
+    ``alpha``, ``sigma`` (and ``d_alpha``, ``d_sigma`` for velocity) are scalars or arrays over the
+    leading axes of ``x_t``. Returns two arrays shaped like ``x_t``.
+    """
+    _check_name(source, "source")
+    x = finite(x_t, "x_t")
+    val = finite(value, "value")
+    if val.shape != x.shape:
+        raise ValueError(f"value must have the shape of x_t {x.shape}, got {val.shape}")
+    a, s = _coef(alpha, "alpha", x), _coef(sigma, "sigma", x)
+    if (a < 0).any() or (s < 0).any():
+        raise ValueError("alpha and sigma must be >= 0")
+    if source == "x0":
+        if (s == 0).any():
+            raise ValueError(
+                "cannot recover eps from x0 at sigma = 0 (x_t = alpha x0 carries no noise)"
+            )
+        return val, (x - a * val) / s
+    if source in ("eps", "score"):
+        eps = val if source == "eps" else -s * val
+        if source == "score" and (s == 0).any():
+            raise ValueError("the score is undefined at sigma = 0")
+        if (a == 0).any():
+            raise ValueError(
+                f"cannot recover x0 from {source} at alpha = 0 (zero terminal SNR): the data term "
+                "is lost; use an x0, v or velocity prediction there"
+            )
+        return (x - s * eps) / a, eps
+    if source == "v":
+        n = a * a + s * s
+        return (a * x - s * val) / n, (s * x + a * val) / n
+    # velocity
+    if d_alpha is None or d_sigma is None:
+        raise TypeError("source='velocity' needs d_alpha and d_sigma (the path's t-derivatives)")
+    da, ds = _coef(d_alpha, "d_alpha", x), _coef(d_sigma, "d_sigma", x)
+    D = a * ds - s * da
+    if (D == 0).any():
+        raise ValueError("alpha d_sigma - sigma d_alpha must be nonzero to invert the velocity")
+    return (ds * x - s * val) / D, (a * val - da * x) / D
+
+
+def from_x0_eps(x0, eps, *, target, alpha, sigma, d_alpha=None, d_sigma=None):
+    """The prediction ``target`` from (x0, eps): x0, eps, v = alpha eps - sigma x0,
+    score = -eps/sigma (needs sigma > 0), velocity = alpha' x0 + sigma' eps."""
+    _check_name(target, "target")
+    x0, eps = finite(x0, "x0"), finite(eps, "eps")
+    if target == "x0":
+        return x0
+    if target == "eps":
+        return eps
+    a, s = _coef(alpha, "alpha", x0), _coef(sigma, "sigma", x0)
+    if target == "v":
+        return a * eps - s * x0
+    if target == "score":
+        if (s == 0).any():
+            raise ValueError("the score is undefined at sigma = 0")
+        return -eps / s
+    if d_alpha is None or d_sigma is None:
+        raise TypeError("target='velocity' needs d_alpha and d_sigma (the path's t-derivatives)")
+    return _coef(d_alpha, "d_alpha", x0) * x0 + _coef(d_sigma, "d_sigma", x0) * eps
+
+
+def convert(value, *, source, target, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+    """Convert a prediction between parameterizations (see module docstring for the equations).
+
+    Example::
+
+        x0 = convert(eps_hat, source="eps", target="x0", x_t=x, alpha=a, sigma=s)
+    """
+    _check_name(target, "target")
+    _check_name(source, "source")
+    if source == target:
+        return finite(value, "value").copy()
+    x0, eps = to_x0_eps(
+        value, source=source, x_t=x_t, alpha=alpha, sigma=sigma, d_alpha=d_alpha, d_sigma=d_sigma
+    )
+    return from_x0_eps(
+        x0, eps, target=target, alpha=alpha, sigma=sigma, d_alpha=d_alpha, d_sigma=d_sigma
+    )

@@ -1,0 +1,140 @@
+"""The forward-process posterior q(x_s | x_t, x_0) for any s < t, and the DDPM case s = t - 1
+with its fixed_small / fixed_large variances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._checks import choice, finite, scalar_out
+from ._stable import log1mexp
+from .schedules import DiscreteSchedule, Schedule
+
+__all__ = ["PosteriorCoefficients", "posterior", "ddpm_posterior"]
+
+
+@dataclass(frozen=True)
+class PosteriorCoefficients:
+    """q(x_s | x_t, x_0) = N(coef_x0 x_0 + coef_xt x_t, var I).
+
+    ``log_var`` is log(var) (-inf where var = 0); ``log_var_clipped`` replaces a -inf at the
+    first step with the log variance of the next step, as improved-diffusion does
+    (Nichol & Dhariwal 2021, ``posterior_log_variance_clipped``)."""
+
+    coef_x0: np.ndarray | float
+    coef_xt: np.ndarray | float
+    var: np.ndarray | float
+    log_var: np.ndarray | float
+    log_var_clipped: np.ndarray | float
+
+    def mean(self, x0, x_t):
+        """Posterior mean coef_x0 x_0 + coef_xt x_t."""
+        x0, x_t = finite(x0, "x0"), finite(x_t, "x_t")
+        if x0.shape != x_t.shape:
+            raise ValueError(f"x0 must have the shape of x_t {x_t.shape}, got {x0.shape}")
+
+        def bc(c):
+            c = np.asarray(c, dtype=np.float64)
+            return c.reshape(c.shape + (1,) * (x0.ndim - c.ndim)) if c.ndim else c
+
+        return bc(self.coef_x0) * x0 + bc(self.coef_xt) * x_t
+
+
+def posterior(schedule: Schedule, s, t) -> PosteriorCoefficients:
+    """q(x_s | x_t, x_0) for s < t (Kingma et al. 2021, VDM, eq. 5-6, App. A):
+
+    coef_xt = alpha_{t|s} sigma_s^2 / sigma_t^2,
+    coef_x0 = alpha_s sigma_{t|s}^2 / sigma_t^2 = alpha_s (-expm1(lambda_t - lambda_s)),
+    var     = sigma_{t|s}^2 sigma_s^2 / sigma_t^2 = sigma_s^2 (-expm1(lambda_t - lambda_s)),
+
+    evaluated in log space (no division by alpha_t or sigma_s). Where alpha_s = 0 (zero-terminal
+    tail) x_s is independent of (x_t, x_0) and the result is N(0, sigma_s^2). For a general pair
+    ``log_var_clipped`` equals ``log_var``; the clipped DDPM form is :func:`ddpm_posterior`.
+
+    Returns :class:`PosteriorCoefficients` with arrays shaped like broadcast(s, t).
+    """
+    s = schedule._t(s)
+    t = schedule._t(t)
+    s, t = np.broadcast_arrays(s, t)
+    if not (s < t).all():
+        i = np.flatnonzero(~(s < t).ravel())[0]
+        raise ValueError(f"s must be < t, got s = {s.ravel()[i]!r}, t = {t.ravel()[i]!r}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        la_s, la_t = np.asarray(schedule.log_alpha(s)), np.asarray(schedule.log_alpha(t))
+        ls_s, ls_t = np.asarray(schedule.log_sigma(s)), np.asarray(schedule.log_sigma(t))
+        lam_s, lam_t = np.asarray(schedule.log_snr(s)), np.asarray(schedule.log_snr(t))
+        dead = np.isneginf(la_s)  # alpha_s = 0: x_t carries no information about x_0
+        # -expm1(lambda_t - lambda_s) = sigma_{t|s}^2 / sigma_t^2 (1 where sigma_s = 0)
+        frac = np.where(dead, 1.0, -np.expm1(np.where(dead, 0.0, lam_t - lam_s)))
+        log_frac = np.where(dead, 0.0, log1mexp(np.where(dead, 1.0, lam_s - lam_t)))
+        coef_xt = np.where(
+            dead, 0.0, np.exp(la_t - np.where(dead, 0.0, la_s) + 2.0 * (ls_s - ls_t))
+        )
+        coef_x0 = np.exp(la_s) * frac
+        log_var = 2.0 * ls_s + log_frac
+        var = np.exp(log_var)
+    return PosteriorCoefficients(
+        scalar_out(coef_x0, t),
+        scalar_out(coef_xt, t),
+        scalar_out(var, t),
+        scalar_out(log_var, t),
+        scalar_out(log_var, t),
+    )
+
+
+def ddpm_posterior(
+    schedule: DiscreteSchedule, n, *, variance: str = "fixed_small"
+) -> PosteriorCoefficients:
+    """DDPM reverse-step quantities for q(x_{n-1} | x_n, x_0), n in 1..T (Ho et al. 2020,
+    eq. 6-7), computed from the betas:
+
+    coef_x0 = sqrt(alpha_bar_{n-1}) beta_n / (1 - alpha_bar_n),
+    coef_xt = sqrt(alpha_n) (1 - alpha_bar_{n-1}) / (1 - alpha_bar_n),
+    beta_tilde_n = (1 - alpha_bar_{n-1}) / (1 - alpha_bar_n) beta_n.
+
+    ``variance``: "fixed_small" gives var = beta_tilde_n (the true posterior variance),
+    "fixed_large" gives var = beta_n (Ho et al. 2020, Sec. 3.2). ``log_var_clipped`` replaces the
+    -inf of beta_tilde_1 = 0 by log beta_tilde_2 (improved-diffusion).
+    """
+    if not isinstance(schedule, DiscreteSchedule):
+        raise TypeError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
+    choice(variance, "variance", {"fixed_small", "fixed_large"})
+    n = schedule._n(n)
+    if (n < 1).any():
+        raise ValueError(f"n must lie in [1, T={schedule.T}], got {n[n < 1].ravel()[0]!r}")
+    L_prev = schedule.log_alpha_bar[n - 1]
+    L = schedule.log_alpha_bar[n]
+    beta = schedule.betas[n - 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        one_m_prev = -np.expm1(L_prev)  # 1 - alpha_bar_{n-1}
+        one_m = -np.expm1(L)  # 1 - alpha_bar_n
+        coef_x0 = np.exp(0.5 * L_prev) * beta / one_m
+        coef_xt = np.sqrt(1.0 - beta) * one_m_prev / one_m
+        beta_tilde = one_m_prev / one_m * beta
+
+        def log_bt(m):
+            return (
+                np.log(-np.expm1(schedule.log_alpha_bar[m - 1]))
+                - np.log(-np.expm1(schedule.log_alpha_bar[m]))
+                + np.log(schedule.betas[m - 1])
+            )
+
+        if variance == "fixed_small":
+            var = beta_tilde
+            log_var = np.log(beta_tilde)
+            if schedule.T >= 2:
+                clipped = np.where(n == 1, log_bt(np.full_like(n, 2)), log_var)
+            else:
+                clipped = log_var
+        else:
+            var = beta
+            log_var = np.log(beta)
+            clipped = log_var
+    return PosteriorCoefficients(
+        scalar_out(coef_x0, n),
+        scalar_out(coef_xt, n),
+        scalar_out(var, n),
+        scalar_out(log_var, n),
+        scalar_out(clipped, n),
+    )

@@ -1,0 +1,1002 @@
+"""Noise schedules: the Gaussian path x_t = alpha(t) x_0 + sigma(t) eps, eps ~ N(0, I).
+
+Every schedule lives on t in [0, 1] (t = 0 is data, t = 1 the most noise) and gives, in float64,
+alpha, sigma, their logs, log_snr = log(alpha^2 / sigma^2), snr, their t-derivatives, the SDE
+coefficients f(t) = d log alpha / dt and g(t)^2 = d sigma^2/dt - 2 f sigma^2 (Song et al. 2021,
+arXiv:2011.13456, eq. 5 and App. B), and the inverse t(log_snr).
+
+Each concrete schedule implements its own closed forms (never a generic chain rule that would form
+0 * inf at an endpoint). Where a closed-form inverse is ill-conditioned a few Newton steps on the
+accurate forward log_snr polish it.
+
+Discrete DDPM schedules (betas over T steps) are :class:`DiscreteSchedule`. Index-to-t mapping,
+used everywhere in this package: **n in {0, 1, ..., T} <-> t = n / T**, with n = 0 the data
+(alpha_bar_0 = 1) and alpha_bar_n = prod_{i<=n} (1 - beta_i) (Ho et al. 2020, arXiv:2006.11239,
+eq. 4). In diffusers/improved-diffusion the 0-based timestep k corresponds to n = k + 1.
+Between grid points log alpha_bar is linear in t: that is exactly the continuous VP SDE with the
+piecewise-constant beta(t) = -T log(1 - beta_n) on ((n-1)/T, n/T], whose transition over one
+interval is the DDPM kernel q(x_n | x_{n-1}), so the discrete chain is this SDE observed on the
+grid.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import numpy as np
+from scipy.special import expit
+
+from ._checks import (
+    as_float,
+    finite,
+    finite_scalar,
+    in_interval,
+    positive_int,
+    positive_scalar,
+    scalar_out,
+)
+from ._stable import log1mexp, log_sigmoid, softplus
+
+__all__ = [
+    "Schedule",
+    "VPLinear",
+    "VPCosine",
+    "VEGeometric",
+    "EDM",
+    "SubVP",
+    "Flow",
+    "DiscreteSchedule",
+    "karras_sigmas",
+    "rescale_zero_terminal_snr",
+    "SCHEDULES",
+    "get_schedule",
+]
+
+_HALF_PI = 0.5 * math.pi
+
+
+def _safe(fn):
+    """Evaluate with floating-point warnings silenced: the closed forms below produce +-inf at
+    endpoints on purpose (e.g. log sigma(0) = -inf); a NaN is never produced by design."""
+
+    def wrapper(*args, **kwargs):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return fn(*args, **kwargs)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+class Schedule(ABC):
+    """A Gaussian path x_t = alpha(t) x_0 + sigma(t) eps on t in [0, 1].
+
+    Subclasses implement ``_alpha``, ``_sigma``, ``_log_alpha``, ``_log_sigma``, ``_log_snr``,
+    ``_d_alpha``, ``_d_sigma``, ``_d_log_snr``, ``_f``, ``_g_squared`` and ``_t_from_log_snr`` on
+    validated float64 arrays. Public methods validate ``t`` (finite, inside [0, 1]) and return a
+    float for scalar input, an array otherwise.
+
+    ``kind`` is one of "vp" (alpha^2 + sigma^2 = 1), "ve" (alpha = 1), "subvp", "flow".
+    """
+
+    kind: str = ""
+    t_min: float = 0.0
+    t_max: float = 1.0
+
+    # ------------------------------------------------------------------ validation
+    def _t(self, t) -> np.ndarray:
+        return in_interval(t, "t", self.t_min, self.t_max)
+
+    # ------------------------------------------------------------------ public API
+    def alpha(self, t):
+        """Signal coefficient alpha(t) of x_t = alpha x_0 + sigma eps."""
+        t = self._t(t)
+        return scalar_out(_safe(self._alpha)(t), t)
+
+    def sigma(self, t):
+        """Noise coefficient sigma(t) of x_t = alpha x_0 + sigma eps."""
+        t = self._t(t)
+        return scalar_out(_safe(self._sigma)(t), t)
+
+    def log_alpha(self, t):
+        """log alpha(t) (-inf where alpha = 0)."""
+        t = self._t(t)
+        return scalar_out(_safe(self._log_alpha)(t), t)
+
+    def log_sigma(self, t):
+        """log sigma(t) (-inf where sigma = 0)."""
+        t = self._t(t)
+        return scalar_out(_safe(self._log_sigma)(t), t)
+
+    def log_snr(self, t):
+        """lambda(t) = log SNR(t) = log(alpha^2 / sigma^2) (Kingma et al. 2021, VDM, eq. 3)."""
+        t = self._t(t)
+        return scalar_out(_safe(self._log_snr)(t), t)
+
+    def snr(self, t):
+        """SNR(t) = alpha^2 / sigma^2 = exp(lambda(t))."""
+        t = self._t(t)
+        return scalar_out(_safe(lambda u: np.exp(self._log_snr(u)))(t), t)
+
+    def d_alpha(self, t):
+        """d alpha / dt."""
+        t = self._t(t)
+        return scalar_out(_safe(self._d_alpha)(t), t)
+
+    def d_sigma(self, t):
+        """d sigma / dt."""
+        t = self._t(t)
+        return scalar_out(_safe(self._d_sigma)(t), t)
+
+    def d_log_snr(self, t):
+        """d lambda / dt (negative: the SNR decreases with t)."""
+        t = self._t(t)
+        return scalar_out(_safe(self._d_log_snr)(t), t)
+
+    def d_snr(self, t):
+        """d SNR / dt = SNR * d lambda / dt (the VDM loss weight is -d SNR/dt, Kingma et al.
+        2021, eq. 17)."""
+        t = self._t(t)
+
+        def impl(u):
+            snr = np.exp(self._log_snr(u))
+            dl = self._d_log_snr(u)
+            return np.where(snr == 0.0, 0.0, snr * dl)
+
+        return scalar_out(_safe(impl)(t), t)
+
+    def f(self, t):
+        """Drift coefficient of the forward SDE dx = f(t) x dt + g(t) dw: f = d log alpha / dt
+        (Song et al. 2021, eq. 5; Kingma et al. 2021, App. A)."""
+        t = self._t(t)
+        return scalar_out(_safe(self._f)(t), t)
+
+    def g_squared(self, t):
+        """Squared diffusion coefficient g(t)^2 = d sigma^2/dt - 2 f sigma^2 = -sigma^2 dlambda/dt
+        (Kingma et al. 2021, App. A; Song et al. 2021, eq. 5)."""
+        t = self._t(t)
+        return scalar_out(_safe(self._g_squared)(t), t)
+
+    def g(self, t):
+        """Diffusion coefficient g(t) = sqrt(g(t)^2)."""
+        t = self._t(t)
+        return scalar_out(_safe(lambda u: np.sqrt(self._g_squared(u)))(t), t)
+
+    def sigma_edm(self, t):
+        """EDM's noise level sigma_EDM = sigma / alpha = exp(-lambda / 2): the VE-equivalent path
+        x / alpha = x_0 + sigma_EDM eps (Karras et al. 2022, arXiv:2206.00364, eq. 4)."""
+        t = self._t(t)
+        return scalar_out(_safe(lambda u: np.exp(-0.5 * self._log_snr(u)))(t), t)
+
+    def log_snr_range(self) -> tuple[float, float]:
+        """(lambda(t_max), lambda(t_min)): the interval of log-SNR this schedule covers."""
+        lo = float(_safe(self._log_snr)(np.float64(self.t_max)))
+        hi = float(_safe(self._log_snr)(np.float64(self.t_min)))
+        return lo, hi
+
+    def t_from_log_snr(self, log_snr):
+        """Inverse t(lambda) of the strictly decreasing lambda(t).
+
+        ``log_snr`` must lie in [lambda(1), lambda(0)] (+-inf allowed only where the schedule
+        attains it), else ValueError."""
+        lam = as_float(log_snr, "log_snr")
+        if np.isnan(lam).any():
+            raise ValueError("log_snr must not be NaN")
+        lo, hi = self.log_snr_range()
+        bad = (lam < lo) | (lam > hi)
+        if bad.any():
+            raise ValueError(
+                f"log_snr must lie in [{lo!r}, {hi!r}] for {self!r}, got {lam[bad].ravel()[0]!r}"
+            )
+        out = _safe(self._t_from_log_snr)(lam)
+        out = np.where(lam == hi, self.t_min, np.where(lam == lo, self.t_max, out))
+        return scalar_out(np.clip(out, self.t_min, self.t_max), lam)
+
+    def t_from_sigma_edm(self, sigma_edm):
+        """Inverse of :meth:`sigma_edm`: t such that sigma/alpha = sigma_edm (> 0)."""
+        s = positive_scalar(sigma_edm, "sigma_edm") if np.ndim(sigma_edm) == 0 else None
+        if s is None:
+            arr = finite(sigma_edm, "sigma_edm")
+            if (arr <= 0).any():
+                raise ValueError(f"sigma_edm must be > 0, got {arr[arr <= 0].ravel()[0]!r}")
+            return self.t_from_log_snr(-2.0 * np.log(arr))
+        return self.t_from_log_snr(-2.0 * math.log(s))
+
+    # ------------------------------------------------------------------ helpers
+    def _newton(self, t, lam, iters: int = 4):
+        """Polish t so that log_snr(t) = lam with Newton steps on the accurate forward map."""
+        t = np.asarray(t, dtype=np.float64).copy()
+        ok = np.isfinite(lam)
+        for _ in range(iters):
+            lt = self._log_snr(t)
+            dl = self._d_log_snr(t)
+            step = np.where(
+                ok & np.isfinite(lt) & np.isfinite(dl) & (dl != 0), (lt - lam) / dl, 0.0
+            )
+            t = np.clip(t - step, self.t_min, self.t_max)
+        return t
+
+    # ------------------------------------------------------------------ abstract
+    @abstractmethod
+    def _alpha(self, t): ...
+
+    @abstractmethod
+    def _sigma(self, t): ...
+
+    @abstractmethod
+    def _log_alpha(self, t): ...
+
+    @abstractmethod
+    def _log_sigma(self, t): ...
+
+    @abstractmethod
+    def _log_snr(self, t): ...
+
+    @abstractmethod
+    def _d_alpha(self, t): ...
+
+    @abstractmethod
+    def _d_sigma(self, t): ...
+
+    @abstractmethod
+    def _d_log_snr(self, t): ...
+
+    @abstractmethod
+    def _f(self, t): ...
+
+    @abstractmethod
+    def _g_squared(self, t): ...
+
+    @abstractmethod
+    def _t_from_log_snr(self, lam): ...
+
+
+# ====================================================================== continuous VP
+
+
+class VPLinear(Schedule):
+    """Continuous VP SDE with linear beta(t) = beta_min + t (beta_max - beta_min).
+
+    B(t) = int_0^t beta = beta_min t + (beta_max - beta_min) t^2 / 2,
+    alpha = exp(-B/2), sigma = sqrt(-expm1(-B)), lambda = -B - log(-expm1(-B)),
+    f = -beta/2, g^2 = beta (Song et al. 2021, arXiv:2011.13456, eq. 11 and eq. 29 ff.).
+
+    Parameters: ``beta_min`` (beta_min > 0), ``beta_max`` (> beta_min); defaults 0.1 and 20.
+
+    Example: ``VPLinear().log_snr(0.5)``.
+    """
+
+    kind = "vp"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        self.beta_min = positive_scalar(beta_min, "beta_min")
+        self.beta_max = positive_scalar(beta_max, "beta_max")
+        if self.beta_max <= self.beta_min:
+            raise ValueError(
+                f"beta_max must be > beta_min={self.beta_min!r}, got {self.beta_max!r}"
+            )
+
+    def __repr__(self):
+        return f"VPLinear(beta_min={self.beta_min!r}, beta_max={self.beta_max!r})"
+
+    def beta(self, t):
+        """beta(t) = beta_min + t (beta_max - beta_min)."""
+        t = self._t(t)
+        return scalar_out(self._beta(t), t)
+
+    def _beta(self, t):
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def _B(self, t):
+        return t * (self.beta_min + 0.5 * (self.beta_max - self.beta_min) * t)
+
+    def _alpha(self, t):
+        return np.exp(-0.5 * self._B(t))
+
+    def _sigma(self, t):
+        return np.sqrt(-np.expm1(-self._B(t)))
+
+    def _log_alpha(self, t):
+        return -0.5 * self._B(t)
+
+    def _log_sigma(self, t):
+        return 0.5 * log1mexp(self._B(t))
+
+    def _log_snr(self, t):
+        B = self._B(t)
+        return -B - log1mexp(B)
+
+    def _d_alpha(self, t):
+        return -0.5 * self._beta(t) * self._alpha(t)
+
+    def _d_sigma(self, t):
+        B = self._B(t)
+        return self._beta(t) * np.exp(-B) / (2.0 * np.sqrt(-np.expm1(-B)))
+
+    def _d_log_snr(self, t):
+        return -self._beta(t) / (-np.expm1(-self._B(t)))
+
+    def _f(self, t):
+        return -0.5 * self._beta(t)
+
+    def _g_squared(self, t):
+        return self._beta(t)
+
+    def _t_from_log_snr(self, lam):
+        B = softplus(-lam)  # -log alpha^2 = -log sigmoid(lambda)
+        d = self.beta_max - self.beta_min
+        return 2.0 * B / (self.beta_min + np.sqrt(self.beta_min**2 + 2.0 * d * B))
+
+
+class VPCosine(Schedule):
+    """Continuous cosine VP schedule (Nichol & Dhariwal 2021, arXiv:2102.09672, eq. 17):
+    alpha_bar(t) = cos^2(phi(t)) / cos^2(phi(0)), phi(t) = (pi/2)(t + s)/(1 + s).
+
+    With psi = pi/2 - phi = (pi/2)(1 - t)/(1 + s) and delta = phi - phi(0) = (pi/2) t/(1 + s):
+    alpha = sin(psi)/cos(phi0), sigma^2 = sin(delta) sin(phi + phi0)/cos^2(phi0) (no cancellation
+    near t = 0), alpha(1) = 0 exactly. Parameter ``s`` >= 0 (default 0.008).
+    """
+
+    kind = "vp"
+
+    def __init__(self, s: float = 0.008):
+        self.s = finite_scalar(s, "s")
+        if self.s < 0:
+            raise ValueError(f"s must be >= 0, got {self.s!r}")
+        self._k = _HALF_PI / (1.0 + self.s)  # d phi / dt
+        self._phi0 = self._k * self.s
+        self._cos_phi0 = math.cos(self._phi0)
+
+    def __repr__(self):
+        return f"VPCosine(s={self.s!r})"
+
+    def _psi(self, t):
+        return self._k * (1.0 - t)
+
+    def _delta(self, t):
+        return self._k * t
+
+    def _alpha(self, t):
+        return np.sin(self._psi(t)) / self._cos_phi0
+
+    def _sigma(self, t):
+        return np.sqrt(np.sin(self._delta(t)) * np.sin(self._k * (t + 2 * self.s))) / self._cos_phi0
+
+    def _log_alpha(self, t):
+        return np.log(np.sin(self._psi(t))) - math.log(self._cos_phi0)
+
+    def _log_sigma(self, t):
+        return 0.5 * (
+            np.log(np.sin(self._delta(t))) + np.log(np.sin(self._k * (t + 2 * self.s)))
+        ) - math.log(self._cos_phi0)
+
+    def _log_snr(self, t):
+        return (
+            2.0 * np.log(np.sin(self._psi(t)))
+            - np.log(np.sin(self._delta(t)))
+            - np.log(np.sin(self._k * (t + 2 * self.s)))
+        )
+
+    def _d_alpha(self, t):
+        return -self._k * np.cos(self._psi(t)) / self._cos_phi0
+
+    def _d_sigma(self, t):
+        # 2 sigma sigma' = k sin(2 phi) / cos^2 phi0, sin(2 phi) = 2 sin(psi) cos(psi)
+        num = self._k * np.sin(self._psi(t)) * np.cos(self._psi(t)) / self._cos_phi0**2
+        return num / self._sigma(t)
+
+    def _d_log_snr(self, t):
+        psi = self._psi(t)
+        sin2phi = 2.0 * np.sin(psi) * np.cos(psi)
+        return -2.0 * self._k * np.cos(psi) / np.sin(psi) - self._k * sin2phi / (
+            np.sin(self._delta(t)) * np.sin(self._k * (t + 2 * self.s))
+        )
+
+    def _f(self, t):
+        psi = self._psi(t)
+        return -self._k * np.cos(psi) / np.sin(psi)
+
+    def _g_squared(self, t):
+        return -2.0 * self._f(t)  # VP: g^2 = -2 f
+
+    def _t_from_log_snr(self, lam):
+        # alpha^2 = sigmoid(lambda): sin(psi) = cos(phi0) sqrt(sigmoid(lambda)); psi <= pi/4 for
+        # lambda <= 0 where arcsin is well conditioned. For lambda > 0 start from
+        # sin(delta) sin(delta + 2 phi0) = cos^2(phi0) sigmoid(-lambda) and polish with Newton.
+        sin_psi = self._cos_phi0 * np.exp(0.5 * log_sigmoid(lam))
+        t_neg = 1.0 - np.arcsin(np.clip(sin_psi, 0.0, 1.0)) / self._k
+        c = self._cos_phi0**2 * expit(-lam)
+        two_phi0 = 2.0 * self._phi0
+        arg = np.clip(math.cos(two_phi0) - 2.0 * c, -1.0, 1.0)
+        delta_big = 0.5 * (np.arccos(arg) - two_phi0)
+        delta_small = c / max(math.sin(two_phi0), 1e-300)
+        delta = (
+            np.where(c < 1e-6, delta_small, delta_big)
+            if self.s > 0
+            else np.arcsin(np.sqrt(np.clip(c, 0.0, 1.0)))
+        )
+        t_pos = delta / self._k
+        t0 = np.where(lam <= 0, t_neg, t_pos)
+        return self._newton(np.clip(t0, 0.0, 1.0), lam)
+
+
+# ====================================================================== VE / EDM
+
+
+class VEGeometric(Schedule):
+    """Variance-exploding SDE with geometric noise sigma(t) = sigma_min (sigma_max/sigma_min)^t,
+    alpha = 1 (Song et al. 2021, arXiv:2011.13456, eq. 9 and 30; Song & Ermon 2019).
+
+    lambda = -2 log sigma, f = 0, g^2 = 2 sigma^2 log(sigma_max/sigma_min).
+    Defaults sigma_min = 0.01, sigma_max = 50 (score_sde CIFAR-10).
+    """
+
+    kind = "ve"
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        self.sigma_min = positive_scalar(sigma_min, "sigma_min")
+        self.sigma_max = positive_scalar(sigma_max, "sigma_max")
+        if self.sigma_max <= self.sigma_min:
+            raise ValueError(
+                f"sigma_max must be > sigma_min={self.sigma_min!r}, got {self.sigma_max!r}"
+            )
+        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+
+    def __repr__(self):
+        return f"VEGeometric(sigma_min={self.sigma_min!r}, sigma_max={self.sigma_max!r})"
+
+    def _alpha(self, t):
+        return np.ones_like(t)
+
+    def _log_alpha(self, t):
+        return np.zeros_like(t)
+
+    def _log_sigma(self, t):
+        return math.log(self.sigma_min) + t * self._log_ratio
+
+    def _sigma(self, t):
+        return np.exp(self._log_sigma(t))
+
+    def _log_snr(self, t):
+        return -2.0 * self._log_sigma(t)
+
+    def _d_alpha(self, t):
+        return np.zeros_like(t)
+
+    def _d_sigma(self, t):
+        return self._sigma(t) * self._log_ratio
+
+    def _d_log_snr(self, t):
+        return np.full_like(t, -2.0 * self._log_ratio)
+
+    def _f(self, t):
+        return np.zeros_like(t)
+
+    def _g_squared(self, t):
+        return 2.0 * self._sigma(t) ** 2 * self._log_ratio
+
+    def _t_from_log_snr(self, lam):
+        return (-0.5 * lam - math.log(self.sigma_min)) / self._log_ratio
+
+
+class EDM(Schedule):
+    """EDM / Karras noise schedule as a continuous path (Karras et al. 2022, arXiv:2206.00364,
+    eq. 5 and Table 1): alpha = 1,
+    sigma(t) = (sigma_min^(1/rho) + t (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho.
+
+    The N-point Karras grid is sigma(t_i) with t_i = 1 - i/(N - 1), i = 0..N-1 (see
+    :func:`karras_sigmas`). Defaults sigma_min = 0.002, sigma_max = 80, rho = 7.
+    """
+
+    kind = "ve"
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
+        self.sigma_min = positive_scalar(sigma_min, "sigma_min")
+        self.sigma_max = positive_scalar(sigma_max, "sigma_max")
+        self.rho = positive_scalar(rho, "rho")
+        if self.sigma_max <= self.sigma_min:
+            raise ValueError(
+                f"sigma_max must be > sigma_min={self.sigma_min!r}, got {self.sigma_max!r}"
+            )
+        self._a = self.sigma_min ** (1.0 / self.rho)
+        self._D = self.sigma_max ** (1.0 / self.rho) - self._a
+
+    def __repr__(self):
+        return f"EDM(sigma_min={self.sigma_min!r}, sigma_max={self.sigma_max!r}, rho={self.rho!r})"
+
+    def _base(self, t):
+        return self._a + t * self._D
+
+    def _alpha(self, t):
+        return np.ones_like(t)
+
+    def _log_alpha(self, t):
+        return np.zeros_like(t)
+
+    def _log_sigma(self, t):
+        return self.rho * np.log(self._base(t))
+
+    def _sigma(self, t):
+        return self._base(t) ** self.rho
+
+    def _log_snr(self, t):
+        return -2.0 * self._log_sigma(t)
+
+    def _d_alpha(self, t):
+        return np.zeros_like(t)
+
+    def _d_sigma(self, t):
+        return self.rho * self._D * self._base(t) ** (self.rho - 1.0)
+
+    def _d_log_snr(self, t):
+        return -2.0 * self.rho * self._D / self._base(t)
+
+    def _f(self, t):
+        return np.zeros_like(t)
+
+    def _g_squared(self, t):
+        return 2.0 * self._sigma(t) * self._d_sigma(t)
+
+    def _t_from_log_snr(self, lam):
+        return (np.exp(-lam / (2.0 * self.rho)) - self._a) / self._D
+
+    def karras_grid(self, n: int, *, append_zero: bool = True) -> np.ndarray:
+        """The Karras sigma grid of this schedule; see :func:`karras_sigmas`."""
+        return karras_sigmas(n, self.sigma_min, self.sigma_max, self.rho, append_zero=append_zero)
+
+
+def karras_sigmas(
+    n: int,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+    rho: float = 7.0,
+    *,
+    append_zero: bool = True,
+) -> np.ndarray:
+    """Karras et al. 2022 (arXiv:2206.00364) eq. 5 noise levels, decreasing:
+    sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho, i < n,
+    followed by sigma_n = 0 when ``append_zero``. Returns shape (n + append_zero,), float64.
+
+    Example: ``karras_sigmas(18)[0] == 80.0``.
+    """
+    n = positive_int(n, "n", minimum=2)
+    smin = positive_scalar(sigma_min, "sigma_min")
+    smax = positive_scalar(sigma_max, "sigma_max")
+    rho = positive_scalar(rho, "rho")
+    if smax <= smin:
+        raise ValueError(f"sigma_max must be > sigma_min={smin!r}, got {smax!r}")
+    i = np.arange(n, dtype=np.float64)
+    hi, lo = smax ** (1.0 / rho), smin ** (1.0 / rho)
+    sig = (hi + i / (n - 1) * (lo - hi)) ** rho
+    sig[0], sig[-1] = smax, smin
+    return np.append(sig, 0.0) if append_zero else sig
+
+
+# ====================================================================== sub-VP and flow
+
+
+class SubVP(Schedule):
+    """sub-VP SDE (Song et al. 2021, arXiv:2011.13456, eq. 29): alpha = exp(-B/2),
+    sigma = 1 - exp(-B) = -expm1(-B), B(t) = beta_min t + (beta_max - beta_min) t^2/2;
+    f = -beta/2, g^2 = beta (1 - exp(-2B)).
+    """
+
+    kind = "subvp"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        self.beta_min = positive_scalar(beta_min, "beta_min")
+        self.beta_max = positive_scalar(beta_max, "beta_max")
+        if self.beta_max <= self.beta_min:
+            raise ValueError(
+                f"beta_max must be > beta_min={self.beta_min!r}, got {self.beta_max!r}"
+            )
+
+    def __repr__(self):
+        return f"SubVP(beta_min={self.beta_min!r}, beta_max={self.beta_max!r})"
+
+    def _beta(self, t):
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def _B(self, t):
+        return t * (self.beta_min + 0.5 * (self.beta_max - self.beta_min) * t)
+
+    def _alpha(self, t):
+        return np.exp(-0.5 * self._B(t))
+
+    def _sigma(self, t):
+        return -np.expm1(-self._B(t))
+
+    def _log_alpha(self, t):
+        return -0.5 * self._B(t)
+
+    def _log_sigma(self, t):
+        return log1mexp(self._B(t))
+
+    def _log_snr(self, t):
+        B = self._B(t)
+        return -B - 2.0 * log1mexp(B)
+
+    def _d_alpha(self, t):
+        return -0.5 * self._beta(t) * self._alpha(t)
+
+    def _d_sigma(self, t):
+        return self._beta(t) * np.exp(-self._B(t))
+
+    def _d_log_snr(self, t):
+        # -beta (1 + 2/expm1(B)) = -beta coth(B/2)
+        return -self._beta(t) * (1.0 + 2.0 / np.expm1(self._B(t)))
+
+    def _f(self, t):
+        return -0.5 * self._beta(t)
+
+    def _g_squared(self, t):
+        return -self._beta(t) * np.expm1(-2.0 * self._B(t))
+
+    def _t_from_log_snr(self, lam):
+        # e^lambda = u/(1-u)^2 with u = e^{-B}; solve the quadratic in the stable root form.
+        neg = lam < 0
+        ln = np.where(neg, lam, -1.0)
+        el = np.exp(ln)
+        B_neg = -math.log(2.0) - ln + np.log(2.0 * el + 1.0 + np.sqrt(4.0 * el + 1.0))
+        lp = np.where(neg, 1.0, lam)
+        m = np.exp(-0.5 * lp)
+        root = m * np.sqrt(4.0 + m * m)
+        r = (m * m + root) / (2.0 + m * m + root)  # 1 - u
+        B_pos = -np.log1p(-r)
+        B = np.where(neg, B_neg, B_pos)
+        d = self.beta_max - self.beta_min
+        t0 = 2.0 * B / (self.beta_min + np.sqrt(self.beta_min**2 + 2.0 * d * B))
+        return self._newton(np.clip(t0, 0.0, 1.0), lam)
+
+
+class Flow(Schedule):
+    """Flow matching / rectified flow path with the conditional-OT interpolant (Lipman et al.
+    2023, arXiv:2210.02747, eq. 20; Liu et al. 2023, arXiv:2209.03003): alpha = 1 - t,
+    sigma = t. lambda = 2 log((1 - t)/t), t(lambda) = sigmoid(-lambda/2),
+    f = -1/(1 - t), g^2 = 2t/(1 - t). The flow velocity is u = d alpha x0 + d sigma eps = eps - x0.
+    """
+
+    kind = "flow"
+
+    def __repr__(self):
+        return "Flow()"
+
+    def _alpha(self, t):
+        return 1.0 - t
+
+    def _sigma(self, t):
+        return t.copy()
+
+    def _log_alpha(self, t):
+        return np.log1p(-t)
+
+    def _log_sigma(self, t):
+        return np.log(t)
+
+    def _log_snr(self, t):
+        return 2.0 * (np.log1p(-t) - np.log(t))
+
+    def _d_alpha(self, t):
+        return np.full_like(t, -1.0)
+
+    def _d_sigma(self, t):
+        return np.ones_like(t)
+
+    def _d_log_snr(self, t):
+        return -2.0 / (t * (1.0 - t))
+
+    def _f(self, t):
+        return -1.0 / (1.0 - t)
+
+    def _g_squared(self, t):
+        return 2.0 * t / (1.0 - t)
+
+    def _t_from_log_snr(self, lam):
+        return expit(-0.5 * lam)
+
+
+# ====================================================================== discrete DDPM
+
+
+class DiscreteSchedule(Schedule):
+    """Discrete DDPM schedule from betas beta_1..beta_T (Ho et al. 2020, arXiv:2006.11239, eq. 2
+    and 4): alpha_n = 1 - beta_n, alpha_bar_n = prod_{i<=n} alpha_i, computed as
+    exp(cumsum(log1p(-beta))). Index n in {0..T} maps to t = n/T (alpha_bar_0 = 1).
+
+    Continuous-time view (module docstring): log alpha_bar linear in t on each ((n-1)/T, n/T],
+    i.e. the VP SDE with piecewise-constant beta(t) = -T log1p(-beta_n); derivatives at a grid
+    node are the left limits (the step that produced x_n).
+
+    Valid betas lie in (0, 1); beta_T = 1 exactly is allowed (zero terminal SNR,
+    Lin et al. 2024, arXiv:2305.08891), which makes alpha = 0 on ((T-1)/T, 1].
+
+    Build with :meth:`linear`, :meth:`scaled_linear`, :meth:`cosine`, :meth:`sigmoid`,
+    :meth:`log_snr_linear`, :meth:`from_alpha_bar`, or pass ``betas``.
+
+    Example: ``DiscreteSchedule.linear(1000).alpha_bar[1000]`` is about 4.04e-5.
+    """
+
+    kind = "vp"
+
+    def __init__(self, betas, *, name: str = "custom"):
+        arr = as_float(betas, "betas")
+        if arr.ndim != 1 or arr.size < 1:
+            raise ValueError(
+                f"betas must be a 1-D array with at least one entry, got shape {arr.shape}"
+            )
+        arr = finite(arr, "betas")
+        last_one = arr[-1] == 1.0
+        inner = arr[:-1] if last_one else arr
+        bad = (inner <= 0.0) | (inner >= 1.0)
+        if bad.any() or arr[-1] <= 0.0 or arr[-1] > 1.0:
+            idx = int(np.flatnonzero(bad)[0]) if bad.any() else arr.size - 1
+            raise ValueError(
+                f"betas must lie in (0, 1) (beta_T = 1 allowed for zero terminal SNR), "
+                f"got betas[{idx}] = {arr[idx]!r}"
+            )
+        self.name = name
+        self.T = int(arr.size)
+        self.betas = arr.copy()
+        self.betas.setflags(write=False)
+        with np.errstate(divide="ignore"):
+            self._ell = np.log1p(-self.betas)  # log alpha_n, -inf for beta = 1
+        log_ab = np.concatenate([[0.0], np.cumsum(self._ell)])
+        self.log_alpha_bar = log_ab
+        self.log_alpha_bar.setflags(write=False)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
+        """Linear betas, beta_n = linspace(beta_start, beta_end, T) (Ho et al. 2020, Sec. 4)."""
+        T = positive_int(T, "T")
+        b0, b1 = positive_scalar(beta_start, "beta_start"), positive_scalar(beta_end, "beta_end")
+        return cls(np.linspace(b0, b1, T), name=f"linear(T={T}, {b0!r}..{b1!r})")
+
+    @classmethod
+    def scaled_linear(cls, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012):
+        """Latent-diffusion betas, linspace(sqrt(beta_start), sqrt(beta_end), T)^2 (Rombach et
+        al. 2022; diffusers "scaled_linear")."""
+        T = positive_int(T, "T")
+        b0, b1 = positive_scalar(beta_start, "beta_start"), positive_scalar(beta_end, "beta_end")
+        return cls(
+            np.linspace(math.sqrt(b0), math.sqrt(b1), T) ** 2,
+            name=f"scaled_linear(T={T}, {b0!r}..{b1!r})",
+        )
+
+    @classmethod
+    def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999):
+        """Cosine betas (Nichol & Dhariwal 2021, arXiv:2102.09672, eq. 17):
+        beta_n = min(1 - alpha_bar(n/T)/alpha_bar((n-1)/T), max_beta),
+        alpha_bar(t) = cos^2((t + s)/(1 + s) pi/2). The ratio is formed without cancellation as
+        sin(phi_n - phi_{n-1}) sin(phi_n + phi_{n-1}) / cos^2(phi_{n-1})."""
+        T = positive_int(T, "T")
+        s = finite_scalar(s, "s")
+        if s < 0:
+            raise ValueError(f"s must be >= 0, got {s!r}")
+        max_beta = finite_scalar(max_beta, "max_beta")
+        if not 0.0 < max_beta <= 1.0:
+            raise ValueError(f"max_beta must lie in (0, 1], got {max_beta!r}")
+        n = np.arange(1, T + 1, dtype=np.float64)
+        k = _HALF_PI / (1.0 + s)
+        phi_n, phi_m = k * (n / T + s), k * ((n - 1) / T + s)
+        cos_m = np.sin(k * (1.0 - (n - 1) / T))  # cos(phi_{n-1}) = sin(pi/2 - phi_{n-1})
+        betas = np.sin(k / T) * np.sin(phi_n + phi_m) / cos_m**2
+        return cls(np.minimum(betas, max_beta), name=f"cosine(T={T}, s={s!r})")
+
+    @classmethod
+    def sigmoid(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
+        """GeoDiff sigmoid betas (Xu et al. 2022, arXiv:2203.02923; diffusers "sigmoid"):
+        beta_n = sigmoid(linspace(-6, 6, T)) (beta_end - beta_start) + beta_start.
+        Not the Jabri/Chen sigmoid schedule of the same name."""
+        T = positive_int(T, "T")
+        b0, b1 = positive_scalar(beta_start, "beta_start"), positive_scalar(beta_end, "beta_end")
+        return cls(
+            expit(np.linspace(-6.0, 6.0, T)) * (b1 - b0) + b0,
+            name=f"sigmoid(T={T}, {b0!r}..{b1!r})",
+        )
+
+    @classmethod
+    def log_snr_linear(cls, T: int = 1000, log_snr_max: float = 10.0, log_snr_min: float = -10.0):
+        """Log-SNR-linear ("logarithmic") schedule: lambda_n linear in n from log_snr_max (n=1) to
+        log_snr_min (n=T); alpha_bar_n = sigmoid(lambda_n) (Kingma et al. 2021, VDM, Sec. 5;
+        DPM-Solver's logSNR grid, Lu et al. 2022, arXiv:2206.00927, Sec. 3.3)."""
+        T = positive_int(T, "T")
+        hi, lo = (
+            finite_scalar(log_snr_max, "log_snr_max"),
+            finite_scalar(log_snr_min, "log_snr_min"),
+        )
+        if not lo < hi:
+            raise ValueError(f"log_snr_min must be < log_snr_max={hi!r}, got {lo!r}")
+        lam = np.linspace(hi, lo, T)
+        log_ab = np.concatenate([[0.0], log_sigmoid(lam)])
+        betas = -np.expm1(np.diff(log_ab))
+        return cls(betas, name=f"log_snr_linear(T={T}, {hi!r}..{lo!r})")
+
+    @classmethod
+    def from_alpha_bar(cls, alpha_bar, *, name: str = "custom"):
+        """From alpha_bar_1..alpha_bar_T (strictly decreasing, in [0, 1), only the last may be 0):
+        beta_n = 1 - alpha_bar_n/alpha_bar_{n-1} computed as -expm1(log ratio)."""
+        ab = finite(alpha_bar, "alpha_bar")
+        if ab.ndim != 1 or ab.size < 1:
+            raise ValueError(f"alpha_bar must be 1-D and non-empty, got shape {ab.shape}")
+        if (ab[:-1] <= 0).any() or ab[-1] < 0 or (ab >= 1).any():
+            bad = np.flatnonzero((ab >= 1) | (ab < 0) | np.append(ab[:-1] <= 0, False))[0]
+            raise ValueError(
+                f"alpha_bar must lie in (0, 1) (the last entry may be 0), got alpha_bar[{bad}] = "
+                f"{ab[bad]!r}"
+            )
+        full = np.concatenate([[1.0], ab])
+        if not (np.diff(full) < 0).all():
+            i = int(np.flatnonzero(np.diff(full) >= 0)[0])
+            raise ValueError(
+                f"alpha_bar must be strictly decreasing, got alpha_bar[{i}] = {full[i + 1]!r} "
+                f"after "
+                f"{full[i]!r}"
+            )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_ab = np.log(full)
+            betas = -np.expm1(np.diff(log_ab))
+        betas[-1] = 1.0 if ab[-1] == 0 else betas[-1]
+        return cls(betas, name=name)
+
+    def __repr__(self):
+        return (
+            f"DiscreteSchedule.{self.name}"
+            if "(" in self.name
+            else f"DiscreteSchedule({self.name})"
+        )
+
+    # ------------------------------------------------------------------ index access
+    @property
+    def alphas(self) -> np.ndarray:
+        """alpha_n = 1 - beta_n for n = 1..T (array index n - 1)."""
+        return 1.0 - self.betas
+
+    @property
+    def alpha_bar(self) -> np.ndarray:
+        """alpha_bar_n for n = 0..T (array index n), alpha_bar_0 = 1."""
+        return np.exp(self.log_alpha_bar)
+
+    def _n(self, n) -> np.ndarray:
+        arr = np.asarray(n)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"n must be an integer index, got dtype {arr.dtype}")
+        bad = (arr < 0) | (arr > self.T)
+        if bad.any():
+            raise ValueError(f"n must lie in [0, T={self.T}], got {arr[bad].ravel()[0]!r}")
+        return arr
+
+    def t_of(self, n):
+        """t = n / T, the documented index-to-time mapping."""
+        n = self._n(n)
+        return scalar_out(n / self.T, n)
+
+    def index_of(self, t):
+        """n = round(T t) for t on the grid (|T t - n| <= 1e-9 T), else ValueError."""
+        t = self._t(t)
+        n = np.rint(t * self.T)
+        off = np.abs(t * self.T - n) > 1e-9 * self.T
+        if off.any():
+            raise ValueError(
+                f"t must be on the grid n/T with T={self.T}, got {t[off].ravel()[0]!r}"
+            )
+        n = n.astype(np.int64)
+        return int(n) if n.ndim == 0 else n
+
+    def log_snr_at(self, n):
+        """lambda_n = log(alpha_bar_n / (1 - alpha_bar_n)) at integer n (+inf at n = 0)."""
+        n = self._n(n)
+        L = self.log_alpha_bar[n]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = L - log1mexp(-L)
+        return scalar_out(out, n)
+
+    # ------------------------------------------------------------------ continuous embedding
+    def _interval(self, t):
+        u = t * self.T
+        n = np.clip(np.ceil(u), 1, self.T).astype(np.int64)
+        frac = u - (n - 1)
+        ell = self._ell[n - 1]
+        with np.errstate(invalid="ignore"):
+            L = self.log_alpha_bar[n - 1] + np.where(frac == 0.0, 0.0, frac * ell)
+        return L, ell
+
+    def _alpha(self, t):
+        return np.exp(0.5 * self._interval(t)[0])
+
+    def _sigma(self, t):
+        return np.sqrt(-np.expm1(self._interval(t)[0])) + 0.0  # never -0.0
+
+    def _log_alpha(self, t):
+        return 0.5 * self._interval(t)[0]
+
+    def _log_sigma(self, t):
+        return 0.5 * log1mexp(-self._interval(t)[0])
+
+    def _log_snr(self, t):
+        L = self._interval(t)[0]
+        return L - log1mexp(-L)
+
+    def _d_alpha(self, t):
+        L, ell = self._interval(t)
+        a = np.exp(0.5 * L)
+        return np.where(a == 0.0, 0.0, 0.5 * self.T * ell * a)
+
+    def _d_sigma(self, t):
+        L, ell = self._interval(t)
+        e = np.exp(L)
+        return np.where(e == 0.0, 0.0, -e * self.T * ell / (2.0 * np.sqrt(-np.expm1(L))))
+
+    def _d_log_snr(self, t):
+        L, ell = self._interval(t)
+        return self.T * ell / (-np.expm1(L))
+
+    def _f(self, t):
+        return 0.5 * self.T * self._interval(t)[1]
+
+    def _g_squared(self, t):
+        return -self.T * self._interval(t)[1]
+
+    def _t_from_log_snr(self, lam):
+        lam_grid = self.log_snr_at(np.arange(self.T + 1))  # decreasing, +inf first
+        if np.isneginf(self._ell[-1]):
+            gap = np.isfinite(lam) & (lam < lam_grid[-2])
+            if gap.any():
+                raise ValueError(
+                    f"log_snr in (-inf, {lam_grid[-2]!r}) is not attained by {self!r}: with zero "
+                    f"terminal SNR lambda jumps from lambda_(T-1) to -inf; "
+                    f"got {lam[gap].ravel()[0]!r}"
+                )
+        # number of grid points with lambda_n >= lam gives the interval (n-1, n]
+        n = np.searchsorted(-lam_grid, -lam, side="right")
+        n = np.clip(n, 1, self.T)
+        target = log_sigmoid(lam)  # log alpha_bar at the solution
+        ell = self._ell[n - 1]
+        frac = np.where(np.isfinite(ell), (target - self.log_alpha_bar[n - 1]) / ell, 0.0)
+        return (n - 1 + np.clip(frac, 0.0, 1.0)) / self.T
+
+
+def rescale_zero_terminal_snr(schedule: DiscreteSchedule) -> DiscreteSchedule:
+    """Rescale a discrete schedule to zero terminal SNR (Lin et al. 2024, arXiv:2305.08891,
+    Algorithm 1): sqrt(alpha_bar) is shifted so that sqrt(alpha_bar_T) = 0 and scaled so that
+    sqrt(alpha_bar_1) is unchanged. The result has beta_T = 1 (alpha_bar_T = 0, lambda_T = -inf).
+    """
+    if not isinstance(schedule, DiscreteSchedule):
+        raise TypeError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
+    if schedule.T < 2:
+        raise ValueError(f"schedule.T must be >= 2 for rescaling, got {schedule.T}")
+    a = np.exp(0.5 * schedule.log_alpha_bar[1:])  # sqrt(alpha_bar_n), n = 1..T
+    a0, aT = a[0], a[-1]
+    if aT == 0.0:
+        return DiscreteSchedule(schedule.betas, name=schedule.name)
+    scaled = (a - aT) * (a0 / (a0 - aT))
+    scaled[0], scaled[-1] = a0, 0.0
+    with np.errstate(divide="ignore"):
+        log_ab = np.concatenate([[0.0], 2.0 * np.log(scaled)])
+        betas = -np.expm1(np.diff(log_ab))
+    betas[-1] = 1.0
+    return DiscreteSchedule(betas, name=f"zero_terminal_snr({schedule.name})")
+
+
+SCHEDULES = {
+    "vp-linear": VPLinear,
+    "vp-cosine": VPCosine,
+    "ve": VEGeometric,
+    "edm": EDM,
+    "subvp": SubVP,
+    "flow": Flow,
+    "ddpm-linear": DiscreteSchedule.linear,
+    "ddpm-scaled-linear": DiscreteSchedule.scaled_linear,
+    "ddpm-cosine": DiscreteSchedule.cosine,
+    "ddpm-sigmoid": DiscreteSchedule.sigmoid,
+    "ddpm-log-snr-linear": DiscreteSchedule.log_snr_linear,
+    "ddpm-linear-zero-snr": lambda: rescale_zero_terminal_snr(DiscreteSchedule.linear()),
+}
+
+
+def get_schedule(name: str) -> Schedule:
+    """A named schedule with its default parameters: one of ``SCHEDULES``."""
+    if name not in SCHEDULES:
+        raise ValueError(f"name must be one of {sorted(SCHEDULES)}, got {name!r}")
+    return SCHEDULES[name]()

@@ -1,0 +1,620 @@
+"""Targets with exact ground truth: a Gaussian, a Gaussian mixture (isotropic, diagonal or full
+covariances, optional class labels) and an empirical mixture (a finite data set).
+
+Diffusing p_0 = sum_k w_k N(mu_k, Sigma_k) along x_t = alpha x_0 + sigma eps gives again a mixture,
+p_t = sum_k w_k N(alpha mu_k, C_k), C_k = alpha^2 Sigma_k + sigma^2 I. With the responsibilities
+r_k(x) = softmax_k[log w_k + log N(x; alpha mu_k, C_k)] and g_k = C_k^{-1}(x - alpha mu_k):
+
+    score            grad log p_t   = -sum_k r_k g_k
+    denoiser         E[x_0 | x_t]   =  sum_k r_k (mu_k + alpha Sigma_k g_k)     (Tweedie, no /alpha)
+    noise            E[eps | x_t]   =  sum_k r_k sigma g_k                        (no /sigma)
+    Laplacian        Delta log p_t  =  sum_k r_k (|g_k|^2 - tr C_k^{-1}) - |score|^2
+    posterior cov.   Cov[x_0 | x_t] =  sum_k r_k (sigma^2 Sigma_k C_k^{-1} + (m_k - m)(m_k - m)^T)
+
+(Efron 2011, "Tweedie's formula and selection bias"; Song et al. 2021, arXiv:2011.13456;
+Karras et al. 2022, arXiv:2206.00364, App. B.3; research note ground-truth.md Sec. 1.) Each
+covariance is eigendecomposed once, Sigma_k = Q_k diag(Lambda_k) Q_k^T, so that for every
+(alpha, sigma) C_k^{-1} = Q_k diag(1/(alpha^2 Lambda_k + sigma^2)) Q_k^T and
+log det C_k = sum log(alpha^2 Lambda_k + sigma^2): no explicit inverse, no per-time
+factorisation, everything in log space. :class:`Gaussian` is an independent implementation with a
+Cholesky factor of C per call, used as an oracle for the one-component mixture.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve, eigh, solve_triangular
+from scipy.special import logsumexp, softmax
+
+from ._checks import finite, positive_int
+from ._stable import LOG_2PI
+from .forward import _rng
+
+__all__ = [
+    "Gaussian",
+    "GaussianMixture",
+    "EmpiricalMixture",
+    "ring8",
+    "bimodal1d",
+    "aniso64",
+    "DEFAULT_TARGETS",
+    "get_target",
+]
+
+_CHUNK_ELEMS = 2_000_000  # bound on N * K * d per chunk (16 MB of float64 per intermediate)
+_WEIGHT_SUM_TOL = 1e-10  # sum of weights must be 1 within this (float64 input, K <= 1e4)
+
+
+def _check_path(alpha, sigma, batch_shape, *, singular: bool):
+    """alpha, sigma as float64 arrays broadcast to the flattened batch, validated."""
+    a = finite(alpha, "alpha")
+    s = finite(sigma, "sigma")
+    for name, v in (("alpha", a), ("sigma", s)):
+        if (v < 0).any():
+            raise ValueError(f"{name} must be >= 0, got {v[v < 0].ravel()[0]!r}")
+        if v.ndim and v.shape != batch_shape:
+            raise ValueError(
+                f"{name} must be a scalar or have the batch shape of x {batch_shape}, got {v.shape}"
+            )
+    if ((a == 0) & (s == 0)).any():
+        raise ValueError("alpha and sigma must not both be 0")
+    if singular and (s == 0).any():
+        raise ValueError(
+            "sigma must be > 0 for a target with singular (zero-variance) components: the density "
+            "does not exist at sigma = 0"
+        )
+    n = int(np.prod(batch_shape)) if batch_shape else 1
+    a = np.broadcast_to(a.reshape(-1) if a.ndim else a, (n,))
+    s = np.broadcast_to(s.reshape(-1) if s.ndim else s, (n,))
+    return a, s
+
+
+class GaussianMixture:
+    """p_0(x) = sum_k w_k N(x; mu_k, Sigma_k) with exact diffused quantities (module docstring).
+
+    Parameters
+    ----------
+    weights : (K,) positive, summing to 1 (within 1e-10).
+    means : (K, d).
+    covs : (K, d, d) symmetric positive definite if ``covariance_type="full"``; (K, d) positive
+        variances if "diag"; (K,) positive variances if "iso".
+    labels : optional (K,) integer class label per component.
+
+    Every method takes x of shape (..., d) and alpha, sigma as scalars or arrays of the batch shape
+    (...,); outputs have shape (...,) for scalars per point and (..., d) for vectors.
+
+    Example::
+
+        gm = GaussianMixture([0.3, 0.7], [[-1.0], [1.0]], [0.1, 0.2], covariance_type="iso")
+        gm.denoise(np.array([[0.5]]), alpha=0.8, sigma=0.6)
+    """
+
+    def __init__(self, weights, means, covs, *, covariance_type: str = "full", labels=None):
+        means = finite(means, "means")
+        if means.ndim != 2:
+            raise ValueError(f"means must have shape (K, d), got {means.shape}")
+        K, d = means.shape
+        w = self._check_weights(weights, K)
+        covs = finite(covs, "covs")
+        if covariance_type == "full":
+            if covs.shape != (K, d, d):
+                raise ValueError(f"covs must have shape (K, d, d) = {(K, d, d)}, got {covs.shape}")
+            evals = np.empty((K, d))
+            evecs = np.empty((K, d, d))
+            for k in range(K):
+                S = covs[k]
+                scale = max(np.abs(S).max(), np.finfo(float).tiny)
+                if np.abs(S - S.T).max() > 1e-12 * scale:
+                    raise ValueError(
+                        f"covs[{k}] must be symmetric, max |S - S^T| = {np.abs(S - S.T).max()!r}"
+                    )
+                lam, Q = eigh(0.5 * (S + S.T))
+                if lam[0] <= d * np.finfo(float).eps * max(lam[-1], 0.0) or lam[0] <= 0:
+                    raise ValueError(
+                        f"covs[{k}] must be positive definite, smallest eigenvalue {lam[0]!r} "
+                        f"(largest {lam[-1]!r})"
+                    )
+                evals[k], evecs[k] = lam, Q
+        elif covariance_type == "diag":
+            if covs.shape != (K, d):
+                raise ValueError(
+                    f"covs must have shape (K, d) = {(K, d)} for diag, got {covs.shape}"
+                )
+            if (covs <= 0).any():
+                raise ValueError(f"diag covs must be > 0, got {covs[covs <= 0].ravel()[0]!r}")
+            evals, evecs = covs.copy(), None
+        elif covariance_type == "iso":
+            if covs.shape != (K,):
+                raise ValueError(f"covs must have shape (K,) = {(K,)} for iso, got {covs.shape}")
+            if (covs <= 0).any():
+                raise ValueError(f"iso covs must be > 0, got {covs[covs <= 0].ravel()[0]!r}")
+            evals, evecs = np.repeat(covs[:, None], d, axis=1), None
+        else:
+            raise ValueError(
+                f"covariance_type must be one of ['diag', 'full', 'iso'], got {covariance_type!r}"
+            )
+        self._init(w, means, evals, evecs, labels, covariance_type, singular=False)
+
+    # ------------------------------------------------------------------ construction helpers
+    @staticmethod
+    def _check_weights(weights, K):
+        w = finite(weights, "weights")
+        if w.shape != (K,):
+            raise ValueError(f"weights must have shape (K,) = {(K,)}, got {w.shape}")
+        if (w <= 0).any():
+            raise ValueError(f"weights must be > 0, got {w[w <= 0].ravel()[0]!r}")
+        if abs(w.sum() - 1.0) > _WEIGHT_SUM_TOL:
+            raise ValueError(
+                f"weights must sum to 1 (within {_WEIGHT_SUM_TOL}), sum is {w.sum()!r}"
+            )
+        return w
+
+    def _init(self, w, means, evals, evecs, labels, covariance_type, *, singular):
+        self.weights = np.array(w, dtype=np.float64)
+        self.log_weights = np.log(self.weights)
+        self.means = np.array(means, dtype=np.float64)
+        self.K, self.d = self.means.shape
+        self.covariance_type = covariance_type
+        self._evals = np.array(evals, dtype=np.float64)
+        self._evecs = None if evecs is None else np.array(evecs, dtype=np.float64)
+        self._singular = bool(singular or (self._evals <= 0).any())
+        if labels is not None:
+            lab = np.asarray(labels)
+            if lab.dtype.kind not in "iu":
+                raise TypeError(f"labels must be integers, got dtype {lab.dtype}")
+            if lab.shape != (self.K,):
+                raise ValueError(f"labels must have shape (K,) = {(self.K,)}, got {lab.shape}")
+            self.labels = lab.astype(np.int64)
+        else:
+            self.labels = None
+        for arr in (self.weights, self.log_weights, self.means, self._evals):
+            arr.setflags(write=False)
+
+    @classmethod
+    def _from_eig(cls, w, means, evals, evecs, labels=None, covariance_type="full", singular=False):
+        obj = cls.__new__(cls)
+        GaussianMixture._init(
+            obj, w, means, evals, evecs, labels, covariance_type, singular=singular
+        )
+        return obj
+
+    def __repr__(self):
+        name, ct = type(self).__name__, self.covariance_type
+        return f"{name}(K={self.K}, d={self.d}, covariance_type={ct!r})"
+
+    # ------------------------------------------------------------------ data-space facts
+    @property
+    def covs(self) -> np.ndarray:
+        """(K, d, d) covariance matrices Sigma_k."""
+        if self._evecs is None:
+            return np.einsum("kd,de->kde", self._evals, np.eye(self.d))
+        return np.einsum("kij,kj,klj->kil", self._evecs, self._evals, self._evecs)
+
+    def mean(self) -> np.ndarray:
+        """E[x_0] = sum_k w_k mu_k."""
+        return self.weights @ self.means
+
+    def covariance(self) -> np.ndarray:
+        """Cov[x_0] = sum_k w_k (Sigma_k + (mu_k - m)(mu_k - m)^T) (law of total covariance)."""
+        dm = self.means - self.mean()
+        return np.einsum("k,kij->ij", self.weights, self.covs) + np.einsum(
+            "k,ki,kj->ij", self.weights, dm, dm
+        )
+
+    def diffuse(self, alpha, sigma) -> GaussianMixture:
+        """The exact marginal p_t of x_t = alpha x_0 + sigma eps:
+        sum_k w_k N(alpha mu_k, alpha^2 Sigma_k + sigma^2 I) (scalar alpha, sigma)."""
+        a, s = _check_path(alpha, sigma, (), singular=False)
+        a, s = float(a[0]), float(s[0])
+        return GaussianMixture._from_eig(
+            self.weights,
+            a * self.means,
+            a * a * self._evals + s * s,
+            self._evecs,
+            self.labels,
+            self.covariance_type,
+            singular=self._singular and s == 0,
+        )
+
+    def sample(self, n: int, rng=None, *, return_components: bool = False):
+        """n exact draws from p_0; with ``return_components`` also the component index of each."""
+        n = positive_int(n, "n")
+        g = _rng(rng)
+        comp = g.choice(self.K, size=n, p=self.weights)
+        z = g.standard_normal((n, self.d)) * np.sqrt(np.maximum(self._evals[comp], 0.0))
+        if self._evecs is not None:
+            z = np.einsum("nij,nj->ni", self._evecs[comp], z)
+        x = self.means[comp] + z
+        return (x, comp) if return_components else x
+
+    def select(self, label: int) -> GaussianMixture:
+        """The class-conditional mixture p_0(x | c = label): components with that label,
+        weights renormalised."""
+        if self.labels is None:
+            raise ValueError("select needs a mixture with labels; this one has labels=None")
+        idx = np.flatnonzero(self.labels == label)
+        if idx.size == 0:
+            raise ValueError(
+                f"label must be one of {sorted(set(self.labels.tolist()))}, got {label!r}"
+            )
+        w = self.weights[idx] / self.weights[idx].sum()
+        return GaussianMixture._from_eig(
+            w,
+            self.means[idx],
+            self._evals[idx],
+            None if self._evecs is None else self._evecs[idx],
+            self.labels[idx],
+            self.covariance_type,
+            singular=self._singular,
+        )
+
+    def class_probs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, p(c)) with p(c) = sum of the weights of the components labelled c."""
+        if self.labels is None:
+            raise ValueError("class_probs needs a mixture with labels; this one has labels=None")
+        labs = np.unique(self.labels)
+        return labs, np.array([self.weights[self.labels == c].sum() for c in labs])
+
+    # ------------------------------------------------------------------ core evaluation
+    def _prep(self, x, alpha, sigma):
+        x = finite(x, "x")
+        if x.ndim < 1 or x.shape[-1] != self.d:
+            raise ValueError(f"x must have shape (..., d) with d = {self.d}, got {x.shape}")
+        batch = x.shape[:-1]
+        a, s = _check_path(alpha, sigma, batch, singular=self._singular)
+        return x.reshape(-1, self.d), a, s, batch
+
+    def _rotate(self, z):
+        """Q_k^T z for z of shape (n, K, d)."""
+        return z if self._evecs is None else np.einsum("nkd,kde->nke", z, self._evecs)
+
+    def _unrotate(self, y):
+        """Q_k y for y of shape (n, K, d)."""
+        return y if self._evecs is None else np.einsum("kde,nke->nkd", self._evecs, y)
+
+    def _chunks(self, n):
+        size = max(1, _CHUNK_ELEMS // max(1, self.K * self.d))
+        for i in range(0, n, size):
+            yield slice(i, min(n, i + size))
+
+    def _eval(self, x, alpha, sigma, what):
+        """Evaluate the quantities in ``what`` chunk by chunk; returns dict of flat arrays."""
+        xf, a, s, batch = self._prep(x, alpha, sigma)
+        n = xf.shape[0]
+        out = {}
+        for sl in self._chunks(n):
+            res = self._eval_chunk(xf[sl], a[sl], s[sl], what)
+            for key, val in res.items():
+                out.setdefault(key, []).append(val)
+        out = {k: np.concatenate(v, axis=0) for k, v in out.items()}
+        return out, batch
+
+    def _eval_chunk(self, x, a, s, what):
+        a3, s3 = a[:, None, None], s[:, None, None]
+        z = x[:, None, :] - a3 * self.means[None]  # (n, K, d)
+        y = self._rotate(z)
+        c = a3 * a3 * self._evals[None] + s3 * s3  # eigenvalues of C_k, (n, K, d)
+        yc = y / c
+        log_comp = -0.5 * (self.d * LOG_2PI + np.log(c).sum(-1) + (y * yc).sum(-1))
+        joint = self.log_weights[None] + log_comp
+        logp = logsumexp(joint, axis=1)
+        r = np.exp(joint - logp[:, None])
+        res = {}
+        if "log_prob" in what:
+            res["log_prob"] = logp
+        if "resp" in what:
+            res["resp"] = r
+        need_score = {"score", "laplacian"} & set(what)
+        if need_score:
+            g = self._unrotate(yc)
+            score = -np.einsum("nk,nkd->nd", r, g)
+            if "score" in what:
+                res["score"] = score
+            if "laplacian" in what:
+                lap = np.einsum("nk,nk->n", r, (yc * yc).sum(-1) - (1.0 / c).sum(-1))
+                res["laplacian"] = lap - (score * score).sum(-1)
+        if {"x0", "cov"} & set(what):
+            m_k = self.means[None] + self._unrotate(a3 * self._evals[None] * yc)  # E[x0|x,k]
+            m = np.einsum("nk,nkd->nd", r, m_k)
+            if "x0" in what:
+                res["x0"] = m
+            if "cov" in what:
+                post = s3 * s3 * self._evals[None] / c  # eigenvalues of Cov[x0|x,k]
+                if self._evecs is None:
+                    within = np.einsum("nk,nkd->nd", r, post)
+                    cov = np.einsum("nd,de->nde", within, np.eye(self.d))
+                else:
+                    cov = np.einsum("nk,kij,nkj,klj->nil", r, self._evecs, post, self._evecs)
+                dm = m_k - m[:, None, :]
+                cov = cov + np.einsum("nk,nki,nkj->nij", r, dm, dm)
+                res["cov"] = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+        if "eps" in what:
+            res["eps"] = np.einsum("nk,nkd->nd", r, self._unrotate(s3 * yc))
+        return res
+
+    # ------------------------------------------------------------------ public quantities
+    def log_prob(self, x, alpha=1.0, sigma=0.0):
+        """log p_t(x) = logsumexp_k [log w_k + log N(x; alpha mu_k, C_k)] (nats), shape (...)."""
+        out, batch = self._eval(x, alpha, sigma, ("log_prob",))
+        return out["log_prob"].reshape(batch)
+
+    def responsibilities(self, x, alpha=1.0, sigma=0.0):
+        """r_k(x) = P(component k | x_t = x), shape (..., K); E_{p_t}[r_k] = w_k."""
+        out, batch = self._eval(x, alpha, sigma, ("resp",))
+        return out["resp"].reshape(batch + (self.K,))
+
+    def score(self, x, alpha, sigma):
+        """grad_x log p_t(x) = -sum_k r_k C_k^{-1}(x - alpha mu_k), shape (..., d)."""
+        out, batch = self._eval(x, alpha, sigma, ("score",))
+        return out["score"].reshape(batch + (self.d,))
+
+    def denoise(self, x, alpha, sigma):
+        """Tweedie denoiser E[x_0 | x_t = x] = sum_k r_k (mu_k + alpha Sigma_k g_k), shape
+        (..., d)."""
+        out, batch = self._eval(x, alpha, sigma, ("x0",))
+        return out["x0"].reshape(batch + (self.d,))
+
+    def eps(self, x, alpha, sigma):
+        """E[eps | x_t = x] = sigma sum_k r_k g_k = -sigma score, shape (..., d)."""
+        out, batch = self._eval(x, alpha, sigma, ("eps",))
+        return out["eps"].reshape(batch + (self.d,))
+
+    def v(self, x, alpha, sigma):
+        """E[v | x_t = x] = alpha E[eps|x] - sigma E[x_0|x] (Salimans & Ho 2022, eq. 7)."""
+        out, batch = self._eval(x, alpha, sigma, ("eps", "x0"))
+        a, s = _check_path(alpha, sigma, batch, singular=self._singular)
+        v = a[:, None] * out["eps"] - s[:, None] * out["x0"]
+        return v.reshape(batch + (self.d,))
+
+    def velocity(self, x, alpha, sigma, d_alpha, d_sigma):
+        """Probability-flow / flow-matching velocity u_t(x) = alpha' E[x_0|x] + sigma' E[eps|x]
+        (Lipman et al. 2023, eq. 9; Song et al. 2021, eq. 13), shape (..., d)."""
+        out, batch = self._eval(x, alpha, sigma, ("eps", "x0"))
+        n = out["x0"].shape[0]
+        da = np.broadcast_to(finite(d_alpha, "d_alpha").reshape(-1), (n,))
+        ds = np.broadcast_to(finite(d_sigma, "d_sigma").reshape(-1), (n,))
+        u = da[:, None] * out["x0"] + ds[:, None] * out["eps"]
+        return u.reshape(batch + (self.d,))
+
+    def laplacian(self, x, alpha, sigma):
+        """Delta log p_t(x) = sum_k r_k (|g_k|^2 - tr C_k^{-1}) - |score|^2, shape (...)."""
+        out, batch = self._eval(x, alpha, sigma, ("laplacian",))
+        return out["laplacian"].reshape(batch)
+
+    def posterior_cov(self, x, alpha, sigma):
+        """Cov[x_0 | x_t = x] = sum_k r_k (sigma^2 Sigma_k C_k^{-1} + (m_k - m)(m_k - m)^T),
+        shape (..., d, d)."""
+        out, batch = self._eval(x, alpha, sigma, ("cov", "x0"))
+        return out["cov"].reshape(batch + (self.d, self.d))
+
+    # ------------------------------------------------------------------ linear observations
+    def condition(self, A, y, noise_cov=0.0) -> GaussianMixture:
+        """The exact conditional p_0(x | y) for y = A x + n, n ~ N(0, R) (inpainting, inverse
+        problems). Per component (Bishop 2006, PRML eq. 2.113-2.117):
+
+        S_k = A Sigma_k A^T + R,  K_k = Sigma_k A^T S_k^{-1},
+        mu_k' = mu_k + K_k (y - A mu_k),  Sigma_k' = Sigma_k - K_k A Sigma_k,
+        w_k' proportional to w_k N(y; A mu_k, S_k)  (normalised in log space).
+
+        ``A``: (m, d); ``y``: (m,); ``noise_cov``: scalar variance (R = noise_cov I) or (m, m)
+        PSD matrix; R = 0 is allowed when every S_k is positive definite (noise-free inpainting:
+        A selects coordinates). The result may have singular covariances (zero variance along
+        observed directions when R = 0); it then needs sigma > 0 for densities.
+        """
+        A = finite(A, "A")
+        if A.ndim != 2 or A.shape[1] != self.d:
+            raise ValueError(f"A must have shape (m, d) with d = {self.d}, got {A.shape}")
+        m = A.shape[0]
+        y = finite(y, "y")
+        if y.shape != (m,):
+            raise ValueError(f"y must have shape (m,) = {(m,)}, got {y.shape}")
+        R = finite(noise_cov, "noise_cov")
+        if R.ndim == 0:
+            if R < 0:
+                raise ValueError(f"noise_cov must be >= 0, got {float(R)!r}")
+            R = float(R) * np.eye(m)
+        elif R.shape != (m, m):
+            raise ValueError(f"noise_cov must be a scalar or shape {(m, m)}, got {R.shape}")
+        covs = self.covs
+        new_means = np.empty_like(self.means)
+        new_covs = np.empty_like(covs)
+        log_ev = np.empty(self.K)
+        for k in range(self.K):
+            S = A @ covs[k] @ A.T + R
+            S = 0.5 * (S + S.T)
+            try:
+                cf = cho_factor(S, lower=True)
+            except np.linalg.LinAlgError:
+                raise ValueError(
+                    f"A Sigma_{k} A^T + noise_cov must be positive definite (is A of full row "
+                    "rank, or noise_cov > 0?)"
+                ) from None
+            r = y - A @ self.means[k]
+            sol = cho_solve(cf, r)
+            Kt = cho_solve(cf, A @ covs[k])  # S^{-1} A Sigma_k  = K_k^T
+            new_means[k] = self.means[k] + Kt.T @ r
+            C = covs[k] - covs[k] @ A.T @ Kt
+            new_covs[k] = 0.5 * (C + C.T)
+            logdet = 2.0 * np.log(np.diag(cf[0])).sum()
+            log_ev[k] = -0.5 * (m * LOG_2PI + logdet + r @ sol)
+        lw = self.log_weights + log_ev
+        w = softmax(lw)
+        evals = np.empty((self.K, self.d))
+        evecs = np.empty((self.K, self.d, self.d))
+        for k in range(self.K):
+            lam, Q = eigh(new_covs[k])
+            tol = self.d * np.finfo(float).eps * max(lam[-1], 0.0) * 10
+            evals[k] = np.where(np.abs(lam) <= tol, 0.0, lam)
+            if (evals[k] < 0).any():
+                raise ValueError(
+                    f"conditional covariance {k} is not PSD: smallest eigenvalue {lam[0]!r}"
+                )
+            evecs[k] = Q
+        return GaussianMixture._from_eig(w, new_means, evals, evecs, self.labels, "full")
+
+
+class EmpiricalMixture(GaussianMixture):
+    """The empirical distribution of a finite data set, p_0 = sum_i w_i delta(x - x_i): a mixture
+    with zero covariances, C_i = sigma^2 I. Its denoiser is EDM's "ideal denoiser" (Karras et al.
+    2022, eq. 57; Scarvelis et al. 2023, arXiv:2310.12395). Densities need sigma > 0.
+
+    Parameters: ``data`` (n, d) finite; ``weights`` optional (n,), default uniform.
+    """
+
+    def __init__(self, data, weights=None):
+        data = finite(data, "data")
+        if data.ndim != 2 or data.shape[0] < 1:
+            raise ValueError(f"data must have shape (n, d) with n >= 1, got {data.shape}")
+        n, d = data.shape
+        w = np.full(n, 1.0 / n) if weights is None else self._check_weights(weights, n)
+        self._init(w, data, np.zeros((n, d)), None, None, "iso", singular=True)
+
+
+class Gaussian:
+    """A single Gaussian N(mu, Sigma), diffused to N(alpha mu, C), C = alpha^2 Sigma + sigma^2 I.
+    Everything is affine in x: score = -C^{-1}(x - alpha mu), E[x_0|x] = mu + alpha Sigma C^{-1}
+    (x - alpha mu), E[eps|x] = sigma C^{-1}(x - alpha mu), Cov[x_0|x] = Sigma - alpha^2 Sigma C^{-1}
+    Sigma, Delta log p_t = -tr C^{-1} (ground-truth.md Sec. 2.1).
+
+    Computed with one Cholesky factor of C per call (per time, not per point), independently of
+    :class:`GaussianMixture`. ``mean`` (d,), ``cov`` (d, d) symmetric positive definite.
+    """
+
+    def __init__(self, mean, cov):
+        mu = finite(mean, "mean")
+        if mu.ndim != 1:
+            raise ValueError(f"mean must have shape (d,), got {mu.shape}")
+        self.d = mu.shape[0]
+        S = finite(cov, "cov")
+        if S.shape != (self.d, self.d):
+            raise ValueError(f"cov must have shape {(self.d, self.d)}, got {S.shape}")
+        if np.abs(S - S.T).max() > 1e-12 * max(np.abs(S).max(), np.finfo(float).tiny):
+            raise ValueError("cov must be symmetric")
+        try:
+            cho_factor(S, lower=True)
+        except np.linalg.LinAlgError:
+            raise ValueError(
+                f"cov must be positive definite, smallest eigenvalue {np.linalg.eigvalsh(S)[0]!r}"
+            ) from None
+        self.mean_vec = mu.copy()
+        self.cov = 0.5 * (S + S.T)
+
+    def __repr__(self):
+        return f"Gaussian(d={self.d})"
+
+    def as_mixture(self) -> GaussianMixture:
+        """The same law as a one-component :class:`GaussianMixture`."""
+        return GaussianMixture([1.0], self.mean_vec[None], self.cov[None])
+
+    def _setup(self, x, alpha, sigma):
+        x = finite(x, "x")
+        if x.ndim < 1 or x.shape[-1] != self.d:
+            raise ValueError(f"x must have shape (..., d) with d = {self.d}, got {x.shape}")
+        a, s = finite(alpha, "alpha"), finite(sigma, "sigma")
+        if a.ndim or s.ndim:
+            raise ValueError(
+                f"alpha and sigma must be scalars for Gaussian, got shapes {a.shape}, {s.shape}"
+            )
+        a, s = float(a), float(s)
+        if a < 0 or s < 0 or (a == 0 and s == 0):
+            raise ValueError(f"alpha, sigma must be >= 0 and not both 0, got {a!r}, {s!r}")
+        C = a * a * self.cov + s * s * np.eye(self.d)
+        cf = cho_factor(C, lower=True)
+        r = (x - a * self.mean_vec).reshape(-1, self.d)
+        return x.shape[:-1], a, s, C, cf, r
+
+    def diffuse(self, alpha, sigma) -> Gaussian:
+        """N(alpha mu, alpha^2 Sigma + sigma^2 I)."""
+        a, s = float(alpha), float(sigma)
+        return Gaussian(a * self.mean_vec, a * a * self.cov + s * s * np.eye(self.d))
+
+    def sample(self, n: int, rng=None):
+        """n exact draws: mu + L z with Sigma = L L^T."""
+        n = positive_int(n, "n")
+        L = np.linalg.cholesky(self.cov)
+        return self.mean_vec + _rng(rng).standard_normal((n, self.d)) @ L.T
+
+    def log_prob(self, x, alpha=1.0, sigma=0.0):
+        """log N(x; alpha mu, C) via the Cholesky factor (nats), shape (...)."""
+        batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
+        z = solve_triangular(cf[0], r.T, lower=True)
+        logdet = 2.0 * np.log(np.diag(cf[0])).sum()
+        return (-0.5 * (self.d * LOG_2PI + logdet + (z * z).sum(0))).reshape(batch)
+
+    def score(self, x, alpha, sigma):
+        """-C^{-1}(x - alpha mu), shape (..., d)."""
+        batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
+        return (-cho_solve(cf, r.T).T).reshape(batch + (self.d,))
+
+    def denoise(self, x, alpha, sigma):
+        """mu + alpha Sigma C^{-1}(x - alpha mu), shape (..., d)."""
+        batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
+        return (self.mean_vec + a * (self.cov @ cho_solve(cf, r.T)).T).reshape(batch + (self.d,))
+
+    def eps(self, x, alpha, sigma):
+        """sigma C^{-1}(x - alpha mu), shape (..., d)."""
+        batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
+        return (s * cho_solve(cf, r.T).T).reshape(batch + (self.d,))
+
+    def laplacian(self, x, alpha, sigma):
+        """-tr C^{-1} (constant in x), shape (...)."""
+        batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
+        tr = np.trace(cho_solve(cf, np.eye(self.d)))
+        return np.full(batch, -tr)
+
+    def posterior_cov(self, x, alpha, sigma):
+        """Sigma - alpha^2 Sigma C^{-1} Sigma (independent of x), shape (..., d, d)."""
+        batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
+        P = self.cov - a * a * self.cov @ cho_solve(cf, self.cov)
+        P = 0.5 * (P + P.T)
+        return np.broadcast_to(P, batch + (self.d, self.d)).copy()
+
+
+# ====================================================================== default targets
+
+
+def ring8(radius: float = 1.0, std: float = 0.05) -> GaussianMixture:
+    """2-D ring of 8 narrow isotropic modes at angles 2 pi k/8, equal weights, class label k."""
+    ang = 2.0 * np.pi * np.arange(8) / 8.0
+    means = radius * np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    return GaussianMixture(
+        np.full(8, 1 / 8), means, np.full(8, std**2), covariance_type="iso", labels=np.arange(8)
+    )
+
+
+def bimodal1d() -> GaussianMixture:
+    """1-D bimodal: 0.3 N(-1, 0.2^2) + 0.7 N(1.5, 0.3^2) (unequal weights and widths, so a
+    sampler that confuses the modes or their masses is caught)."""
+    return GaussianMixture(
+        [0.3, 0.7], [[-1.0], [1.5]], [0.2**2, 0.3**2], covariance_type="iso", labels=[0, 1]
+    )
+
+
+def aniso64(seed: int = 20240601) -> GaussianMixture:
+    """64-D mixture of 16 full-covariance components: random rotations, eigenvalues log-spaced
+    over three decades (1e-3..1), means of norm about 3, Dirichlet(5) weights; fixed seed, so the
+    target is the same everywhere. Labels: component index modulo 4."""
+    g = np.random.default_rng(seed)
+    K, d = 16, 64
+    means = g.standard_normal((K, d))
+    means *= 3.0 / np.linalg.norm(means, axis=1, keepdims=True)
+    covs = np.empty((K, d, d))
+    for k in range(K):
+        Q, R = np.linalg.qr(g.standard_normal((d, d)))
+        Q = Q * np.sign(np.diag(R))
+        lam = np.logspace(-3, 0, d)[g.permutation(d)]
+        covs[k] = (Q * lam) @ Q.T
+        covs[k] = 0.5 * (covs[k] + covs[k].T)
+    w = g.dirichlet(np.full(K, 5.0))
+    w = w / w.sum()
+    return GaussianMixture(w, means, covs, labels=np.arange(K) % 4)
+
+
+DEFAULT_TARGETS = {"ring8": ring8, "bimodal1d": bimodal1d, "aniso64": aniso64}
+
+
+def get_target(name: str) -> GaussianMixture:
+    """A named default target: one of ``DEFAULT_TARGETS`` ("ring8", "bimodal1d", "aniso64")."""
+    if name not in DEFAULT_TARGETS:
+        raise ValueError(f"name must be one of {sorted(DEFAULT_TARGETS)}, got {name!r}")
+    return DEFAULT_TARGETS[name]()

@@ -1,0 +1,3 @@
+from diffusion_oracle.cli import main
+
+raise SystemExit(main())
