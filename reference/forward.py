@@ -65,7 +65,7 @@ class GaussianKernel:
         var = np.asarray(self.var, dtype=np.float64)
         if (var <= 0).any():
             raise ValueError("log_prob needs var > 0; this kernel is degenerate (var = 0)")
-        r = y - self._bc(self.mean_coef, x)
+        r = y - self._bc(self.mean_coef, x) * x
         var_b = var.reshape(var.shape + (1,) * (x.ndim - 1 - var.ndim)) if var.ndim else var
         sq = np.sum(r * r, axis=-1) if x.ndim else r * r
         return -0.5 * (d * (LOG_2PI + np.log(var_b)) + sq / var_b)

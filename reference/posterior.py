@@ -103,28 +103,26 @@ def ddpm_posterior(
     n = schedule._n(n)
     if (n < 1).any():
         raise ValueError(f"n must lie in [1, T={schedule.T}], got {n[n < 1].ravel()[0]!r}")
-    L_prev = schedule.log_alpha_bar[n - 1]
-    L = schedule.log_alpha_bar[n]
-    beta = schedule.betas[n - 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        one_m_prev = -np.expm1(L_prev)  # 1 - alpha_bar_{n-1}
+
+    def coefficients(m):
+        L_prev = schedule.log_alpha_bar[m - 1]
+        L = schedule.log_alpha_bar[m]
+        beta = schedule.betas[m - 1]
+        one_m_prev = -np.expm1(L_prev) + 0.0  # 1 - alpha_bar_{n-1} (never -0.0)
         one_m = -np.expm1(L)  # 1 - alpha_bar_n
         coef_x0 = np.exp(0.5 * L_prev) * beta / one_m
         coef_xt = np.sqrt(1.0 - beta) * one_m_prev / one_m
         beta_tilde = one_m_prev / one_m * beta
+        return coef_x0, coef_xt, beta_tilde, beta
 
-        def log_bt(m):
-            return (
-                np.log(-np.expm1(schedule.log_alpha_bar[m - 1]))
-                - np.log(-np.expm1(schedule.log_alpha_bar[m]))
-                + np.log(schedule.betas[m - 1])
-            )
-
+    with np.errstate(divide="ignore", invalid="ignore"):
+        coef_x0, coef_xt, beta_tilde, beta = coefficients(n)
         if variance == "fixed_small":
             var = beta_tilde
             log_var = np.log(beta_tilde)
             if schedule.T >= 2:
-                clipped = np.where(n == 1, log_bt(np.full_like(n, 2)), log_var)
+                log_bt2 = np.log(coefficients(np.full_like(n, 2))[2])
+                clipped = np.where(n == 1, log_bt2, log_var)
             else:
                 clipped = log_var
         else:

@@ -378,24 +378,29 @@ class VPCosine(Schedule):
             - np.log(np.sin(self._k * (t + 2 * self.s)))
         )
 
+    def _sin_phi(self, t):
+        # sin(phi) = cos(psi): take sin(phi) where phi <= pi/4 and cos(psi) where psi < pi/4, so
+        # neither argument sits near pi/2 where the small result would cancel
+        return np.where(
+            t + self.s <= 0.5 * (1.0 + self.s), np.sin(self._k * (t + self.s)), np.cos(self._psi(t))
+        )
+
     def _d_alpha(self, t):
-        return -self._k * np.cos(self._psi(t)) / self._cos_phi0
+        return -self._k * self._sin_phi(t) / self._cos_phi0
 
     def _d_sigma(self, t):
-        # 2 sigma sigma' = k sin(2 phi) / cos^2 phi0, sin(2 phi) = 2 sin(psi) cos(psi)
-        num = self._k * np.sin(self._psi(t)) * np.cos(self._psi(t)) / self._cos_phi0**2
+        # 2 sigma sigma' = k sin(2 phi) / cos^2 phi0, sin(2 phi) = 2 sin(phi) cos(phi)
+        num = self._k * np.sin(self._psi(t)) * self._sin_phi(t) / self._cos_phi0**2
         return num / self._sigma(t)
 
     def _d_log_snr(self, t):
-        psi = self._psi(t)
-        sin2phi = 2.0 * np.sin(psi) * np.cos(psi)
-        return -2.0 * self._k * np.cos(psi) / np.sin(psi) - self._k * sin2phi / (
+        sin_phi, cos_phi = self._sin_phi(t), np.sin(self._psi(t))
+        return -2.0 * self._k * sin_phi / cos_phi - self._k * 2.0 * sin_phi * cos_phi / (
             np.sin(self._delta(t)) * np.sin(self._k * (t + 2 * self.s))
         )
 
     def _f(self, t):
-        psi = self._psi(t)
-        return -self._k * np.cos(psi) / np.sin(psi)
+        return -self._k * self._sin_phi(t) / np.sin(self._psi(t))
 
     def _g_squared(self, t):
         return -2.0 * self._f(t)  # VP: g^2 = -2 f
@@ -741,7 +746,7 @@ class DiscreteSchedule(Schedule):
         self.betas.setflags(write=False)
         with np.errstate(divide="ignore"):
             self._ell = np.log1p(-self.betas)  # log alpha_n, -inf for beta = 1
-        log_ab = np.concatenate([[0.0], np.cumsum(self._ell)])
+        log_ab = np.concatenate([[0.0], _compensated_cumsum(self._ell)])
         self.log_alpha_bar = log_ab
         self.log_alpha_bar.setflags(write=False)
 
@@ -779,9 +784,14 @@ class DiscreteSchedule(Schedule):
             raise ValueError(f"max_beta must lie in (0, 1], got {max_beta!r}")
         n = np.arange(1, T + 1, dtype=np.float64)
         k = _HALF_PI / (1.0 + s)
-        phi_n, phi_m = k * (n / T + s), k * ((n - 1) / T + s)
-        cos_m = np.sin(k * (1.0 - (n - 1) / T))  # cos(phi_{n-1}) = sin(pi/2 - phi_{n-1})
-        betas = np.sin(k / T) * np.sin(phi_n + phi_m) / cos_m**2
+        # integer numerators keep 1 - (n-1)/T exact near the end of the schedule
+        cos_m = np.sin(k * ((T - n + 1) / T))  # cos(phi_{n-1}) = sin(pi/2 - phi_{n-1})
+        # sin(phi_n + phi_{n-1}) = sin(psi_n + psi_{n-1}) with psi = pi/2 - phi: take whichever
+        # sum is below pi/2 so that the sine is not evaluated next to pi
+        sum_phi = k * ((2 * n - 1) / T + 2 * s)
+        sum_psi = k * ((2 * T - 2 * n + 1) / T)
+        sin_sum = np.where(sum_phi <= _HALF_PI, np.sin(sum_phi), np.sin(sum_psi))
+        betas = np.sin(k / T) * sin_sum / cos_m**2
         return cls(np.minimum(betas, max_beta), name=f"cosine(T={T}, s={s!r})")
 
     @classmethod
@@ -895,6 +905,10 @@ class DiscreteSchedule(Schedule):
     # ------------------------------------------------------------------ continuous embedding
     def _interval(self, t):
         u = t * self.T
+        # t within a few ulps of a node n/T is the node itself (left-limit convention), so that
+        # t = n / T computed in floating point lands on interval n, not on n + 1 with frac ~ 1e-16
+        node = np.rint(u)
+        u = np.where(np.abs(u - node) <= 4.0 * np.finfo(float).eps * np.maximum(u, 1.0), node, u)
         n = np.clip(np.ceil(u), 1, self.T).astype(np.int64)
         frac = u - (n - 1)
         ell = self._ell[n - 1]
@@ -955,6 +969,24 @@ class DiscreteSchedule(Schedule):
         ell = self._ell[n - 1]
         frac = np.where(np.isfinite(ell), (target - self.log_alpha_bar[n - 1]) / ell, 0.0)
         return (n - 1 + np.clip(frac, 0.0, 1.0)) / self.T
+
+
+def _compensated_cumsum(x: np.ndarray) -> np.ndarray:
+    """Prefix sums with Neumaier's compensated summation (Neumaier 1974): each prefix is
+    accurate to about one ulp instead of the O(n) ulps of a running float sum. -inf entries
+    propagate to -inf."""
+    out = np.empty_like(x)
+    s = 0.0
+    c = 0.0
+    for i, v in enumerate(x.tolist()):
+        if not math.isfinite(v) or not math.isfinite(s):
+            s, c = s + v, 0.0
+        else:
+            t = s + v
+            c += (s - t) + v if abs(s) >= abs(v) else (v - t) + s
+            s = t
+        out[i] = s + c
+    return out
 
 
 def rescale_zero_terminal_snr(schedule: DiscreteSchedule) -> DiscreteSchedule:
