@@ -8,6 +8,13 @@ import numbers
 import numpy as np
 
 
+def _r(value) -> str:
+    """repr of a value with NumPy scalars shown as Python numbers (np.float64(1.0) -> 1.0)."""
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return repr(value.item())
+    return repr(value)
+
+
 def _show(value) -> str:
     arr = np.asarray(value)
     if arr.ndim == 0:
@@ -38,7 +45,7 @@ def finite(value, name: str) -> np.ndarray:
     bad = ~np.isfinite(arr)
     if bad.any():
         first = arr[bad].ravel()[0]
-        raise ValueError(f"{name} must be finite, got {first!r} (in {_show(arr)})")
+        raise ValueError(f"{name} must be finite, got {_r(first)} (in {_show(arr)})")
     return arr
 
 
@@ -52,7 +59,7 @@ def in_interval(value, name: str, lo: float, hi: float, *, closed: str = "both")
         left = "[" if closed in ("both", "left") else "("
         right = "]" if closed in ("both", "right") else ")"
         first = arr[bad].ravel()[0]
-        raise ValueError(f"{name} must lie in {left}{lo!r}, {hi!r}{right}, got {first!r}")
+        raise ValueError(f"{name} must lie in {left}{_r(lo)}, {_r(hi)}{right}, got {_r(first)}")
     return arr
 
 
@@ -60,7 +67,7 @@ def positive(value, name: str) -> np.ndarray:
     arr = finite(value, name)
     bad = arr <= 0
     if bad.any():
-        raise ValueError(f"{name} must be > 0, got {arr[bad].ravel()[0]!r}")
+        raise ValueError(f"{name} must be > 0, got {_r(arr[bad].ravel()[0])}")
     return arr
 
 
@@ -80,15 +87,15 @@ def finite_scalar(value, name: str) -> float:
 
 def positive_int(value, name: str, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {_r(value)}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        raise ValueError(f"{name} must be >= {minimum}, got {_r(value)}")
     return int(value)
 
 
 def choice(value, name: str, options) -> str:
     if value not in options:
-        raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
+        raise ValueError(f"{name} must be one of {sorted(options)}, got {_r(value)}")
     return value
 
 

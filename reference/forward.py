@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import as_float, finite, scalar_out
+from ._checks import _r, as_float, finite, scalar_out
 from ._stable import LOG_2PI
 from .schedules import DiscreteSchedule, Schedule
 
@@ -90,7 +90,7 @@ def transition(schedule: Schedule, s, t) -> GaussianKernel:
     s, t = np.broadcast_arrays(s, t)
     if not (s < t).all():
         i = np.flatnonzero(~(s < t).ravel())[0]
-        raise ValueError(f"s must be < t, got s = {s.ravel()[i]!r}, t = {t.ravel()[i]!r}")
+        raise ValueError(f"s must be < t, got s = {_r(s.ravel()[i])}, t = {_r(t.ravel()[i])}")
     with np.errstate(divide="ignore", invalid="ignore"):
         la_s, la_t = np.asarray(schedule.log_alpha(s)), np.asarray(schedule.log_alpha(t))
         dead = np.isneginf(la_s)
@@ -109,7 +109,7 @@ def ddpm_step_kernel(schedule: DiscreteSchedule, n) -> GaussianKernel:
         raise TypeError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
     n = schedule._n(n)
     if (n < 1).any():
-        raise ValueError(f"n must lie in [1, T={schedule.T}], got {n[n < 1].ravel()[0]!r}")
+        raise ValueError(f"n must lie in [1, T={schedule.T}], got {_r(n[n < 1].ravel()[0])}")
     beta = schedule.betas[n - 1]
     coef = np.sqrt(1.0 - beta)
     return GaussianKernel(scalar_out(coef, n), scalar_out(beta, n))

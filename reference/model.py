@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import choice, finite
+from ._checks import _r, choice, finite
 from .forward import _rng
 from .parameterization import PREDICTIONS
 from .schedules import Schedule
@@ -62,7 +62,7 @@ class ExactModel:
         self.scale = float(finite(scale, "scale"))
         self.noise_std = float(finite(noise_std, "noise_std"))
         if self.noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {self.noise_std!r}")
+            raise ValueError(f"noise_std must be >= 0, got {_r(self.noise_std)}")
         self._rng = _rng(rng)
         self.n_calls = 0
 
@@ -73,7 +73,7 @@ class ExactModel:
 
     def __repr__(self):
         return (
-            f"ExactModel({self.target!r}, {self.schedule!r}, prediction={self.prediction!r}"
+            f"ExactModel({_r(self.target)}, {_r(self.schedule)}, prediction={_r(self.prediction)}"
             + ("" if self.exact else ", perturbed")
             + ")"
         )

@@ -13,7 +13,7 @@ case raises a ValueError instead of returning inf or NaN.
 
 from __future__ import annotations
 
-from ._checks import finite
+from ._checks import _r, finite
 
 __all__ = ["PREDICTIONS", "convert", "to_x0_eps", "from_x0_eps"]
 
@@ -31,7 +31,7 @@ def _coef(c, name, x):
 
 def _check_name(name, arg):
     if name not in PREDICTIONS:
-        raise ValueError(f"{arg} must be one of {PREDICTIONS}, got {name!r}")
+        raise ValueError(f"{arg} must be one of {PREDICTIONS}, got {_r(name)}")
 
 
 def to_x0_eps(value, *, source, x_t, alpha, sigma, d_alpha=None, d_sigma=None):

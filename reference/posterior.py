@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import choice, finite, scalar_out
+from ._checks import _r, choice, finite, scalar_out
 from ._stable import log1mexp
 from .schedules import DiscreteSchedule, Schedule
 
@@ -59,7 +59,7 @@ def posterior(schedule: Schedule, s, t) -> PosteriorCoefficients:
     s, t = np.broadcast_arrays(s, t)
     if not (s < t).all():
         i = np.flatnonzero(~(s < t).ravel())[0]
-        raise ValueError(f"s must be < t, got s = {s.ravel()[i]!r}, t = {t.ravel()[i]!r}")
+        raise ValueError(f"s must be < t, got s = {_r(s.ravel()[i])}, t = {_r(t.ravel()[i])}")
     with np.errstate(divide="ignore", invalid="ignore"):
         la_s, la_t = np.asarray(schedule.log_alpha(s)), np.asarray(schedule.log_alpha(t))
         ls_s, ls_t = np.asarray(schedule.log_sigma(s)), np.asarray(schedule.log_sigma(t))
@@ -102,7 +102,7 @@ def ddpm_posterior(
     choice(variance, "variance", {"fixed_small", "fixed_large"})
     n = schedule._n(n)
     if (n < 1).any():
-        raise ValueError(f"n must lie in [1, T={schedule.T}], got {n[n < 1].ravel()[0]!r}")
+        raise ValueError(f"n must lie in [1, T={schedule.T}], got {_r(n[n < 1].ravel()[0])}")
 
     def coefficients(m):
         L_prev = schedule.log_alpha_bar[m - 1]

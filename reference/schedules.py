@@ -28,6 +28,7 @@ import numpy as np
 from scipy.special import expit
 
 from ._checks import (
+    _r,
     as_float,
     finite,
     finite_scalar,
@@ -187,7 +188,8 @@ class Schedule(ABC):
         bad = (lam < lo) | (lam > hi)
         if bad.any():
             raise ValueError(
-                f"log_snr must lie in [{lo!r}, {hi!r}] for {self!r}, got {lam[bad].ravel()[0]!r}"
+                f"log_snr must lie in [{_r(lo)}, {_r(hi)}] for {_r(self)}, "
+                f"got {_r(lam[bad].ravel()[0])}"
             )
         out = _safe(self._t_from_log_snr)(lam)
         out = np.where(lam == hi, self.t_min, np.where(lam == lo, self.t_max, out))
@@ -199,7 +201,7 @@ class Schedule(ABC):
         if s is None:
             arr = finite(sigma_edm, "sigma_edm")
             if (arr <= 0).any():
-                raise ValueError(f"sigma_edm must be > 0, got {arr[arr <= 0].ravel()[0]!r}")
+                raise ValueError(f"sigma_edm must be > 0, got {_r(arr[arr <= 0].ravel()[0])}")
             return self.t_from_log_snr(-2.0 * np.log(arr))
         return self.t_from_log_snr(-2.0 * math.log(s))
 
@@ -274,11 +276,11 @@ class VPLinear(Schedule):
         self.beta_max = positive_scalar(beta_max, "beta_max")
         if self.beta_max <= self.beta_min:
             raise ValueError(
-                f"beta_max must be > beta_min={self.beta_min!r}, got {self.beta_max!r}"
+                f"beta_max must be > beta_min={_r(self.beta_min)}, got {_r(self.beta_max)}"
             )
 
     def __repr__(self):
-        return f"VPLinear(beta_min={self.beta_min!r}, beta_max={self.beta_max!r})"
+        return f"VPLinear(beta_min={_r(self.beta_min)}, beta_max={_r(self.beta_max)})"
 
     def beta(self, t):
         """beta(t) = beta_min + t (beta_max - beta_min)."""
@@ -343,13 +345,13 @@ class VPCosine(Schedule):
     def __init__(self, s: float = 0.008):
         self.s = finite_scalar(s, "s")
         if self.s < 0:
-            raise ValueError(f"s must be >= 0, got {self.s!r}")
+            raise ValueError(f"s must be >= 0, got {_r(self.s)}")
         self._k = _HALF_PI / (1.0 + self.s)  # d phi / dt
         self._phi0 = self._k * self.s
         self._cos_phi0 = math.cos(self._phi0)
 
     def __repr__(self):
-        return f"VPCosine(s={self.s!r})"
+        return f"VPCosine(s={_r(self.s)})"
 
     def _psi(self, t):
         return self._k * (1.0 - t)
@@ -444,12 +446,12 @@ class VEGeometric(Schedule):
         self.sigma_max = positive_scalar(sigma_max, "sigma_max")
         if self.sigma_max <= self.sigma_min:
             raise ValueError(
-                f"sigma_max must be > sigma_min={self.sigma_min!r}, got {self.sigma_max!r}"
+                f"sigma_max must be > sigma_min={_r(self.sigma_min)}, got {_r(self.sigma_max)}"
             )
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
 
     def __repr__(self):
-        return f"VEGeometric(sigma_min={self.sigma_min!r}, sigma_max={self.sigma_max!r})"
+        return f"VEGeometric(sigma_min={_r(self.sigma_min)}, sigma_max={_r(self.sigma_max)})"
 
     def _alpha(self, t):
         return np.ones_like(t)
@@ -502,13 +504,14 @@ class EDM(Schedule):
         self.rho = positive_scalar(rho, "rho")
         if self.sigma_max <= self.sigma_min:
             raise ValueError(
-                f"sigma_max must be > sigma_min={self.sigma_min!r}, got {self.sigma_max!r}"
+                f"sigma_max must be > sigma_min={_r(self.sigma_min)}, got {_r(self.sigma_max)}"
             )
         self._a = self.sigma_min ** (1.0 / self.rho)
         self._D = self.sigma_max ** (1.0 / self.rho) - self._a
 
     def __repr__(self):
-        return f"EDM(sigma_min={self.sigma_min!r}, sigma_max={self.sigma_max!r}, rho={self.rho!r})"
+        smin, smax = _r(self.sigma_min), _r(self.sigma_max)
+        return f"EDM(sigma_min={smin}, sigma_max={smax}, rho={_r(self.rho)})"
 
     def _base(self, t):
         return self._a + t * self._D
@@ -570,7 +573,7 @@ def karras_sigmas(
     smax = positive_scalar(sigma_max, "sigma_max")
     rho = positive_scalar(rho, "rho")
     if smax <= smin:
-        raise ValueError(f"sigma_max must be > sigma_min={smin!r}, got {smax!r}")
+        raise ValueError(f"sigma_max must be > sigma_min={_r(smin)}, got {_r(smax)}")
     i = np.arange(n, dtype=np.float64)
     hi, lo = smax ** (1.0 / rho), smin ** (1.0 / rho)
     sig = (hi + i / (n - 1) * (lo - hi)) ** rho
@@ -594,11 +597,11 @@ class SubVP(Schedule):
         self.beta_max = positive_scalar(beta_max, "beta_max")
         if self.beta_max <= self.beta_min:
             raise ValueError(
-                f"beta_max must be > beta_min={self.beta_min!r}, got {self.beta_max!r}"
+                f"beta_max must be > beta_min={_r(self.beta_min)}, got {_r(self.beta_max)}"
             )
 
     def __repr__(self):
-        return f"SubVP(beta_min={self.beta_min!r}, beta_max={self.beta_max!r})"
+        return f"SubVP(beta_min={_r(self.beta_min)}, beta_max={_r(self.beta_max)})"
 
     def _beta(self, t):
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -738,7 +741,7 @@ class DiscreteSchedule(Schedule):
             idx = int(np.flatnonzero(bad)[0]) if bad.any() else arr.size - 1
             raise ValueError(
                 f"betas must lie in (0, 1) (beta_T = 1 allowed for zero terminal SNR), "
-                f"got betas[{idx}] = {arr[idx]!r}"
+                f"got betas[{idx}] = {_r(arr[idx])}"
             )
         self.name = name
         self.T = int(arr.size)
@@ -756,7 +759,7 @@ class DiscreteSchedule(Schedule):
         """Linear betas, beta_n = linspace(beta_start, beta_end, T) (Ho et al. 2020, Sec. 4)."""
         T = positive_int(T, "T")
         b0, b1 = positive_scalar(beta_start, "beta_start"), positive_scalar(beta_end, "beta_end")
-        return cls(np.linspace(b0, b1, T), name=f"linear(T={T}, {b0!r}..{b1!r})")
+        return cls(np.linspace(b0, b1, T), name=f"linear(T={T}, {_r(b0)}..{_r(b1)})")
 
     @classmethod
     def scaled_linear(cls, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012):
@@ -766,7 +769,7 @@ class DiscreteSchedule(Schedule):
         b0, b1 = positive_scalar(beta_start, "beta_start"), positive_scalar(beta_end, "beta_end")
         return cls(
             np.linspace(math.sqrt(b0), math.sqrt(b1), T) ** 2,
-            name=f"scaled_linear(T={T}, {b0!r}..{b1!r})",
+            name=f"scaled_linear(T={T}, {_r(b0)}..{_r(b1)})",
         )
 
     @classmethod
@@ -778,10 +781,10 @@ class DiscreteSchedule(Schedule):
         T = positive_int(T, "T")
         s = finite_scalar(s, "s")
         if s < 0:
-            raise ValueError(f"s must be >= 0, got {s!r}")
+            raise ValueError(f"s must be >= 0, got {_r(s)}")
         max_beta = finite_scalar(max_beta, "max_beta")
         if not 0.0 < max_beta <= 1.0:
-            raise ValueError(f"max_beta must lie in (0, 1], got {max_beta!r}")
+            raise ValueError(f"max_beta must lie in (0, 1], got {_r(max_beta)}")
         n = np.arange(1, T + 1, dtype=np.float64)
         k = _HALF_PI / (1.0 + s)
         # integer numerators keep 1 - (n-1)/T exact near the end of the schedule
@@ -792,7 +795,7 @@ class DiscreteSchedule(Schedule):
         sum_psi = k * ((2 * T - 2 * n + 1) / T)
         sin_sum = np.where(sum_phi <= _HALF_PI, np.sin(sum_phi), np.sin(sum_psi))
         betas = np.sin(k / T) * sin_sum / cos_m**2
-        return cls(np.minimum(betas, max_beta), name=f"cosine(T={T}, s={s!r})")
+        return cls(np.minimum(betas, max_beta), name=f"cosine(T={T}, s={_r(s)})")
 
     @classmethod
     def sigmoid(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
@@ -803,7 +806,7 @@ class DiscreteSchedule(Schedule):
         b0, b1 = positive_scalar(beta_start, "beta_start"), positive_scalar(beta_end, "beta_end")
         return cls(
             expit(np.linspace(-6.0, 6.0, T)) * (b1 - b0) + b0,
-            name=f"sigmoid(T={T}, {b0!r}..{b1!r})",
+            name=f"sigmoid(T={T}, {_r(b0)}..{_r(b1)})",
         )
 
     @classmethod
@@ -817,11 +820,11 @@ class DiscreteSchedule(Schedule):
             finite_scalar(log_snr_min, "log_snr_min"),
         )
         if not lo < hi:
-            raise ValueError(f"log_snr_min must be < log_snr_max={hi!r}, got {lo!r}")
+            raise ValueError(f"log_snr_min must be < log_snr_max={_r(hi)}, got {_r(lo)}")
         lam = np.linspace(hi, lo, T)
         log_ab = np.concatenate([[0.0], log_sigmoid(lam)])
         betas = -np.expm1(np.diff(log_ab))
-        return cls(betas, name=f"log_snr_linear(T={T}, {hi!r}..{lo!r})")
+        return cls(betas, name=f"log_snr_linear(T={T}, {_r(hi)}..{_r(lo)})")
 
     @classmethod
     def from_alpha_bar(cls, alpha_bar, *, name: str = "custom"):
@@ -834,15 +837,15 @@ class DiscreteSchedule(Schedule):
             bad = np.flatnonzero((ab >= 1) | (ab < 0) | np.append(ab[:-1] <= 0, False))[0]
             raise ValueError(
                 f"alpha_bar must lie in (0, 1) (the last entry may be 0), got alpha_bar[{bad}] = "
-                f"{ab[bad]!r}"
+                f"{_r(ab[bad])}"
             )
         full = np.concatenate([[1.0], ab])
         if not (np.diff(full) < 0).all():
             i = int(np.flatnonzero(np.diff(full) >= 0)[0])
             raise ValueError(
-                f"alpha_bar must be strictly decreasing, got alpha_bar[{i}] = {full[i + 1]!r} "
+                f"alpha_bar must be strictly decreasing, got alpha_bar[{i}] = {_r(full[i + 1])} "
                 f"after "
-                f"{full[i]!r}"
+                f"{_r(full[i])}"
             )
         with np.errstate(divide="ignore", invalid="ignore"):
             log_ab = np.log(full)
@@ -874,7 +877,7 @@ class DiscreteSchedule(Schedule):
             raise TypeError(f"n must be an integer index, got dtype {arr.dtype}")
         bad = (arr < 0) | (arr > self.T)
         if bad.any():
-            raise ValueError(f"n must lie in [0, T={self.T}], got {arr[bad].ravel()[0]!r}")
+            raise ValueError(f"n must lie in [0, T={self.T}], got {_r(arr[bad].ravel()[0])}")
         return arr
 
     def t_of(self, n):
@@ -889,7 +892,7 @@ class DiscreteSchedule(Schedule):
         off = np.abs(t * self.T - n) > 1e-9 * self.T
         if off.any():
             raise ValueError(
-                f"t must be on the grid n/T with T={self.T}, got {t[off].ravel()[0]!r}"
+                f"t must be on the grid n/T with T={self.T}, got {_r(t[off].ravel()[0])}"
             )
         n = n.astype(np.int64)
         return int(n) if n.ndim == 0 else n
@@ -904,13 +907,16 @@ class DiscreteSchedule(Schedule):
 
     # ------------------------------------------------------------------ continuous embedding
     def _interval(self, t):
-        u = t * self.T
+        u, u_lo = _two_prod(t, float(self.T))  # u + u_lo = t T exactly
         # t within a few ulps of a node n/T is the node itself (left-limit convention), so that
         # t = n / T computed in floating point lands on interval n, not on n + 1 with frac ~ 1e-16
         node = np.rint(u)
-        u = np.where(np.abs(u - node) <= 4.0 * np.finfo(float).eps * np.maximum(u, 1.0), node, u)
+        snap = np.abs(u - node) <= 4.0 * np.finfo(float).eps * np.maximum(u, 1.0)
+        u = np.where(snap, node, u)
         n = np.clip(np.ceil(u), 1, self.T).astype(np.int64)
-        frac = u - (n - 1)
+        # u - (n - 1) is exact (Sterbenz); adding u_lo keeps the fraction accurate to an ulp of
+        # itself, which matters where the last cosine step makes alpha steep in t
+        frac = np.where(snap, u - (n - 1), (u - (n - 1)) + u_lo)
         ell = self._ell[n - 1]
         with np.errstate(invalid="ignore"):
             L = self.log_alpha_bar[n - 1] + np.where(frac == 0.0, 0.0, frac * ell)
@@ -958,9 +964,10 @@ class DiscreteSchedule(Schedule):
             gap = np.isfinite(lam) & (lam < lam_grid[-2])
             if gap.any():
                 raise ValueError(
-                    f"log_snr in (-inf, {lam_grid[-2]!r}) is not attained by {self!r}: with zero "
+                    f"log_snr in (-inf, {_r(lam_grid[-2])}) is not attained by {_r(self)}: "
+                    f"with zero "
                     f"terminal SNR lambda jumps from lambda_(T-1) to -inf; "
-                    f"got {lam[gap].ravel()[0]!r}"
+                    f"got {_r(lam[gap].ravel()[0])}"
                 )
         # number of grid points with lambda_n >= lam gives the interval (n-1, n]
         n = np.searchsorted(-lam_grid, -lam, side="right")
@@ -969,6 +976,20 @@ class DiscreteSchedule(Schedule):
         ell = self._ell[n - 1]
         frac = np.where(np.isfinite(ell), (target - self.log_alpha_bar[n - 1]) / ell, 0.0)
         return (n - 1 + np.clip(frac, 0.0, 1.0)) / self.T
+
+
+def _two_prod(a, b: float):
+    """Error-free product (Dekker 1971): returns p, e with p = fl(a b) and p + e = a b exactly
+    (for |a b| far from overflow)."""
+    split = 134217729.0  # 2**27 + 1
+    p = a * b
+    ca, cb = split * a, split * b
+    a_hi = ca - (ca - a)
+    a_lo = a - a_hi
+    b_hi = cb - (cb - b)
+    b_lo = b - b_hi
+    e = ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+    return p, e
 
 
 def _compensated_cumsum(x: np.ndarray) -> np.ndarray:
@@ -1030,5 +1051,5 @@ SCHEDULES = {
 def get_schedule(name: str) -> Schedule:
     """A named schedule with its default parameters: one of ``SCHEDULES``."""
     if name not in SCHEDULES:
-        raise ValueError(f"name must be one of {sorted(SCHEDULES)}, got {name!r}")
+        raise ValueError(f"name must be one of {sorted(SCHEDULES)}, got {_r(name)}")
     return SCHEDULES[name]()

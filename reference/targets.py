@@ -26,7 +26,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve, eigh, solve_triangular
 from scipy.special import logsumexp, softmax
 
-from ._checks import finite, positive_int
+from ._checks import _r, finite, positive_int
 from ._stable import LOG_2PI
 from .forward import _rng
 
@@ -51,7 +51,7 @@ def _check_path(alpha, sigma, batch_shape, *, singular: bool):
     s = finite(sigma, "sigma")
     for name, v in (("alpha", a), ("sigma", s)):
         if (v < 0).any():
-            raise ValueError(f"{name} must be >= 0, got {v[v < 0].ravel()[0]!r}")
+            raise ValueError(f"{name} must be >= 0, got {_r(v[v < 0].ravel()[0])}")
         if v.ndim and v.shape != batch_shape:
             raise ValueError(
                 f"{name} must be a scalar or have the batch shape of x {batch_shape}, got {v.shape}"
@@ -106,13 +106,13 @@ class GaussianMixture:
                 scale = max(np.abs(S).max(), np.finfo(float).tiny)
                 if np.abs(S - S.T).max() > 1e-12 * scale:
                     raise ValueError(
-                        f"covs[{k}] must be symmetric, max |S - S^T| = {np.abs(S - S.T).max()!r}"
+                        f"covs[{k}] must be symmetric, max |S - S^T| = {_r(np.abs(S - S.T).max())}"
                     )
                 lam, Q = eigh(0.5 * (S + S.T))
                 if lam[0] <= d * np.finfo(float).eps * max(lam[-1], 0.0) or lam[0] <= 0:
                     raise ValueError(
-                        f"covs[{k}] must be positive definite, smallest eigenvalue {lam[0]!r} "
-                        f"(largest {lam[-1]!r})"
+                        f"covs[{k}] must be positive definite, smallest eigenvalue {_r(lam[0])} "
+                        f"(largest {_r(lam[-1])})"
                     )
                 evals[k], evecs[k] = lam, Q
         elif covariance_type == "diag":
@@ -121,17 +121,17 @@ class GaussianMixture:
                     f"covs must have shape (K, d) = {(K, d)} for diag, got {covs.shape}"
                 )
             if (covs <= 0).any():
-                raise ValueError(f"diag covs must be > 0, got {covs[covs <= 0].ravel()[0]!r}")
+                raise ValueError(f"diag covs must be > 0, got {_r(covs[covs <= 0].ravel()[0])}")
             evals, evecs = covs.copy(), None
         elif covariance_type == "iso":
             if covs.shape != (K,):
                 raise ValueError(f"covs must have shape (K,) = {(K,)} for iso, got {covs.shape}")
             if (covs <= 0).any():
-                raise ValueError(f"iso covs must be > 0, got {covs[covs <= 0].ravel()[0]!r}")
+                raise ValueError(f"iso covs must be > 0, got {_r(covs[covs <= 0].ravel()[0])}")
             evals, evecs = np.repeat(covs[:, None], d, axis=1), None
         else:
             raise ValueError(
-                f"covariance_type must be one of ['diag', 'full', 'iso'], got {covariance_type!r}"
+                f"covariance_type must be one of ['diag', 'full', 'iso'], got {_r(covariance_type)}"
             )
         self._init(w, means, evals, evecs, labels, covariance_type, singular=False)
 
@@ -142,10 +142,10 @@ class GaussianMixture:
         if w.shape != (K,):
             raise ValueError(f"weights must have shape (K,) = {(K,)}, got {w.shape}")
         if (w <= 0).any():
-            raise ValueError(f"weights must be > 0, got {w[w <= 0].ravel()[0]!r}")
+            raise ValueError(f"weights must be > 0, got {_r(w[w <= 0].ravel()[0])}")
         if abs(w.sum() - 1.0) > _WEIGHT_SUM_TOL:
             raise ValueError(
-                f"weights must sum to 1 (within {_WEIGHT_SUM_TOL}), sum is {w.sum()!r}"
+                f"weights must sum to 1 (within {_WEIGHT_SUM_TOL}), sum is {_r(w.sum())}"
             )
         return w
 
@@ -180,7 +180,7 @@ class GaussianMixture:
 
     def __repr__(self):
         name, ct = type(self).__name__, self.covariance_type
-        return f"{name}(K={self.K}, d={self.d}, covariance_type={ct!r})"
+        return f"{name}(K={self.K}, d={self.d}, covariance_type={_r(ct)})"
 
     # ------------------------------------------------------------------ data-space facts
     @property
@@ -235,7 +235,7 @@ class GaussianMixture:
         idx = np.flatnonzero(self.labels == label)
         if idx.size == 0:
             raise ValueError(
-                f"label must be one of {sorted(set(self.labels.tolist()))}, got {label!r}"
+                f"label must be one of {sorted(set(self.labels.tolist()))}, got {_r(label)}"
             )
         w = self.weights[idx] / self.weights[idx].sum()
         return GaussianMixture._from_eig(
@@ -411,7 +411,7 @@ class GaussianMixture:
         R = finite(noise_cov, "noise_cov")
         if R.ndim == 0:
             if R < 0:
-                raise ValueError(f"noise_cov must be >= 0, got {float(R)!r}")
+                raise ValueError(f"noise_cov must be >= 0, got {_r(float(R))}")
             R = float(R) * np.eye(m)
         elif R.shape != (m, m):
             raise ValueError(f"noise_cov must be a scalar or shape {(m, m)}, got {R.shape}")
@@ -447,7 +447,7 @@ class GaussianMixture:
             evals[k] = np.where(np.abs(lam) <= tol, 0.0, lam)
             if (evals[k] < 0).any():
                 raise ValueError(
-                    f"conditional covariance {k} is not PSD: smallest eigenvalue {lam[0]!r}"
+                    f"conditional covariance {k} is not PSD: smallest eigenvalue {_r(lam[0])}"
                 )
             evecs[k] = Q
         return GaussianMixture._from_eig(w, new_means, evals, evecs, self.labels, "full")
@@ -494,7 +494,7 @@ class Gaussian:
             cho_factor(S, lower=True)
         except np.linalg.LinAlgError:
             raise ValueError(
-                f"cov must be positive definite, smallest eigenvalue {np.linalg.eigvalsh(S)[0]!r}"
+                f"cov must be positive definite, smallest eigenvalue {_r(np.linalg.eigvalsh(S)[0])}"
             ) from None
         self.mean_vec = mu.copy()
         self.cov = 0.5 * (S + S.T)
@@ -517,7 +517,7 @@ class Gaussian:
             )
         a, s = float(a), float(s)
         if a < 0 or s < 0 or (a == 0 and s == 0):
-            raise ValueError(f"alpha, sigma must be >= 0 and not both 0, got {a!r}, {s!r}")
+            raise ValueError(f"alpha, sigma must be >= 0 and not both 0, got {_r(a)}, {_r(s)}")
         C = a * a * self.cov + s * s * np.eye(self.d)
         cf = cho_factor(C, lower=True)
         r = (x - a * self.mean_vec).reshape(-1, self.d)
@@ -616,5 +616,5 @@ DEFAULT_TARGETS = {"ring8": ring8, "bimodal1d": bimodal1d, "aniso64": aniso64}
 def get_target(name: str) -> GaussianMixture:
     """A named default target: one of ``DEFAULT_TARGETS`` ("ring8", "bimodal1d", "aniso64")."""
     if name not in DEFAULT_TARGETS:
-        raise ValueError(f"name must be one of {sorted(DEFAULT_TARGETS)}, got {name!r}")
+        raise ValueError(f"name must be one of {sorted(DEFAULT_TARGETS)}, got {_r(name)}")
     return DEFAULT_TARGETS[name]()

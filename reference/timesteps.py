@@ -11,7 +11,7 @@ import math
 import numpy as np
 from scipy.special import expit, logit
 
-from ._checks import finite_scalar, in_interval, positive_int, positive_scalar, scalar_out
+from ._checks import _r, finite_scalar, in_interval, positive_int, positive_scalar, scalar_out
 from .forward import _rng
 from .schedules import DiscreteSchedule, Schedule
 
@@ -29,7 +29,7 @@ class UniformTimesteps:
         self.t_min = float(in_interval(t_min, "t_min", 0.0, 1.0))
         self.t_max = float(in_interval(t_max, "t_max", 0.0, 1.0))
         if self.t_max <= self.t_min:
-            raise ValueError(f"t_max must be > t_min={self.t_min!r}, got {self.t_max!r}")
+            raise ValueError(f"t_max must be > t_min={_r(self.t_min)}, got {_r(self.t_max)}")
 
     def sample(self, n: int, rng=None) -> np.ndarray:
         n = positive_int(n, "n")
@@ -62,11 +62,11 @@ class LogSNRTimesteps:
         hi = hi if log_snr_max is None else finite_scalar(log_snr_max, "log_snr_max")
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError(
-                f"log_snr_min and log_snr_max must be finite; {schedule!r} spans [{lo}, {hi}], "
+                f"log_snr_min and log_snr_max must be finite; {_r(schedule)} spans [{lo}, {hi}], "
                 "pass them explicitly"
             )
         if lo >= hi:
-            raise ValueError(f"log_snr_min must be < log_snr_max={hi!r}, got {lo!r}")
+            raise ValueError(f"log_snr_min must be < log_snr_max={_r(hi)}, got {_r(lo)}")
         self.log_snr_min, self.log_snr_max = float(lo), float(hi)
         # validates that the range lies inside the schedule's
         schedule.t_from_log_snr(np.array([lo, hi]))
