@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import _r, as_float, finite, scalar_out
-from ._stable import LOG_2PI
+from ._stable import LOG_2PI, log1mexp
 from .schedules import DiscreteSchedule, Schedule
 
 __all__ = ["GaussianKernel", "marginal", "transition", "ddpm_step_kernel", "sample_marginal"]
@@ -71,6 +71,38 @@ class GaussianKernel:
         return -0.5 * (d * (LOG_2PI + np.log(var_b)) + sq / var_b)
 
 
+@dataclass(frozen=True)
+class _Pair:
+    """Log-space quantities of a pair s < t shared by q(x_t | x_s) and q(x_s | x_t, x_0)."""
+
+    s: np.ndarray
+    t: np.ndarray
+    la_s: np.ndarray  # log alpha_s
+    la_t: np.ndarray
+    ls_s: np.ndarray  # log sigma_s
+    ls_t: np.ndarray
+    dead: np.ndarray  # alpha_s = 0 (zero-terminal tail): x_s carries nothing of x_0
+    frac: np.ndarray  # sigma_{t|s}^2 / sigma_t^2 = -expm1(lambda_t - lambda_s)
+    log_frac: np.ndarray
+
+
+def _pair(schedule: Schedule, s, t) -> _Pair:
+    s = schedule._t(s)
+    t = schedule._t(t)
+    s, t = np.broadcast_arrays(s, t)
+    if not (s < t).all():
+        i = np.flatnonzero(~(s < t).ravel())[0]
+        raise ValueError(f"s must be < t, got s = {_r(s.ravel()[i])}, t = {_r(t.ravel()[i])}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        la_s, la_t = np.asarray(schedule.log_alpha(s)), np.asarray(schedule.log_alpha(t))
+        ls_s, ls_t = np.asarray(schedule.log_sigma(s)), np.asarray(schedule.log_sigma(t))
+        lam_s, lam_t = np.asarray(schedule.log_snr(s)), np.asarray(schedule.log_snr(t))
+        dead = np.isneginf(la_s)
+        frac = np.where(dead, 1.0, -np.expm1(np.where(dead, 0.0, lam_t - lam_s)))
+        log_frac = np.where(dead, 0.0, log1mexp(np.where(dead, 1.0, lam_s - lam_t)))
+    return _Pair(s, t, la_s, la_t, ls_s, ls_t, dead, frac, log_frac)
+
+
 def marginal(schedule: Schedule, t) -> GaussianKernel:
     """q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I) (Ho et al. 2020, eq. 4; Kingma et al. 2021,
     eq. 1). ``t`` scalar or array; returns the kernel with coefficients of that shape."""
@@ -85,20 +117,10 @@ def transition(schedule: Schedule, s, t) -> GaussianKernel:
     alpha_{t|s} = alpha_t / alpha_s, sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2
     = -sigma_t^2 expm1(lambda_t - lambda_s)  (no cancellation).
     Where alpha_s = 0 (zero-terminal-SNR tail) the kernel is N(0, sigma_t^2)."""
-    s = schedule._t(s)
-    t = schedule._t(t)
-    s, t = np.broadcast_arrays(s, t)
-    if not (s < t).all():
-        i = np.flatnonzero(~(s < t).ravel())[0]
-        raise ValueError(f"s must be < t, got s = {_r(s.ravel()[i])}, t = {_r(t.ravel()[i])}")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        la_s, la_t = np.asarray(schedule.log_alpha(s)), np.asarray(schedule.log_alpha(t))
-        dead = np.isneginf(la_s)
-        coef = np.where(dead, 0.0, np.exp(la_t - np.where(dead, 0.0, la_s)))
-        lam_s, lam_t = np.asarray(schedule.log_snr(s)), np.asarray(schedule.log_snr(t))
-        sig_t2 = np.asarray(schedule.sigma(t)) ** 2
-        frac = np.where(dead, 1.0, -np.expm1(np.where(dead, 0.0, lam_t - lam_s)))
-        var = sig_t2 * frac
+    p = _pair(schedule, s, t)
+    coef = np.where(p.dead, 0.0, np.exp(p.la_t - np.where(p.dead, 0.0, p.la_s)))
+    var = np.asarray(schedule.sigma(p.t)) ** 2 * p.frac
+    t = p.t
     return GaussianKernel(scalar_out(coef, t), scalar_out(var, t))
 
 

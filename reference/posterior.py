@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import _r, choice, finite, scalar_out
-from ._stable import log1mexp
+from .forward import _pair, _rng
 from .schedules import DiscreteSchedule, Schedule
 
 __all__ = ["PosteriorCoefficients", "posterior", "ddpm_posterior"]
@@ -40,6 +40,16 @@ class PosteriorCoefficients:
 
         return bc(self.coef_x0) * x0 + bc(self.coef_xt) * x_t
 
+    def sample(self, x0, x_t, rng=None, *, noise=None):
+        """Draw x_s = mean(x0, x_t) + sqrt(var) z, z ~ N(0, I) from ``rng`` (or ``noise``)."""
+        m = self.mean(x0, x_t)
+        z = _rng(rng).standard_normal(m.shape) if noise is None else finite(noise, "noise")
+        if z.shape != m.shape:
+            raise ValueError(f"noise must have the shape of x_t {m.shape}, got {z.shape}")
+        std = np.sqrt(np.asarray(self.var, dtype=np.float64))
+        std = std.reshape(std.shape + (1,) * (m.ndim - std.ndim)) if std.ndim else std
+        return m + std * z
+
 
 def posterior(schedule: Schedule, s, t) -> PosteriorCoefficients:
     """q(x_s | x_t, x_0) for s < t (Kingma et al. 2021, VDM, eq. 5-6, App. A):
@@ -54,25 +64,14 @@ def posterior(schedule: Schedule, s, t) -> PosteriorCoefficients:
 
     Returns :class:`PosteriorCoefficients` with arrays shaped like broadcast(s, t).
     """
-    s = schedule._t(s)
-    t = schedule._t(t)
-    s, t = np.broadcast_arrays(s, t)
-    if not (s < t).all():
-        i = np.flatnonzero(~(s < t).ravel())[0]
-        raise ValueError(f"s must be < t, got s = {_r(s.ravel()[i])}, t = {_r(t.ravel()[i])}")
+    p = _pair(schedule, s, t)
+    t = p.t
     with np.errstate(divide="ignore", invalid="ignore"):
-        la_s, la_t = np.asarray(schedule.log_alpha(s)), np.asarray(schedule.log_alpha(t))
-        ls_s, ls_t = np.asarray(schedule.log_sigma(s)), np.asarray(schedule.log_sigma(t))
-        lam_s, lam_t = np.asarray(schedule.log_snr(s)), np.asarray(schedule.log_snr(t))
-        dead = np.isneginf(la_s)  # alpha_s = 0: x_t carries no information about x_0
-        # -expm1(lambda_t - lambda_s) = sigma_{t|s}^2 / sigma_t^2 (1 where sigma_s = 0)
-        frac = np.where(dead, 1.0, -np.expm1(np.where(dead, 0.0, lam_t - lam_s)))
-        log_frac = np.where(dead, 0.0, log1mexp(np.where(dead, 1.0, lam_s - lam_t)))
         coef_xt = np.where(
-            dead, 0.0, np.exp(la_t - np.where(dead, 0.0, la_s) + 2.0 * (ls_s - ls_t))
+            p.dead, 0.0, np.exp(p.la_t - np.where(p.dead, 0.0, p.la_s) + 2.0 * (p.ls_s - p.ls_t))
         )
-        coef_x0 = np.exp(la_s) * frac
-        log_var = 2.0 * ls_s + log_frac
+        coef_x0 = np.exp(p.la_s) * p.frac
+        log_var = 2.0 * p.ls_s + p.log_frac
         var = np.exp(log_var)
     return PosteriorCoefficients(
         scalar_out(coef_x0, t),

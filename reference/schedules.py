@@ -89,31 +89,30 @@ class Schedule(ABC):
     def _t(self, t) -> np.ndarray:
         return in_interval(t, "t", self.t_min, self.t_max)
 
+    def _call(self, impl, t):
+        t = self._t(t)
+        return scalar_out(_safe(impl)(t), t)
+
     # ------------------------------------------------------------------ public API
     def alpha(self, t):
         """Signal coefficient alpha(t) of x_t = alpha x_0 + sigma eps."""
-        t = self._t(t)
-        return scalar_out(_safe(self._alpha)(t), t)
+        return self._call(self._alpha, t)
 
     def sigma(self, t):
         """Noise coefficient sigma(t) of x_t = alpha x_0 + sigma eps."""
-        t = self._t(t)
-        return scalar_out(_safe(self._sigma)(t), t)
+        return self._call(self._sigma, t)
 
     def log_alpha(self, t):
         """log alpha(t) (-inf where alpha = 0)."""
-        t = self._t(t)
-        return scalar_out(_safe(self._log_alpha)(t), t)
+        return self._call(self._log_alpha, t)
 
     def log_sigma(self, t):
         """log sigma(t) (-inf where sigma = 0)."""
-        t = self._t(t)
-        return scalar_out(_safe(self._log_sigma)(t), t)
+        return self._call(self._log_sigma, t)
 
     def log_snr(self, t):
         """lambda(t) = log SNR(t) = log(alpha^2 / sigma^2) (Kingma et al. 2021, VDM, eq. 3)."""
-        t = self._t(t)
-        return scalar_out(_safe(self._log_snr)(t), t)
+        return self._call(self._log_snr, t)
 
     def snr(self, t):
         """SNR(t) = alpha^2 / sigma^2 = exp(lambda(t))."""
@@ -122,18 +121,15 @@ class Schedule(ABC):
 
     def d_alpha(self, t):
         """d alpha / dt."""
-        t = self._t(t)
-        return scalar_out(_safe(self._d_alpha)(t), t)
+        return self._call(self._d_alpha, t)
 
     def d_sigma(self, t):
         """d sigma / dt."""
-        t = self._t(t)
-        return scalar_out(_safe(self._d_sigma)(t), t)
+        return self._call(self._d_sigma, t)
 
     def d_log_snr(self, t):
         """d lambda / dt (negative: the SNR decreases with t)."""
-        t = self._t(t)
-        return scalar_out(_safe(self._d_log_snr)(t), t)
+        return self._call(self._d_log_snr, t)
 
     def d_snr(self, t):
         """d SNR / dt = SNR * d lambda / dt (the VDM loss weight is -d SNR/dt, Kingma et al.
@@ -150,14 +146,12 @@ class Schedule(ABC):
     def f(self, t):
         """Drift coefficient of the forward SDE dx = f(t) x dt + g(t) dw: f = d log alpha / dt
         (Song et al. 2021, eq. 5; Kingma et al. 2021, App. A)."""
-        t = self._t(t)
-        return scalar_out(_safe(self._f)(t), t)
+        return self._call(self._f, t)
 
     def g_squared(self, t):
         """Squared diffusion coefficient g(t)^2 = d sigma^2/dt - 2 f sigma^2 = -sigma^2 dlambda/dt
         (Kingma et al. 2021, App. A; Song et al. 2021, eq. 5)."""
-        t = self._t(t)
-        return scalar_out(_safe(self._g_squared)(t), t)
+        return self._call(self._g_squared, t)
 
     def g(self, t):
         """Diffusion coefficient g(t) = sqrt(g(t)^2)."""

@@ -556,6 +556,18 @@ class Gaussian:
         batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
         return (s * cho_solve(cf, r.T).T).reshape(batch + (self.d,))
 
+    def v(self, x, alpha, sigma):
+        """E[v | x] = alpha E[eps|x] - sigma E[x_0|x] (Salimans & Ho 2022), shape (..., d)."""
+        return float(alpha) * self.eps(x, alpha, sigma) - float(sigma) * self.denoise(
+            x, alpha, sigma
+        )
+
+    def velocity(self, x, alpha, sigma, d_alpha, d_sigma):
+        """u = alpha' E[x_0|x] + sigma' E[eps|x] (Lipman et al. 2023, eq. 9), shape (..., d)."""
+        return float(d_alpha) * self.denoise(x, alpha, sigma) + float(d_sigma) * self.eps(
+            x, alpha, sigma
+        )
+
     def laplacian(self, x, alpha, sigma):
         """-tr C^{-1} (constant in x), shape (...)."""
         batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
@@ -563,9 +575,10 @@ class Gaussian:
         return np.full(batch, -tr)
 
     def posterior_cov(self, x, alpha, sigma):
-        """Sigma - alpha^2 Sigma C^{-1} Sigma (independent of x), shape (..., d, d)."""
+        """Sigma - alpha^2 Sigma C^{-1} Sigma = sigma^2 Sigma C^{-1} (independent of x; the second
+        form has no cancellation at small sigma), shape (..., d, d)."""
         batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
-        P = self.cov - a * a * self.cov @ cho_solve(cf, self.cov)
+        P = s * s * cho_solve(cf, self.cov)  # C^{-1} Sigma = Sigma C^{-1} (they commute)
         P = 0.5 * (P + P.T)
         return np.broadcast_to(P, batch + (self.d, self.d)).copy()
 

@@ -2,7 +2,8 @@
 
 Profiles (select with HYPOTHESIS_PROFILE):
   dev  quick local runs, random seeds (default outside CI);
-  ci   more examples, derandomized so that CI is reproducible (used by `make test`).
+  ci   more examples, derandomized so that CI is reproducible (used by `make test`);
+  stress  400 random examples per property, for hunting edge cases before a release.
 """
 
 import os
@@ -21,6 +22,12 @@ settings.register_profile(
     max_examples=60,
     deadline=None,
     derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "stress",
+    max_examples=400,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

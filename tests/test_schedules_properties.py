@@ -14,7 +14,7 @@ from diffusion_oracle.reference import (
 )
 from hypothesis import example, given
 from hypothesis import strategies as st
-from tolerances import tol
+from tolerances import EPS64, tol
 
 from diffusion_oracle import strategies as dst
 
@@ -29,7 +29,9 @@ def test_log_snr_decreasing_and_coefficients_valid(schedule, t1, t2):
     if lo < hi:
         assert schedule.log_snr(lo) >= schedule.log_snr(hi)
     if schedule.kind == "vp":
-        assert abs(a * a + s * s - 1.0) <= 4e-16
+        # alpha and sigma come from separate closed forms, each within ~1.5 ulp (docs/accuracy):
+        # alpha^2 + sigma^2 is then within 2 * 1.5 ulp + 2 roundings = 5 ulp = 1.1e-15
+        assert abs(a * a + s * s - 1.0) <= 5 * EPS64
     if schedule.kind == "ve":
         assert a == 1.0
 

@@ -103,7 +103,7 @@ def test_one_component_mixture_equals_the_gaussian(cov, path, seed):
     x = g.diffuse(a, s).sample(5, rng)
     C = a * a * cov + s * s * np.eye(3)
     rt = tol("solve_per_cond")["rtol"] * np.linalg.cond(C)
-    for name in ("score", "denoise", "eps", "laplacian", "posterior_cov", "log_prob"):
+    for name in ("score", "denoise", "eps", "v", "laplacian", "posterior_cov", "log_prob"):
         ours, ref = getattr(gm, name)(x, a, s), getattr(g, name)(x, a, s)
         scale = np.abs(ref).max() + 1e-300
         if name == "log_prob":
