@@ -32,10 +32,12 @@ class GaussianKernel:
 
     @property
     def std(self):
+        """sqrt(var)."""
         return np.sqrt(self.var)
 
     @property
     def log_var(self):
+        """log(var), -inf for a degenerate kernel."""
         with np.errstate(divide="ignore"):
             return np.log(self.var)
 

@@ -32,6 +32,7 @@ class UniformTimesteps:
             raise ValueError(f"t_max must be > t_min={_r(self.t_min)}, got {_r(self.t_max)}")
 
     def sample(self, n: int, rng=None) -> np.ndarray:
+        """n draws of t, shape (n,): U[t_min, t_max], or n/T with n uniform on the grid."""
         n = positive_int(n, "n")
         g = _rng(rng)
         if isinstance(self.schedule, DiscreteSchedule):
@@ -42,6 +43,7 @@ class UniformTimesteps:
         return g.uniform(self.t_min, self.t_max, size=n)
 
     def pdf(self, t):
+        """p(t) = 1 / (t_max - t_min) on [t_min, t_max] (continuous view)."""
         t = in_interval(t, "t", self.t_min, self.t_max)
         return scalar_out(np.full(t.shape, 1.0 / (self.t_max - self.t_min)), t)
 
@@ -72,11 +74,13 @@ class LogSNRTimesteps:
         schedule.t_from_log_snr(np.array([lo, hi]))
 
     def sample(self, n: int, rng=None) -> np.ndarray:
+        """n draws t = t(lambda), lambda ~ U[log_snr_min, log_snr_max], shape (n,)."""
         n = positive_int(n, "n")
         lam = _rng(rng).uniform(self.log_snr_min, self.log_snr_max, size=n)
         return np.asarray(self.schedule.t_from_log_snr(lam))
 
     def pdf(self, t):
+        """p(t) = |d lambda/dt| / (log_snr_max - log_snr_min) inside the range, else 0."""
         t = self.schedule._t(t)
         lam = np.asarray(self.schedule.log_snr(t))
         dens = np.abs(np.asarray(self.schedule.d_log_snr(t))) / (
@@ -95,10 +99,12 @@ class LogitNormalTimesteps:
         self.s = positive_scalar(s, "s")
 
     def sample(self, n: int, rng=None) -> np.ndarray:
+        """n draws t = sigmoid(mu + s z), z ~ N(0, 1), shape (n,)."""
         n = positive_int(n, "n")
         return expit(self.mu + self.s * _rng(rng).standard_normal(n))
 
     def pdf(self, t):
+        """The logit-normal density (class docstring); 0 at t = 0 and t = 1."""
         t = in_interval(t, "t", 0.0, 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = (logit(t) - self.mu) / self.s

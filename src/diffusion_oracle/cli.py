@@ -171,6 +171,7 @@ def _plots(target, schedule, times, out: Path, seed: int, tname: str, sname: str
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``diffusion-oracle`` and its subcommands."""
     p = argparse.ArgumentParser(
         prog="diffusion-oracle",
         description=(
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Entry point of the ``diffusion-oracle`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
