@@ -23,7 +23,7 @@ $(VENV)/.installed: $(VENV)/.torch $(SOURCES)
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/diffusion-oracle ground-truth --target ring8 --schedule vp-linear --out demo-output
+	$(VENV)/bin/diffusion-oracle verify --out demo-output
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

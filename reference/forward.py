@@ -15,8 +15,8 @@ __all__ = ["GaussianKernel", "marginal", "transition", "ddpm_step_kernel", "samp
 
 
 def _rng(rng) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
+    if isinstance(rng, np.random.Generator) or hasattr(rng, "standard_normal"):
+        return rng  # a Generator, or any object drawing noise the same way (probes)
     if rng is None or isinstance(rng, (int, np.integer)):
         return np.random.default_rng(rng)
     raise TypeError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}")

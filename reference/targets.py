@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, eigh, solve_triangular
-from scipy.special import logsumexp, softmax
+from scipy.special import softmax
 
 from ._checks import _r, finite, positive_int
 from ._stable import LOG_2PI
@@ -290,15 +290,22 @@ class GaussianMixture:
         return out, batch
 
     def _eval_chunk(self, x, a, s, what):
+        if (a == a[0]).all() and (s == s[0]).all():  # one time for the chunk: C_k computed once
+            a, s = a[:1], s[:1]
         a3, s3 = a[:, None, None], s[:, None, None]
         z = x[:, None, :] - a3 * self.means[None]  # (n, K, d)
         y = self._rotate(z)
-        c = a3 * a3 * self._evals[None] + s3 * s3  # eigenvalues of C_k, (n, K, d)
+        c = a3 * a3 * self._evals[None] + s3 * s3  # eigenvalues of C_k, (n or 1, K, d)
         yc = y / c
         log_comp = -0.5 * (self.d * LOG_2PI + np.log(c).sum(-1) + (y * yc).sum(-1))
         joint = self.log_weights[None] + log_comp
-        logp = logsumexp(joint, axis=1)
-        r = np.exp(joint - logp[:, None])
+        # log-sum-exp over components with the max shifted out (Blanchard et al. 2021)
+        jmax = joint.max(axis=1, keepdims=True)
+        jmax = np.where(np.isfinite(jmax), jmax, 0.0)
+        e = np.exp(joint - jmax)
+        tot = e.sum(axis=1, keepdims=True)
+        logp = (jmax + np.log(tot))[:, 0]
+        r = e / tot
         res = {}
         if "log_prob" in what:
             res["log_prob"] = logp

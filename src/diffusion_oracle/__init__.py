@@ -8,6 +8,7 @@ diffused densities, scores and denoisers, and the exact model. Subpackages:
 ``diffusion_oracle.accelerated`` (PyTorch), ``diffusion_oracle.strategies`` (hypothesis).
 """
 
+from diffusion_oracle.harness import Report, verify  # noqa: E402  (needs the reference first)
 from diffusion_oracle.reference import (  # noqa: F401  (curated re-exports)
     DEFAULT_TARGETS,
     EDM,
@@ -37,10 +38,43 @@ from diffusion_oracle.reference import (  # noqa: F401  (curated re-exports)
     rescale_zero_terminal_snr,
     transition,
 )
+from diffusion_oracle.reference.grids import Grid, make_grid  # noqa: E402
+from diffusion_oracle.reference.samplers import (  # noqa: E402
+    BUILTIN_SAMPLERS,
+    DDIM,
+    DDPM,
+    DPMSolver2,
+    DPMSolverPP2M,
+    EDMStochastic,
+    Euler,
+    EulerMaruyama,
+    ExactODE,
+    FlowEuler,
+    FlowHeun,
+    Heun,
+    ddim_invert,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BUILTIN_SAMPLERS",
+    "DDIM",
+    "DDPM",
+    "DPMSolver2",
+    "DPMSolverPP2M",
+    "EDMStochastic",
+    "Euler",
+    "EulerMaruyama",
+    "ExactODE",
+    "FlowEuler",
+    "FlowHeun",
+    "Grid",
+    "Heun",
+    "Report",
+    "ddim_invert",
+    "make_grid",
+    "verify",
     "DEFAULT_TARGETS",
     "EDM",
     "PREDICTIONS",

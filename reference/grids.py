@@ -1,0 +1,157 @@
+"""Time grids for samplers: decreasing times t_0 > t_1 > ... > t_N on a schedule.
+
+A :class:`Grid` carries the schedule and caches alpha, sigma, their logs, log_snr and sigma_EDM at
+every node, so a sampler is written once against (alpha, sigma) and works for every path.
+
+``make_grid(schedule, steps, kind)`` spaces ``steps`` intervals between ``t_start`` and ``t_end``
+(or, with ``final_zero=True``, the default, ``steps - 1`` intervals down to ``t_end`` followed
+by the final jump to t = 0, sigma = 0, as in EDM's Algorithm 1 where t_N = 0):
+
+    uniform   equally spaced in t (DDPM/DDIM practice, Ho et al. 2020; Song et al. 2021a);
+    log_snr   equally spaced in log-SNR (DPM-Solver, Lu et al. 2022, Sec. 3.3 "logSNR");
+    karras    sigma_EDM_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho
+              (Karras et al. 2022, eq. 5), mapped to t with the schedule's inverse.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import _r, choice, finite, in_interval, positive_int, positive_scalar
+from .schedules import Schedule
+
+__all__ = ["Grid", "make_grid", "GRID_KINDS"]
+
+GRID_KINDS = ("uniform", "log_snr", "karras")
+
+
+class Grid:
+    """Decreasing times on a schedule, with the path coefficients at each node.
+
+    ``t`` are the model-evaluation times (strictly decreasing, sigma > 0 at each). With
+    ``final_zero`` one more node is appended: the data itself, alpha = 1, sigma = 0 (log-SNR
+    +inf, sigma_EDM = 0), reached by the final denoising jump; its ``t`` is 0 by convention (for VE
+    and EDM schedules sigma(0) = sigma_min > 0, so that node lies off the schedule). The model is
+    never evaluated at it.
+
+    Attributes (arrays of length N + 1): ``t``, ``alpha``, ``sigma``, ``log_alpha``, ``log_sigma``,
+    ``log_snr`` (lambda), ``half_log_snr`` (lambda/2 = log(alpha/sigma), DPM-Solver's lambda),
+    ``sigma_edm`` (sigma/alpha), ``d_alpha``, ``d_sigma``. ``steps`` = N.
+    """
+
+    def __init__(self, schedule: Schedule, t, *, final_zero: bool = False):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+        t = finite(t, "t")
+        if t.ndim != 1 or t.size < (1 if final_zero else 2):
+            raise ValueError(f"t must be a 1-D grid with at least 2 nodes, got shape {t.shape}")
+        if not (np.diff(t) < 0).all():
+            i = int(np.flatnonzero(np.diff(t) >= 0)[0])
+            raise ValueError(
+                f"t must be strictly decreasing, got t[{i}] = {_r(t[i])}, "
+                f"t[{i + 1}] = {_r(t[i + 1])}"
+            )
+        in_interval(t, "t", schedule.t_min, schedule.t_max)
+        self.schedule = schedule
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cols = {
+                "alpha": schedule.alpha(t),
+                "sigma": schedule.sigma(t),
+                "log_alpha": schedule.log_alpha(t),
+                "log_sigma": schedule.log_sigma(t),
+                "log_snr": schedule.log_snr(t),
+                "sigma_edm": schedule.sigma_edm(t),
+                "d_alpha": schedule.d_alpha(t),
+                "d_sigma": schedule.d_sigma(t),
+            }
+        if (np.asarray(cols["sigma"]) == 0).any():
+            raise ValueError(
+                "grid times must have sigma > 0; the jump to sigma = 0 is final_zero=True"
+            )
+        final = {
+            "alpha": 1.0,
+            "sigma": 0.0,
+            "log_alpha": 0.0,
+            "log_sigma": -np.inf,
+            "log_snr": np.inf,
+            "sigma_edm": 0.0,
+            "d_alpha": 0.0,
+            "d_sigma": 0.0,
+        }
+        for name, col in cols.items():
+            col = np.asarray(col, dtype=np.float64)
+            if final_zero:
+                col = np.append(col, final[name])
+            setattr(self, name, col)
+        self.t = np.append(t, 0.0) if final_zero else t.copy()
+        self.half_log_snr = 0.5 * self.log_snr
+        self.final_zero = bool(final_zero)
+        self.steps = self.t.size - 1
+
+    def __len__(self):
+        return self.t.size
+
+    def __repr__(self):
+        return (
+            f"Grid({self.schedule!r}, steps={self.steps}, t={self.t[0]:.4g}..{self.t[-1]:.4g}"
+            + (", final jump to sigma=0" if self.final_zero else "")
+            + ")"
+        )
+
+
+def make_grid(
+    schedule: Schedule,
+    steps: int,
+    kind: str = "uniform",
+    *,
+    t_start: float | None = None,
+    t_end: float | None = None,
+    final_zero: bool = True,
+    rho: float = 7.0,
+) -> Grid:
+    """A grid of ``steps`` sampler steps from ``t_start`` (default: the schedule's t_max) to
+    ``t_end`` (default 1e-3, or the schedule's t_min when its sigma there is already > 0), then,
+    with ``final_zero``, the jump to t = 0. See the module docstring for the spacings.
+
+    Example: ``make_grid(VPLinear(), 10, "log_snr").t``.
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    steps = positive_int(steps, "steps", minimum=2 if final_zero else 1)
+    choice(kind, "kind", set(GRID_KINDS))
+    rho = positive_scalar(rho, "rho")
+    t0 = float(schedule.t_max if t_start is None else in_interval(t_start, "t_start", 0.0, 1.0))
+    if t_end is None:
+        t_end = schedule.t_min if schedule.sigma(schedule.t_min) > 0 else 1e-3
+        if t0 <= t_end:
+            raise ValueError(f"t_start must be > t_end={_r(t_end)}, got {_r(t0)}")
+    t1 = float(in_interval(t_end, "t_end", 0.0, 1.0))
+    if not t1 < t0:
+        raise ValueError(f"t_end must be < t_start={_r(t0)}, got {_r(t1)}")
+    if schedule.sigma(t1) <= 0 or not np.isfinite(schedule.log_snr(t1)):
+        raise ValueError(
+            f"t_end must have sigma > 0 (the final jump to 0 is separate), got {_r(t1)}"
+        )
+    n = steps - 1 if final_zero else steps  # intervals between t_start and t_end
+    u = np.linspace(0.0, 1.0, n + 1)
+    if kind == "uniform":
+        t = t0 + u * (t1 - t0)
+    elif kind == "log_snr":
+        l0, l1 = schedule.log_snr(t0), schedule.log_snr(t1)
+        if not np.isfinite(l0):
+            raise ValueError(
+                f"a log_snr grid needs a finite log-SNR at t_start; {schedule!r} has {_r(l0)} at "
+                f"t={_r(t0)}: pass t_start < {_r(t0)}"
+            )
+        t = np.asarray(schedule.t_from_log_snr(l0 + u * (l1 - l0)))
+    else:
+        s0, s1 = schedule.sigma_edm(t0), schedule.sigma_edm(t1)
+        if not np.isfinite(s0):
+            raise ValueError(
+                f"a karras grid needs a finite sigma_EDM at t_start; {schedule!r} has {_r(s0)} at "
+                f"t={_r(t0)}: pass t_start < {_r(t0)}"
+            )
+        sig = (s0 ** (1 / rho) + u * (s1 ** (1 / rho) - s0 ** (1 / rho))) ** rho
+        t = np.asarray(schedule.t_from_log_snr(-2.0 * np.log(sig)))
+    t[0], t[-1] = t0, t1
+    return Grid(schedule, t, final_zero=final_zero)
