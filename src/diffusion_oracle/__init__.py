@@ -8,6 +8,7 @@ diffused densities, scores and denoisers, and the exact model. Subpackages:
 ``diffusion_oracle.accelerated`` (PyTorch), ``diffusion_oracle.strategies`` (hypothesis).
 """
 
+from diffusion_oracle.adapters import from_diffusers, from_k_diffusion  # noqa: E402
 from diffusion_oracle.harness import Report, verify  # noqa: E402  (needs the reference first)
 from diffusion_oracle.reference import (  # noqa: F401  (curated re-exports)
     DEFAULT_TARGETS,
@@ -73,6 +74,8 @@ __all__ = [
     "Heun",
     "Report",
     "ddim_invert",
+    "from_diffusers",
+    "from_k_diffusion",
     "make_grid",
     "verify",
     "DEFAULT_TARGETS",

@@ -363,7 +363,14 @@ def verify(
     name = getattr(sampler, "name", getattr(sampler, "__name__", repr(sampler)))
     if t_end is None:
         t_end = default_t_end(schedule, target)
-    grids = {n: make_grid(schedule, n, kind, t_start=t_start, t_end=t_end) for n in steps}
+
+    def grid_for(n):
+        # an adapter that chooses its own times (a diffusers scheduler) says which grid it runs
+        if hasattr(sampler, "make_grid"):
+            return sampler.make_grid(schedule, n)
+        return make_grid(schedule, n, kind, t_start=t_start, t_end=t_end)
+
+    grids = {n: grid_for(n) for n in steps}
     report = Report(name, declared, tname, repr(schedule), kind, _target_obj=target)
     report.rows = [StepResult(n) for n in steps]
     bar = tqdm(
@@ -462,11 +469,7 @@ def verify(
             f"({a_each:g} per test)"
         )
         model = ExactModel(target, schedule, prediction=prediction)
-        g = (
-            grids[n3]
-            if n3 in grids
-            else make_grid(schedule, n3, kind, t_start=t_start, t_end=t_end)
-        )
+        g = grids[n3] if n3 in grids else grid_for(n3)
         rng = np.random.default_rng(seed + 2)
         x_init = target.diffuse(g.alpha[0], g.sigma[0]).sample(n, rng)
         out, err = _run_checked(sampler, model, x_init, g, rng)
