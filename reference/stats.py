@@ -81,12 +81,18 @@ def responsibility_test(
     target: GaussianMixture, x, *, alpha: float = 1e-3, null_n: int = 50_000, rng=0
 ) -> TestResult:
     """z_k = (mean_i r_k(x_i) - w_k) / sqrt(Var_p[r_k]/n) for each component k, Var_p from
-    ``null_n`` exact samples; two-sided, Bonferroni: pass if min_k p_k >= alpha / K."""
+    ``null_n`` exact samples (the bound w_k (1 - w_k) for components too rare to estimate it);
+    two-sided, Bonferroni: pass if min_k p_k >= alpha / K."""
     x = _samples(x, target)
     n = x.shape[0]
     r = target.responsibilities(x)
     y = target.sample(null_n, _rng(rng))
-    var = target.responsibilities(y).var(0, ddof=1)
+    r_null = target.responsibilities(y)
+    var = r_null.var(0, ddof=1)
+    # a component that fewer than 30 null samples visit has an unreliable variance estimate:
+    # use the bound Var[r_k] <= w_k (1 - w_k) there (conservative)
+    few = (r_null > 1e-3).sum(0) < 30
+    var = np.where(few, target.weights * (1 - target.weights), var)
     se = np.sqrt(var / n + var / null_n)
     z = (r.mean(0) - target.weights) / np.maximum(se, 1e-300)
     p = 2 * sps.norm.sf(np.abs(z))
@@ -185,12 +191,9 @@ def _self_term(target, ell2):
             dm = target.means[j] - target.means[k]
             sign, logdet = np.linalg.slogdet(C)
             quad = dm @ np.linalg.solve(C, dm)
-            tot.append(
-                np.log(target.weights[j] * target.weights[k])
-                + 0.5 * d * math.log(ell2)
-                - 0.5 * logdet
-                - 0.5 * quad
-            )
+            with np.errstate(divide="ignore"):  # a zero weight contributes exp(-inf) = 0
+                lw = np.log(target.weights[j] * target.weights[k])
+            tot.append(lw + 0.5 * d * math.log(ell2) - 0.5 * logdet - 0.5 * quad)
     return float(np.exp(logsumexp(tot)))
 
 

@@ -394,6 +394,37 @@ class GaussianMixture:
         out, batch = self._eval(x, alpha, sigma, ("cov", "x0"))
         return out["cov"].reshape(batch + (self.d, self.d))
 
+    def marginal(self, indices) -> GaussianMixture:
+        """The marginal law of the coordinates ``indices``: the same weights, the sub-vectors of
+        the means and the sub-blocks of the covariances (eigendecomposed anew)."""
+        idx = np.asarray(indices)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= self.d:
+            raise ValueError(f"indices must select coordinates in [0, {self.d}), got {indices!r}")
+        covs = self.covs[:, idx][:, :, idx]
+        evals = np.empty((self.K, idx.size))
+        evecs = np.empty((self.K, idx.size, idx.size))
+        for k in range(self.K):
+            evals[k], evecs[k] = eigh(covs[k])
+        evals = np.where(
+            np.abs(evals) <= 10 * idx.size * np.finfo(float).eps * evals.max(), 0.0, evals
+        )
+        return GaussianMixture._from_eig(
+            self.weights, self.means[:, idx], evals, evecs, self.labels, "full"
+        )
+
+    def class_log_posterior(self, x, alpha=1.0, sigma=0.0):
+        """The exact classifier log p_t(c | x) = logsumexp_{k: label_k = c} [log w_k + log N_k]
+        - log p_t(x), for each label c in ``np.unique(labels)``; shape (..., C) (Dhariwal &
+        Nichol 2021 use a trained p(c | x_t); here it is exact)."""
+        if self.labels is None:
+            raise ValueError("class_log_posterior needs a mixture with labels; labels=None")
+        r = self.responsibilities(x, alpha, sigma)
+        labs = np.unique(self.labels)
+        with np.errstate(divide="ignore"):
+            return np.log(np.stack([r[..., self.labels == c].sum(-1) for c in labs], axis=-1))
+
     # ------------------------------------------------------------------ linear observations
     def condition(self, A, y, noise_cov=0.0) -> GaussianMixture:
         """The exact conditional p_0(x | y) for y = A x + n, n ~ N(0, R) (inpainting, inverse
@@ -446,9 +477,13 @@ class GaussianMixture:
             log_ev[k] = -0.5 * (m * LOG_2PI + logdet + r @ sol)
         lw = self.log_weights + log_ev
         w = softmax(lw)
-        evals = np.empty((self.K, self.d))
-        evecs = np.empty((self.K, self.d, self.d))
-        for k in range(self.K):
+        keep = w > 0  # components whose evidence underflows float64 carry no mass
+        w, new_means, new_covs = w[keep] / w[keep].sum(), new_means[keep], new_covs[keep]
+        labels = None if self.labels is None else self.labels[keep]
+        K = int(keep.sum())
+        evals = np.empty((K, self.d))
+        evecs = np.empty((K, self.d, self.d))
+        for k in range(K):
             lam, Q = eigh(new_covs[k])
             tol = self.d * np.finfo(float).eps * max(lam[-1], 0.0) * 10
             evals[k] = np.where(np.abs(lam) <= tol, 0.0, lam)
@@ -457,7 +492,7 @@ class GaussianMixture:
                     f"conditional covariance {k} is not PSD: smallest eigenvalue {_r(lam[0])}"
                 )
             evecs[k] = Q
-        return GaussianMixture._from_eig(w, new_means, evals, evecs, self.labels, "full")
+        return GaussianMixture._from_eig(w, new_means, evals, evecs, labels, "full")
 
 
 class EmpiricalMixture(GaussianMixture):

@@ -4,6 +4,7 @@ from mpmath's numerical differentiation at that precision, independent of the cl
 derivatives under test."""
 
 import mpmath as mp
+
 from diffusion_oracle.reference import (
     EDM,
     DiscreteSchedule,

@@ -3,10 +3,10 @@ NumPy after those libraries' conventions (the real libraries are exercised by th
 issue), are verified and reproduce the reference samplers' exact affine maps."""
 
 import numpy as np
-from diffusion_oracle.reference import DiscreteSchedule
-from diffusion_oracle.reference.samplers import DDIM, Euler
 
 from diffusion_oracle import from_diffusers, from_k_diffusion, verify
+from diffusion_oracle.reference import DiscreteSchedule
+from diffusion_oracle.reference.samplers import DDIM, Euler
 
 STEPS = (16, 32, 64, 128, 256)
 

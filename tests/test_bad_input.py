@@ -3,6 +3,7 @@ message names the argument, the constraint and the value. No silent NaN."""
 
 import numpy as np
 import pytest
+
 from diffusion_oracle.reference import (
     EDM,
     DiscreteSchedule,

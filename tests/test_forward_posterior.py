@@ -5,6 +5,12 @@ import math
 
 import mpmath as mp
 import numpy as np
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from mp_oracle import mp_alpha_sigma
+from tolerances import EPS64, tol
+
+from diffusion_oracle import strategies as dst
 from diffusion_oracle.reference import (
     DiscreteSchedule,
     VPLinear,
@@ -15,12 +21,6 @@ from diffusion_oracle.reference import (
     sample_marginal,
     transition,
 )
-from hypothesis import assume, given
-from hypothesis import strategies as st
-from mp_oracle import mp_alpha_sigma
-from tolerances import EPS64, tol
-
-from diffusion_oracle import strategies as dst
 
 mp.mp.dps = 50
 

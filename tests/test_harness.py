@@ -8,6 +8,8 @@ import textwrap
 
 import numpy as np
 import pytest
+
+from diffusion_oracle.harness import verify
 from diffusion_oracle.reference import get_target
 from diffusion_oracle.reference.samplers import DDIM, DDPM, Heun, _predict
 from diffusion_oracle.reference.stats import (
@@ -17,8 +19,6 @@ from diffusion_oracle.reference.stats import (
     projected_ks_test,
     responsibility_test,
 )
-
-from diffusion_oracle.harness import verify
 
 STEPS = (16, 32, 64, 128, 256)
 

@@ -3,13 +3,13 @@ agreement with the target's independently computed predictions."""
 
 import numpy as np
 import pytest
-from diffusion_oracle.reference import PREDICTIONS, DiscreteSchedule, convert, ring8
-from diffusion_oracle.reference import rescale_zero_terminal_snr as ztsnr
 from hypothesis import given
 from hypothesis import strategies as st
 from tolerances import tol
 
 from diffusion_oracle import strategies as dst
+from diffusion_oracle.reference import PREDICTIONS, DiscreteSchedule, convert, ring8
+from diffusion_oracle.reference import rescale_zero_terminal_snr as ztsnr
 
 VEC = st.lists(st.floats(-10, 10), min_size=3, max_size=3).map(np.array)
 

@@ -5,6 +5,9 @@ import math
 
 import numpy as np
 import pytest
+from scipy.linalg import sqrtm
+
+from diffusion_oracle.harness import fit_order, verify
 from diffusion_oracle.reference import EDM, ExactModel, Gaussian, VPCosine, VPLinear, ring8
 from diffusion_oracle.reference.exact import (
     gaussian_w2,
@@ -22,9 +25,6 @@ from diffusion_oracle.reference.samplers import (
     Heun,
     ddim_invert,
 )
-from scipy.linalg import sqrtm
-
-from diffusion_oracle.harness import fit_order, verify
 
 STEPS = (16, 32, 64, 128, 256, 512)
 GAUSS = Gaussian(np.array([0.5, -1.0]), np.array([[0.25, 0.1], [0.1, 0.09]]))

@@ -10,6 +10,12 @@ cosine step this is the condition number at work, not an implementation error).
 import mpmath as mp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mp_oracle import mp_quantities, mp_t_from_log_snr
+from tolerances import EPS64, tol
+
+from diffusion_oracle import strategies as dst
 from diffusion_oracle.reference import (
     EDM,
     SCHEDULES,
@@ -21,12 +27,6 @@ from diffusion_oracle.reference import (
     get_schedule,
     rescale_zero_terminal_snr,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from mp_oracle import mp_quantities, mp_t_from_log_snr
-from tolerances import EPS64, tol
-
-from diffusion_oracle import strategies as dst
 
 QUANTITIES = ("alpha", "sigma", "log_snr", "d_alpha", "d_sigma", "d_log_snr", "f", "g_squared")
 LOG_QUANTITIES = ("log_snr",)  # compared in absolute terms at |lambda| < 1 (relative to SNR)

@@ -5,6 +5,11 @@ import math
 
 import mpmath as mp
 import numpy as np
+from hypothesis import example, given
+from hypothesis import strategies as st
+from tolerances import EPS64, tol
+
+from diffusion_oracle import strategies as dst
 from diffusion_oracle.reference import (
     DiscreteSchedule,
     Flow,
@@ -12,11 +17,6 @@ from diffusion_oracle.reference import (
     VPLinear,
     rescale_zero_terminal_snr,
 )
-from hypothesis import example, given
-from hypothesis import strategies as st
-from tolerances import EPS64, tol
-
-from diffusion_oracle import strategies as dst
 
 mp.mp.dps = 50
 

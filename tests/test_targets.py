@@ -10,6 +10,13 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import integrate
+from scipy.stats import multivariate_normal
+from tolerances import tol
+
+from diffusion_oracle import strategies as dst
 from diffusion_oracle.reference import (
     EmpiricalMixture,
     Gaussian,
@@ -20,13 +27,6 @@ from diffusion_oracle.reference import (
     get_target,
     ring8,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-from scipy import integrate
-from scipy.stats import multivariate_normal
-from tolerances import tol
-
-from diffusion_oracle import strategies as dst
 
 Z = 5.0  # standard errors allowed in statistical comparisons (see module docstring)
 

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from scipy import integrate, stats
+
 from diffusion_oracle.reference import (
     DiscreteSchedule,
     LogitNormalTimesteps,
@@ -10,7 +12,6 @@ from diffusion_oracle.reference import (
     VPCosine,
     VPLinear,
 )
-from scipy import integrate, stats
 
 ALPHA = 1e-6  # false-alarm rate of each KS test (fixed seeds besides)
 

@@ -13,8 +13,9 @@ import mpmath as mp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from diffusion_oracle.reference import SCHEDULES, DiscreteSchedule, get_schedule  # noqa: E402
 from mp_oracle import mp_quantities, mp_t_from_log_snr  # noqa: E402
+
+from diffusion_oracle.reference import SCHEDULES, DiscreteSchedule, get_schedule  # noqa: E402
 
 KEYS = ["alpha", "sigma", "log_snr", "d_alpha", "d_sigma", "d_log_snr", "f", "g_squared"]
 
