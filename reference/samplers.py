@@ -38,6 +38,9 @@ __all__ = [
     "EDMStochastic",
     "DPMSolver2",
     "DPMSolverPP2M",
+    "DPMSolver3",
+    "DPMSolverPP3M",
+    "DPMSolverPP2MSDE",
     "EulerMaruyama",
     "FlowEuler",
     "FlowHeun",
@@ -104,15 +107,59 @@ class DDPM(Sampler):
 
     with var = sigma_s^2 (-expm1(lambda_t - lambda_s)) ("fixed_small", beta_tilde) or the forward
     transition variance sigma_t^2 (-expm1(lambda_t - lambda_s)) ("fixed_large", beta on a VP
-    grid). Weak order 1.
+    grid), or
+
+    - "learned_range": log var = v log beta + (1 - v) log beta_tilde with a fixed interpolation
+      ``v`` in [0, 1] (Nichol & Dhariwal 2021, eq. 15; their network outputs v per pixel);
+    - "analytic": the optimal scalar variance of Analytic-DPM (Bao et al. 2022,
+      arXiv:2201.06503, Thm. 1), in this notation
+      var* = beta_tilde + coef_x0^2 (sigma_t^2/alpha_t^2) (1 - sigma_t^2 E|score|^2 / d)
+           = beta_tilde + coef_x0^2 E[tr Cov[x0 | x_t]] / d        (second-order Tweedie),
+      evaluated in the second form (the first cancels catastrophically at low SNR, where
+      1 - sigma^2 E|score|^2/d ~ SNR), with the expectation over ``n_mc`` exact samples of p_t
+      from the model's target (Bao et al. estimate E|score|^2 from training data).
+
+    Weak order 1.
     """
 
     stochastic = True
     default_grid = "log_snr"
 
-    def __init__(self, variance: str = "fixed_small"):
-        self.variance = choice(variance, "variance", {"fixed_small", "fixed_large"})
+    def __init__(self, variance: str = "fixed_small", *, v: float = 0.5, n_mc: int = 2000):
+        self.variance = choice(
+            variance, "variance", {"fixed_small", "fixed_large", "learned_range", "analytic"}
+        )
+        self.v = finite_scalar(v, "v")
+        if not 0.0 <= self.v <= 1.0:
+            raise ValueError(f"v must lie in [0, 1], got {_r(self.v)}")
+        self.n_mc = int(n_mc)
         self.name = f"ddpm-{variance.replace('_', '-')}"
+        if variance == "learned_range":
+            self.name += f"(v={self.v:g})"
+
+    def _mean_post_var(self, model, grid, i):
+        """E_{p_t} tr Cov[x0 | x_t] / d at node i from exact samples of the model's target."""
+        tg = getattr(model, "target", None)
+        if tg is None or not hasattr(tg, "posterior_cov_trace"):
+            raise TypeError(
+                "variance='analytic' needs an ExactModel (its target gives the "
+                "posterior covariance)"
+            )
+        a, s = grid.alpha[i], grid.sigma[i]
+        y = tg.diffuse(a, s).sample(self.n_mc, np.random.default_rng(12345 + i))
+        return float(tg.posterior_cov_trace(y, a, s).mean()) / tg.d
+
+    def _variance(self, model, grid, i, coef_x0, frac):
+        ls_t, ls_s = grid.log_sigma[i], grid.log_sigma[i + 1]
+        small = math.exp(2.0 * ls_s) * frac  # beta_tilde
+        large = math.exp(2.0 * ls_t) * frac  # beta
+        if self.variance == "fixed_small":
+            return small
+        if self.variance == "fixed_large":
+            return large
+        if self.variance == "learned_range":
+            return math.exp(self.v * math.log(large) + (1.0 - self.v) * math.log(small))
+        return small + coef_x0 * coef_x0 * self._mean_post_var(model, grid, i)
 
     def _run(self, model, x, grid, rng):
         for i in range(grid.steps):
@@ -124,7 +171,7 @@ class DDPM(Sampler):
             frac = -math.expm1(grid.log_snr[i] - grid.log_snr[i + 1])
             coef_x0 = math.exp(la_s) * frac
             coef_xt = math.exp(la_t - la_s + 2.0 * (ls_s - ls_t))
-            var = math.exp(2.0 * (ls_s if self.variance == "fixed_small" else ls_t)) * frac
+            var = self._variance(model, grid, i, coef_x0, frac)
             x = coef_x0 * x0 + coef_xt * x + math.sqrt(var) * rng.standard_normal(x.shape)
         return x
 
@@ -349,6 +396,162 @@ class DPMSolverPP2M(Sampler):
         return x
 
 
+class DPMSolver3(Sampler):
+    """DPM-Solver-3, singlestep, noise prediction (Lu et al. 2022, arXiv:2206.00927,
+    Algorithm 2 with r1 = 1/3, r2 = 2/3), lambda the half-log-SNR, h = lambda_s - lambda_t,
+    phi_1(z) = expm1(z), e_t = eps(x_t, t):
+
+        u1  = (alpha_1/alpha_t) x_t - sigma_1 phi_1(r1 h) e_t,       lambda_1 = lambda_t + r1 h
+        D1  = eps(u1, 1) - e_t
+        u2  = (alpha_2/alpha_t) x_t - sigma_2 phi_1(r2 h) e_t
+              - sigma_2 (r2/r1) (phi_1(r2 h)/(r2 h) - 1) D1,         lambda_2 = lambda_t + r2 h
+        D2  = eps(u2, 2) - e_t
+        x_s = (alpha_s/alpha_t) x_t - sigma_s phi_1(h) e_t - (sigma_s/r2) (phi_1(h)/h - 1) D2.
+
+    Three model calls per step. Order 3."""
+
+    name = "dpm-solver-3"
+    order = 3
+    default_grid = "log_snr"
+    r1, r2 = 1.0 / 3.0, 2.0 / 3.0
+
+    def step(self, model, x, grid, i, eps_t=None):
+        """One DPM-Solver-3 step from node i to i + 1 (``eps_t`` reuses a prediction at x)."""
+        sch = grid.schedule
+        lt, ls = grid.half_log_snr[i], grid.half_log_snr[i + 1]
+        h = ls - lt
+        r1, r2 = self.r1, self.r2
+        if eps_t is None:
+            _, eps_t = _predict(model, x, grid, i)
+        la_t = grid.log_alpha[i]
+
+        def node(r):
+            t_r = float(sch.t_from_log_snr(2.0 * (lt + r * h)))
+            return t_r, sch.log_alpha(t_r), sch.sigma(t_r)
+
+        t1, la1, s1 = node(r1)
+        u1 = math.exp(la1 - la_t) * x - s1 * math.expm1(r1 * h) * eps_t
+        D1 = _predict_at(model, u1, grid, t1, math.exp(la1), s1)[1] - eps_t
+        t2, la2, s2 = node(r2)
+        u2 = (
+            math.exp(la2 - la_t) * x
+            - s2 * math.expm1(r2 * h) * eps_t
+            - s2 * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1.0) * D1
+        )
+        D2 = _predict_at(model, u2, grid, t2, math.exp(la2), s2)[1] - eps_t
+        s_s = grid.sigma[i + 1]
+        return (
+            math.exp(grid.log_alpha[i + 1] - la_t) * x
+            - s_s * math.expm1(h) * eps_t
+            - (s_s / r2) * (math.expm1(h) / h - 1.0) * D2
+        )
+
+    def _run(self, model, x, grid, rng):
+        for i in range(grid.steps):
+            if grid.sigma[i + 1] == 0:
+                return self._jump(model, x, grid, i)
+            x = self.step(model, x, grid, i)
+        return x
+
+
+class DPMSolverPP3M(Sampler):
+    """DPM-Solver++(3M), multistep, data prediction (Lu et al. 2022b, arXiv:2211.01095, Sec. 4;
+    third-order multistep update of the authors' code). With lambda the half-log-SNR, the exact
+    step is x_i = (sigma_i/sigma_{i-1}) x_{i-1} + sigma_i int e^lambda x0(lambda) d lambda, and
+    Taylor-expanding x0 about lambda_{i-1} gives
+
+        x_i = (sigma_i/sigma_{i-1}) x_{i-1} - alpha_i phi_1 x0 + alpha_i h phi_2 x0'
+              - alpha_i h^2 phi_3 x0'' + O(h^4),
+        phi_1 = expm1(-h), phi_2 = phi_1/h + 1, phi_3 = phi_2/h - 1/2.
+
+    From the last three predictions (r0 = h_{i-1}/h, r1 = h_{i-2}/h):
+    D1_0 = (x0_{i-1} - x0_{i-2})/r0, D1_1 = (x0_{i-2} - x0_{i-3})/r1,
+    D1 = D1_0 + r0/(r0 + r1) (D1_0 - D1_1) = h x0' + O(h^3) and
+    D2 = (D1_0 - D1_1)/(r0 + r1) = h^2 x0''/2 + O(h^3) (a divided difference, so half of
+    h^2 x0''). Hence the third-order update is
+
+        x_i = ... - alpha_i phi_1 x0 + alpha_i phi_2 D1 - 2 alpha_i phi_3 D2.
+
+    ``variant="published"`` uses ``- alpha_i phi_3 D2`` as the authors' code and its copies do
+    (DPM-Solver, diffusers' DPMSolverMultistep order 3, k-diffusion's dpmpp_3m_sde); that term is
+    then half its Taylor coefficient and the method is second order, which the tier-1 and tier-2
+    measurements show (docs/findings.md). Warm-up: the first step is a DPM-Solver-3 singlestep
+    step and the second a 2M step, so that the start does not cap the order. Order 3
+    ("corrected"), 2 ("published")."""
+
+    default_grid = "log_snr"
+
+    def __init__(self, variant: str = "corrected"):
+        self.variant = choice(variant, "variant", {"corrected", "published"})
+        self.order = 3 if variant == "corrected" else 2
+        self.name = "dpm-solver++(3m)" + ("" if variant == "corrected" else "-published")
+
+    def _run(self, model, x, grid, rng):
+        c2 = 2.0 if self.variant == "corrected" else 1.0
+        hist = []  # (x0, h) of previous nodes, most recent last
+        for i in range(grid.steps):
+            if grid.sigma[i + 1] == 0:
+                return self._jump(model, x, grid, i)
+            x0, eps = _predict(model, x, grid, i)
+            h = grid.half_log_snr[i + 1] - grid.half_log_snr[i]
+            ratio = math.exp(grid.log_sigma[i + 1] - grid.log_sigma[i])
+            a_s = grid.alpha[i + 1]
+            phi_1 = math.expm1(-h)
+            if not hist:
+                x_next = DPMSolver3().step(model, x, grid, i, eps_t=eps)
+            elif len(hist) == 1:
+                r = hist[-1][1] / h
+                D = (1.0 + 0.5 / r) * x0 - (0.5 / r) * hist[-1][0]
+                x_next = ratio * x - a_s * phi_1 * D
+            else:
+                (x0_2, h_2), (x0_1, h_1) = hist[-2], hist[-1]
+                r0, r1 = h_1 / h, h_2 / h
+                D1_0 = (x0 - x0_1) / r0
+                D1_1 = (x0_1 - x0_2) / r1
+                D1 = D1_0 + (r0 / (r0 + r1)) * (D1_0 - D1_1)
+                D2 = (D1_0 - D1_1) / (r0 + r1)
+                phi_2 = phi_1 / h + 1.0
+                phi_3 = phi_2 / h - 0.5
+                x_next = ratio * x - a_s * phi_1 * x0 + a_s * phi_2 * D1 - c2 * a_s * phi_3 * D2
+            hist = (hist + [(x0, h)])[-2:]
+            x = x_next
+        return x
+
+
+class DPMSolverPP2MSDE(Sampler):
+    """SDE-DPM-Solver++(2M), midpoint form (Lu et al. 2022b, arXiv:2211.01095, App.;
+    k-diffusion's sample_dpmpp_2m_sde with eta = 1):
+
+        x_i = (sigma_i/sigma_{i-1}) e^{-h} x_{i-1} + alpha_i (1 - e^{-2h}) x0_{i-1}
+              + (alpha_i/2) (1 - e^{-2h}) (x0_{i-1} - x0_{i-2})/r + sigma_i sqrt(1 - e^{-2h}) z,
+
+    r = h_{i-1}/h_i; the first step has no correction (it is DDPM posterior sampling = DDIM(1)).
+    One model call per step. Weak order 2, as Lu et al. 2022b state for this solver (measured in
+    the tests on the exact output law)."""
+
+    name = "sde-dpm-solver++(2m)"
+    order = 2
+    stochastic = True
+    default_grid = "log_snr"
+
+    def _run(self, model, x, grid, rng):
+        prev = None
+        for i in range(grid.steps):
+            if grid.sigma[i + 1] == 0:
+                return self._jump(model, x, grid, i)
+            x0, _ = _predict(model, x, grid, i)
+            h = grid.half_log_snr[i + 1] - grid.half_log_snr[i]
+            a_s, s_s = grid.alpha[i + 1], grid.sigma[i + 1]
+            one_m = -math.expm1(-2.0 * h)
+            x_next = math.exp(grid.log_sigma[i + 1] - grid.log_sigma[i] - h) * x + a_s * one_m * x0
+            if prev is not None:
+                r = prev[1] / h
+                x_next = x_next + 0.5 * a_s * one_m * (x0 - prev[0]) / r
+            x = x_next + s_s * math.sqrt(one_m) * rng.standard_normal(x.shape)
+            prev = (x0, h)
+        return x
+
+
 class EulerMaruyama(Sampler):
     """Euler-Maruyama on the reverse SDE dx = [f x - g^2 score] dt + g dw (Song et al. 2021,
     eq. 6; Anderson 1982), time running backwards, dt = s - t < 0:
@@ -469,7 +672,13 @@ def BUILTIN_SAMPLERS():
         Heun(),
         EDMStochastic(),
         DPMSolver2(),
+        DPMSolver3(),
         DPMSolverPP2M(),
+        DPMSolverPP3M(),
+        DPMSolverPP3M("published"),
+        DPMSolverPP2MSDE(),
+        DDPM("learned_range", v=0.5),
+        DDPM("analytic"),
         EulerMaruyama(),
         FlowEuler(),
         FlowHeun(),

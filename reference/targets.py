@@ -41,7 +41,10 @@ __all__ = [
     "get_target",
 ]
 
-_CHUNK_ELEMS = 2_000_000  # bound on N * K * d per chunk (16 MB of float64 per intermediate)
+# bound on N * K * d per chunk: 16k float64 = 128 KB per intermediate, below glibc's default
+# mmap threshold, so temporaries are recycled instead of mapped and faulted in on every call
+# (measured 20% faster on the ring8 hot path than 2e6)
+_CHUNK_ELEMS = 16_000
 _WEIGHT_SUM_TOL = 1e-10  # sum of weights must be 1 within this (float64 input, K <= 1e4)
 
 
@@ -222,8 +225,10 @@ class GaussianMixture:
         g = _rng(rng)
         comp = g.choice(self.K, size=n, p=self.weights)
         z = g.standard_normal((n, self.d)) * np.sqrt(np.maximum(self._evals[comp], 0.0))
-        if self._evecs is not None:
-            z = np.einsum("nij,nj->ni", self._evecs[comp], z)
+        if self._evecs is not None:  # rotate per component: no (n, d, d) gather
+            for k in np.unique(comp):
+                rows = comp == k
+                z[rows] = z[rows] @ self._evecs[k].T
         x = self.means[comp] + z
         return (x, comp) if return_components else x
 
@@ -265,15 +270,15 @@ class GaussianMixture:
         return x.reshape(-1, self.d), a, s, batch
 
     def _rotate(self, z):
-        """Q_k^T z for z of shape (n, K, d)."""
-        return z if self._evecs is None else np.einsum("nkd,kde->nke", z, self._evecs)
+        """Q_k^T z for z of shape (K, d, n)."""
+        return z if self._evecs is None else np.einsum("kde,kdn->ken", self._evecs, z)
 
     def _unrotate(self, y):
-        """Q_k y for y of shape (n, K, d)."""
-        return y if self._evecs is None else np.einsum("kde,nke->nkd", self._evecs, y)
+        """Q_k y for y of shape (K, d, n)."""
+        return y if self._evecs is None else np.einsum("kde,ken->kdn", self._evecs, y)
 
     def _chunks(self, n):
-        size = max(1, _CHUNK_ELEMS // max(1, self.K * self.d))
+        size = max(256, _CHUNK_ELEMS // max(1, self.K * self.d))  # >= 256: bound the overhead
         for i in range(0, n, size):
             yield slice(i, min(n, i + size))
 
@@ -290,53 +295,62 @@ class GaussianMixture:
         return out, batch
 
     def _eval_chunk(self, x, a, s, what):
+        # Layout (K, d, n): the batch axis innermost, so every elementwise operation and every
+        # reduction over components or coordinates runs over long contiguous rows (20-30x
+        # faster than (n, K, d) when d and K are small).
         if (a == a[0]).all() and (s == s[0]).all():  # one time for the chunk: C_k computed once
             a, s = a[:1], s[:1]
-        a3, s3 = a[:, None, None], s[:, None, None]
-        z = x[:, None, :] - a3 * self.means[None]  # (n, K, d)
+        a1, s1 = a[None, None, :], s[None, None, :]  # (1, 1, n or 1)
+        lam = self._evals[:, :, None]  # (K, d, 1)
+        z = x.T[None, :, :] - a1 * self.means[:, :, None]  # (K, d, n)
         y = self._rotate(z)
-        c = a3 * a3 * self._evals[None] + s3 * s3  # eigenvalues of C_k, (n or 1, K, d)
+        c = a1 * a1 * lam + s1 * s1  # eigenvalues of C_k, (K, d, n or 1)
         yc = y / c
-        log_comp = -0.5 * (self.d * LOG_2PI + np.log(c).sum(-1) + (y * yc).sum(-1))
-        joint = self.log_weights[None] + log_comp
+        maha = (y * yc).sum(1)  # (K, n)
+        log_comp = -0.5 * (self.d * LOG_2PI + np.log(c).sum(1) + maha)
+        joint = self.log_weights[:, None] + log_comp  # (K, n)
         # log-sum-exp over components with the max shifted out (Blanchard et al. 2021)
-        jmax = joint.max(axis=1, keepdims=True)
+        jmax = joint.max(axis=0)
         jmax = np.where(np.isfinite(jmax), jmax, 0.0)
         e = np.exp(joint - jmax)
-        tot = e.sum(axis=1, keepdims=True)
-        logp = (jmax + np.log(tot))[:, 0]
-        r = e / tot
+        tot = e.sum(axis=0)
+        logp = jmax + np.log(tot)
+        r = e / tot  # (K, n)
         res = {}
         if "log_prob" in what:
             res["log_prob"] = logp
         if "resp" in what:
-            res["resp"] = r
-        need_score = {"score", "laplacian"} & set(what)
-        if need_score:
+            res["resp"] = r.T
+        if {"score", "laplacian"} & set(what):
             g = self._unrotate(yc)
-            score = -np.einsum("nk,nkd->nd", r, g)
+            score = -(r[:, None, :] * g).sum(0)  # (d, n)
             if "score" in what:
-                res["score"] = score
+                res["score"] = score.T
             if "laplacian" in what:
-                lap = np.einsum("nk,nk->n", r, (yc * yc).sum(-1) - (1.0 / c).sum(-1))
-                res["laplacian"] = lap - (score * score).sum(-1)
-        if {"x0", "cov"} & set(what):
-            m_k = self.means[None] + self._unrotate(a3 * self._evals[None] * yc)  # E[x0|x,k]
-            m = np.einsum("nk,nkd->nd", r, m_k)
+                lap = (r * ((yc * yc).sum(1) - (1.0 / c).sum(1))).sum(0)
+                res["laplacian"] = lap - (score * score).sum(0)
+        if {"x0", "cov", "cov_trace"} & set(what):
+            m_k = self.means[:, :, None] + self._unrotate(a1 * lam * yc)  # E[x0|x,k], (K, d, n)
+            m = (r[:, None, :] * m_k).sum(0)  # (d, n)
             if "x0" in what:
-                res["x0"] = m
+                res["x0"] = m.T
+            post = s1 * s1 * lam / c  # eigenvalues of Cov[x0|x,k], (K, d, n or 1)
+            dm = m_k - m[None]  # (K, d, n)
+            if "cov_trace" in what:
+                within = (r * post.sum(1)).sum(0)
+                spread = (r * (dm * dm).sum(1)).sum(0)
+                res["cov_trace"] = within + spread
             if "cov" in what:
-                post = s3 * s3 * self._evals[None] / c  # eigenvalues of Cov[x0|x,k]
+                post_n = np.broadcast_to(post, dm.shape)
                 if self._evecs is None:
-                    within = np.einsum("nk,nkd->nd", r, post)
+                    within = np.einsum("kn,kdn->nd", r, post_n)
                     cov = np.einsum("nd,de->nde", within, np.eye(self.d))
                 else:
-                    cov = np.einsum("nk,kij,nkj,klj->nil", r, self._evecs, post, self._evecs)
-                dm = m_k - m[:, None, :]
-                cov = cov + np.einsum("nk,nki,nkj->nij", r, dm, dm)
+                    cov = np.einsum("kn,kij,kjn,klj->nil", r, self._evecs, post_n, self._evecs)
+                cov = cov + np.einsum("kn,kin,kjn->nij", r, dm, dm)
                 res["cov"] = 0.5 * (cov + np.swapaxes(cov, 1, 2))
         if "eps" in what:
-            res["eps"] = np.einsum("nk,nkd->nd", r, self._unrotate(s3 * yc))
+            res["eps"] = (r[:, None, :] * self._unrotate(s1 * yc)).sum(0).T
         return res
 
     # ------------------------------------------------------------------ public quantities
@@ -424,6 +438,12 @@ class GaussianMixture:
         labs = np.unique(self.labels)
         with np.errstate(divide="ignore"):
             return np.log(np.stack([r[..., self.labels == c].sum(-1) for c in labs], axis=-1))
+
+    def posterior_cov_trace(self, x, alpha, sigma):
+        """tr Cov[x_0 | x_t = x] = sum_k r_k (sigma^2 tr(Sigma_k C_k^{-1}) + |m_k - m|^2), shape
+        (...), without forming the d x d matrices."""
+        out, batch = self._eval(x, alpha, sigma, ("cov_trace",))
+        return out["cov_trace"].reshape(batch)
 
     # ------------------------------------------------------------------ linear observations
     def condition(self, A, y, noise_cov=0.0) -> GaussianMixture:
@@ -615,6 +635,10 @@ class Gaussian:
         batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
         tr = np.trace(cho_solve(cf, np.eye(self.d)))
         return np.full(batch, -tr)
+
+    def posterior_cov_trace(self, x, alpha, sigma):
+        """tr(sigma^2 Sigma C^{-1}) (independent of x), shape (...)."""
+        return np.trace(self.posterior_cov(x, alpha, sigma), axis1=-2, axis2=-1)
 
     def posterior_cov(self, x, alpha, sigma):
         """Sigma - alpha^2 Sigma C^{-1} Sigma = sigma^2 Sigma C^{-1} (independent of x; the second

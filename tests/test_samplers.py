@@ -37,9 +37,12 @@ def test_measured_order_matches_declared(name):
     s = BUILTIN_SAMPLERS()[name]
     r = verify(s, "ring8", steps=STEPS, tiers=(1, 2), progress=False)
     assert r.passed, str(r)
-    assert abs(r.order_tier1.slope - s.order) <= 0.2
+    if r.order_tier1 is None:  # exact on this problem (Analytic-DPM on an isotropic Gaussian)
+        assert max(row.w2 for row in r.rows) < 1e-10
+    else:
+        assert r.order_tier1.slope >= s.order - 0.2  # tier 1 may superconverge (linear problem)
     if not s.stochastic:
-        assert r.order_tier2 is not None and abs(r.order_tier2.slope - s.order) <= 0.2
+        assert r.order_tier2 is not None and s.order - 0.2 <= r.order_tier2.slope <= s.order + 0.35
 
 
 @pytest.mark.parametrize("schedule", [VPCosine(), EDM()], ids=repr)
@@ -148,3 +151,38 @@ def test_all_predictions_give_the_same_samples():
     ]
     for o in outs[1:]:
         assert np.allclose(o, outs[0], atol=1e-9)
+
+
+def _aniso():
+    from diffusion_oracle.reference import GaussianMixture
+
+    return GaussianMixture(
+        [0.5, 0.5], [[-1.0, 0.0], [1.0, 0.5]], [[0.4, 0.01], [0.02, 0.3]], covariance_type="diag"
+    )
+
+
+def test_published_third_order_multistep_is_second_order():
+    """The third-order multistep update as published (phi_3 times the divided difference D2,
+    which is h^2 x0''/2) measures order 2 on the pathwise tier; with the Taylor coefficient
+    (2 phi_3 D2) it measures 3 (docs/findings.md)."""
+    from diffusion_oracle.reference.samplers import DPMSolverPP3M
+
+    pub = verify(DPMSolverPP3M("published"), "ring8", steps=STEPS, tiers=(2,), progress=False)
+    cor = verify(DPMSolverPP3M(), "ring8", steps=STEPS, tiers=(2,), progress=False)
+    assert abs(pub.order_tier2.slope - 2.0) <= 0.35 and abs(cor.order_tier2.slope - 3.0) <= 0.2
+
+
+def test_analytic_dpm_variance():
+    """Analytic-DPM (Bao et al. 2022): first order on an anisotropic target, and exact at any
+    step count for isotropic Gaussian data, where the trace-averaged optimal variance is the
+    per-direction one (ground-truth.md Sec. 2.2; Ho et al. 2020 Sec. 3.2 for the limit cases):
+    W2 stays at the Monte Carlo level of the E|score|^2 estimate while fixed_small is 0.3 off."""
+    from diffusion_oracle.reference import GaussianMixture
+
+    ana = verify(DDPM("analytic"), _aniso(), steps=STEPS, tiers=(1,), progress=False)
+    assert ana.passed and abs(ana.order_tier1.slope - 1.0) <= 0.2, str(ana)
+    iso = GaussianMixture([1.0], [[0.5, -0.3]], [0.3], covariance_type="iso")
+    ana = verify(DDPM("analytic"), iso, steps=(4, 8, 16, 64), tiers=(1,), progress=False)
+    small = verify(DDPM("fixed_small"), iso, steps=(4, 8, 16, 64), tiers=(1,), progress=False)
+    assert max(r.w2_data for r in ana.rows) < 5e-3
+    assert small.rows[0].w2_data > 0.1

@@ -10,6 +10,7 @@ Commands
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -206,6 +207,15 @@ def _load_sampler(spec: str):
     return obj
 
 
+def _verify_one(sampler, kw, out=None):
+    """Verify one sampler and save its plots (run in a worker process)."""
+    from diffusion_oracle.harness import verify
+
+    report = verify(sampler, progress=False, **kw)
+    report.plot_paths = report.plot(out) if out else []
+    return report
+
+
 def run_verify(args) -> int:
     """The ``verify`` command: one user sampler (full report) or every built-in sampler
     (conformance table). Returns the exit code: 0 when every verdict passes, 1 otherwise."""
@@ -238,9 +248,26 @@ def run_verify(args) -> int:
             print("plots: " + ", ".join(str(p) for p in paths))
         return 0 if report.passed else 1
     samplers = list(BUILTIN_SAMPLERS().values())
-    reports = []
-    for s in tqdm(samplers, desc="verifying built-in samplers", unit="sampler", file=sys.stderr):
-        reports.append(verify(s, progress=False, **kw))
+    jobs = max(1, args.jobs)
+    bar = tqdm(
+        total=len(samplers), desc="verifying built-in samplers", unit="sampler", file=sys.stderr
+    )
+    if jobs == 1:
+        reports = []
+        for s in samplers:
+            reports.append(_verify_one(s, kw, args.out))
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = [pool.submit(_verify_one, s, kw, args.out) for s in samplers]
+            for f in futures:
+                f.add_done_callback(lambda _f: bar.update(1))
+            reports = [f.result() for f in futures]
+    bar.close()
     print(f"diffusion-oracle {__version__}: conformance of the built-in samplers")
     print(f"target {args.target}, schedule {schedule!r}, steps {args.steps}")
     print(
@@ -268,10 +295,8 @@ def run_verify(args) -> int:
     if reports and reports[0].notes:
         print("\n" + "\n".join(sorted({n for r in reports for n in r.notes})))
     if args.out:
-        paths = []
-        for r in reports:
-            paths += r.plot(args.out)
-        print(f"\nplots: {len(paths)} files in {args.out}/")
+        n_plots = sum(len(r.plot_paths) for r in reports)
+        print(f"\nplots: {n_plots} files in {args.out}/")
     failed = [r.sampler for r in reports if not r.passed]
     print(
         f"\n{len(reports) - len(failed)} of {len(reports)} samplers pass"
@@ -347,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="tier-3 sample size (default: resolves a 20%% error in the smallest weight)",
     )
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="worker processes for the built-in run (default: up to 2)",
+    )
     v.add_argument(
         "--out",
         type=Path,

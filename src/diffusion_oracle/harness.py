@@ -154,6 +154,7 @@ class Report:
     verdicts: list = field(default_factory=list)
     samples: np.ndarray | None = None
     notes: list = field(default_factory=list)
+    plot_paths: list = field(default_factory=list)
     _target_obj: object = None
 
     @property
@@ -282,6 +283,9 @@ class _CountingModel:
     def __call__(self, x, t):
         self.calls += 1
         return self.model(x, t)
+
+    def __getattr__(self, name):  # target, schedule, ... of the wrapped model
+        return getattr(self.model, name)
 
 
 def _run_checked(sampler, model, x, grid, rng):
@@ -526,6 +530,17 @@ def verify(
         v.append(Verdict("runs", False, broken))
         return report
     v.append(Verdict("runs", True, "finite output of the right shape at every step count"))
+    w2s = [r.w2 for r in report.rows if r.w2 is not None]
+    if report.order_tier1 is None and w2s and len(w2s) == len(report.rows):
+        floor = ERROR_FLOOR * math.sqrt(np.trace(target.covariance()))
+        if max(w2s) <= floor:
+            v.append(
+                Verdict(
+                    "order (tier 1, exact)",
+                    True,
+                    f"exact on this problem: W2 <= {max(w2s):.1e} at every step count",
+                )
+            )
     for label, fit in (
         ("order (tier 1, exact)", report.order_tier1),
         ("order (tier 2, pathwise)", report.order_tier2),
@@ -537,6 +552,14 @@ def verify(
             continue
         lo, hi = declared + ORDER_WINDOW[0], declared + ORDER_WINDOW[1]
         ok = lo <= fit.slope <= hi
+        if label.startswith("order (tier 1") and fit.slope > hi:
+            # on a Gaussian the problem is linear and some error terms vanish, so tier 1 can
+            # superconverge (multistep methods, optimal variances): there it is a lower bound
+            ok = True
+            report.notes.append(
+                f"tier 1 superconverges: measured {fit.slope:.2f} > declared {declared} (the "
+                "Gaussian problem is linear); tier 2 is the general check"
+            )
         v.append(
             Verdict(
                 label,
