@@ -24,7 +24,7 @@ import numpy as np
 
 from ._checks import finite, finite_scalar
 from .model import ExactModel
-from .samplers import DDPM, ExactODE, Sampler, _predict
+from .samplers import DDPM, ExactODE, Sampler
 
 __all__ = ["CFG", "ClassifierGuidance", "Replacement", "GuidedModel"]
 
@@ -136,25 +136,13 @@ class Replacement(DDPM):
         return np.flatnonzero(~self.mask)
 
     def _run(self, model, x, grid, rng):
-        import math
-
         m = self.mask
         for i in range(grid.steps):
             if grid.sigma[i + 1] == 0:
                 x = self._jump(model, x, grid, i)
                 x[:, m] = self.y
                 return x
-            x0, _ = _predict(model, x, grid, i)
-            frac = -math.expm1(grid.log_snr[i] - grid.log_snr[i + 1])
-            coef_x0 = math.exp(grid.log_alpha[i + 1]) * frac
-            coef_xt = math.exp(
-                grid.log_alpha[i]
-                - grid.log_alpha[i + 1]
-                + 2.0 * (grid.log_sigma[i + 1] - grid.log_sigma[i])
-            )
-            ls = grid.log_sigma[i + 1] if self.variance == "fixed_small" else grid.log_sigma[i]
-            var = math.exp(2.0 * ls) * frac
-            x = coef_x0 * x0 + coef_xt * x + math.sqrt(var) * rng.standard_normal(x.shape)
+            x = self._step(model, x, grid, i, rng)  # the ancestral DDPM step
             z = rng.standard_normal((x.shape[0], int(m.sum())))
             x[:, m] = grid.alpha[i + 1] * self.y + grid.sigma[i + 1] * z
         return x

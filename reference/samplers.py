@@ -100,6 +100,17 @@ class Sampler:
     def _jump(self, model, x, grid, i):
         return _predict(model, x, grid, i)[0]
 
+    def _run(self, model, x, grid, rng):
+        """Step through the grid with :meth:`_step`; the step into sigma = 0 is the jump."""
+        for i in range(grid.steps):
+            if grid.sigma[i + 1] == 0:
+                return self._jump(model, x, grid, i)
+            x = self._step(model, x, grid, i, rng)
+        return x
+
+    def _step(self, model, x, grid, i, rng):  # one step from node i to node i + 1
+        raise NotImplementedError(f"{type(self).__name__} implements _run or _step")
+
 
 class DDPM(Sampler):
     """Ancestral sampling with the posterior q(x_s | x_t, x0 = x0_hat) on any grid (Ho et al. 2020,
@@ -165,19 +176,15 @@ class DDPM(Sampler):
             return math.exp(self.v * math.log(large) + (1.0 - self.v) * math.log(small))
         return small + coef_x0 * coef_x0 * self._mean_post_var(model, grid, i)
 
-    def _run(self, model, x, grid, rng):
-        for i in range(grid.steps):
-            if grid.sigma[i + 1] == 0:
-                return self._jump(model, x, grid, i)
-            x0, _ = _predict(model, x, grid, i)
-            la_t, la_s = grid.log_alpha[i], grid.log_alpha[i + 1]
-            ls_t, ls_s = grid.log_sigma[i], grid.log_sigma[i + 1]
-            frac = -math.expm1(grid.log_snr[i] - grid.log_snr[i + 1])
-            coef_x0 = math.exp(la_s) * frac
-            coef_xt = math.exp(la_t - la_s + 2.0 * (ls_s - ls_t))
-            var = self._variance(model, grid, i, coef_x0, frac)
-            x = coef_x0 * x0 + coef_xt * x + math.sqrt(var) * rng.standard_normal(x.shape)
-        return x
+    def _step(self, model, x, grid, i, rng):
+        x0, _ = _predict(model, x, grid, i)
+        la_t, la_s = grid.log_alpha[i], grid.log_alpha[i + 1]
+        ls_t, ls_s = grid.log_sigma[i], grid.log_sigma[i + 1]
+        frac = -math.expm1(grid.log_snr[i] - grid.log_snr[i + 1])
+        coef_x0 = math.exp(la_s) * frac
+        coef_xt = math.exp(la_t - la_s + 2.0 * (ls_s - ls_t))
+        var = self._variance(model, grid, i, coef_x0, frac)
+        return coef_x0 * x0 + coef_xt * x + math.sqrt(var) * rng.standard_normal(x.shape)
 
 
 class DDIM(Sampler):
@@ -270,12 +277,8 @@ class Heun(Sampler):
         d2 = (y_pred - x0_2) / grid.sigma_edm[i + 1]
         return grid.alpha[i + 1] * (y + 0.5 * h * (d + d2))
 
-    def _run(self, model, x, grid, rng):
-        for i in range(grid.steps):
-            if grid.sigma[i + 1] == 0:
-                return self._jump(model, x, grid, i)
-            x = self._heun_step(model, x, grid, i)
-        return x
+    def _step(self, model, x, grid, i, rng):
+        return self._heun_step(model, x, grid, i)
 
 
 class EDMStochastic(Heun):
@@ -450,12 +453,8 @@ class DPMSolver3(Sampler):
             - (s_s / r2) * (math.expm1(h) / h - 1.0) * D2
         )
 
-    def _run(self, model, x, grid, rng):
-        for i in range(grid.steps):
-            if grid.sigma[i + 1] == 0:
-                return self._jump(model, x, grid, i)
-            x = self.step(model, x, grid, i)
-        return x
+    def _step(self, model, x, grid, i, rng):
+        return self.step(model, x, grid, i)
 
 
 class DPMSolverPP3M(Sampler):
@@ -776,8 +775,7 @@ class PredictorCorrector(Sampler):
         for i in range(grid.steps):
             if grid.sigma[i + 1] == 0:
                 return self._jump(model, x, grid, i)
-            sub = Grid(grid.schedule, grid.t[i : i + 2])
-            x = self.predictor._run(model, x, sub, rng)
+            x = self.predictor._step(model, x, grid, i, rng)
             a_i = math.exp(2.0 * (grid.log_alpha[i + 1] - grid.log_alpha[i]))
             s = grid.sigma_edm[i + 1] * grid.alpha[i + 1]  # sigma at the new node
             eps_l = 2.0 * a_i * (self.snr * s) ** 2

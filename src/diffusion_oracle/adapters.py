@@ -31,6 +31,15 @@ def _to_numpy(a):
     return np.asarray(a, dtype=np.float64)
 
 
+def _wrapper(framework):
+    """Array constructor for the wrapped library: torch float64 tensors or NumPy arrays."""
+    if framework == "torch":
+        import torch
+
+        return lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+    return lambda a: np.asarray(a, dtype=np.float64)
+
+
 def _x0(model, x, t, schedule):
     pred = getattr(model, "prediction", "eps")
     a, s = schedule.alpha(t), schedule.sigma(t)
@@ -58,15 +67,7 @@ class _KDiffusionSampler:
         sch = grid.schedule
         sig = grid.sigma_edm.copy()
         x_ve = np.asarray(x_init, dtype=np.float64) / grid.alpha[0]
-        if self.framework == "torch":
-            import torch
-
-            def wrap(a):
-                return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
-        else:
-
-            def wrap(a):
-                return np.asarray(a, dtype=np.float64)
+        wrap = _wrapper(self.framework)
 
         def denoiser(xv, sigma, **_):
             xv_np = _to_numpy(xv)
@@ -146,15 +147,7 @@ class _DiffusersSampler:
         scheduler.set_timesteps(grid.steps)
         ks = self._timesteps(scheduler)
         T = self.schedule.T
-        if self.framework == "torch":
-            import torch
-
-            def wrap(a):
-                return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
-        else:
-
-            def wrap(a):
-                return np.asarray(a, dtype=np.float64)
+        wrap = _wrapper(self.framework)
 
         # diffusers' sample lives in the scheduler's frame: x_VE = x_VP / alpha for sigma-based
         # schedulers (init_noise_sigma != 1, model input = sample / sqrt(1 + sigma^2)), x_VP for
