@@ -20,9 +20,10 @@ import numpy as np
 from ._checks import _r, choice, finite, in_interval, positive_int, positive_scalar
 from .schedules import Schedule
 
-__all__ = ["Grid", "make_grid", "GRID_KINDS"]
+__all__ = ["Grid", "make_grid", "respaced_grid", "GRID_KINDS", "DISCRETE_SPACINGS"]
 
 GRID_KINDS = ("uniform", "log_snr", "karras")
+DISCRETE_SPACINGS = ("full", "leading", "trailing", "linspace")
 
 
 class Grid:
@@ -155,3 +156,43 @@ def make_grid(
         t = np.asarray(schedule.t_from_log_snr(-2.0 * np.log(sig)))
     t[0], t[-1] = t0, t1
     return Grid(schedule, t, final_zero=final_zero)
+
+
+def respaced_grid(
+    schedule, steps: int, spacing: str = "trailing", *, steps_offset: int = 0
+) -> Grid:
+    """The grid a discrete DDPM sampler runs on a :class:`DiscreteSchedule` of T steps when it
+    takes ``steps`` of them (respacing, Nichol & Dhariwal 2021 Sec. 4; spacings as in Lin et al.
+    2024, arXiv:2305.08891, Table 2, and diffusers' ``timestep_spacing``), 0-based timesteps k:
+
+        full      k = T-1, ..., 0                                 (steps must equal T)
+        leading   k = (N-1, ..., 0) * (T // N) + steps_offset     (never reaches T-1)
+        trailing  k = round(T - i T/N) - 1, i = 0..N-1            (starts at T-1)
+        linspace  k = round(linspace(0, T-1, N)) reversed         (starts at T-1)
+
+    mapped to t = (k + 1)/T (n = k + 1, the package's index convention) and followed by the
+    final jump to t = 0 (x_0). Each step of a sampler on this grid goes from one chosen timestep
+    to the next, with the posterior of that pair (the respaced betas)."""
+    from .schedules import DiscreteSchedule
+
+    if not isinstance(schedule, DiscreteSchedule):
+        raise TypeError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
+    choice(spacing, "spacing", set(DISCRETE_SPACINGS))
+    T = schedule.T
+    N = positive_int(steps, "steps")
+    if N > T:
+        raise ValueError(f"steps must be <= T = {T}, got {N}")
+    if spacing == "full":
+        if N != T:
+            raise ValueError(f"spacing 'full' takes every step: steps must be T = {T}, got {N}")
+        k = np.arange(T - 1, -1, -1)
+    elif spacing == "leading":
+        k = (np.arange(N) * (T // N))[::-1] + int(steps_offset)
+    elif spacing == "trailing":
+        k = np.round(np.arange(T, 0, -T / N)).astype(int) - 1
+    else:
+        k = np.round(np.linspace(0, T - 1, N)).astype(int)[::-1]
+    k = np.unique(k)[::-1]  # strictly decreasing (rounding can repeat for N close to T)
+    if k.min() < 0 or k.max() > T - 1:
+        raise ValueError(f"steps_offset={steps_offset} moves timesteps outside [0, {T - 1}]")
+    return Grid(schedule, (k + 1) / T, final_zero=True)

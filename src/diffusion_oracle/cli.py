@@ -350,8 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--grid",
         default=None,
-        choices=["uniform", "log_snr", "karras"],
-        help="time spacing (default: the sampler's preferred grid)",
+        choices=["uniform", "log_snr", "karras", "full", "leading", "trailing", "linspace"],
+        help="time spacing (default: the sampler's preferred grid); full, leading, trailing and "
+        "linspace respace a discrete ddpm-* schedule",
     )
     v.add_argument(
         "--prediction",
