@@ -140,7 +140,7 @@ class DDPM(Sampler):
     stochastic = True
     default_grid = "log_snr"
 
-    def __init__(self, variance: str = "fixed_small", *, v: float = 0.5, n_mc: int = 2000):
+    def __init__(self, variance: str = "fixed_small", *, v: float = 0.5, n_mc: int = 500):
         self.variance = choice(
             variance, "variance", {"fixed_small", "fixed_large", "learned_range", "analytic"}
         )

@@ -243,6 +243,16 @@ def test_ddpm_on_respaced_and_full_chains():
             DDPM(), "ring8", s, steps=(50, 100, 200, 500), grid=spacing, tiers=(1,), progress=False
         )
         assert r.passed, str(r)
+    r = verify(
+        DDIM(),
+        "ring8",
+        s,
+        steps=(10, 20, 50, 100, 200),
+        grid="trailing",
+        tiers=(2,),
+        progress=False,
+    )
+    assert r.passed, str(r)  # tier 2 compares each grid with the exact flow on its own endpoints
     g = respaced_grid(s, 1000, "full")
     for i in (0, 500, 998):
         p = posterior(s, g.t[i + 1], g.t[i])

@@ -241,7 +241,11 @@ def run_verify(args) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        report = verify(sampler, **kw)
+        try:
+            report = verify(sampler, **kw)
+        except (ValueError, TypeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(report)
         if args.out:
             paths = report.plot(args.out)
@@ -263,7 +267,14 @@ def run_verify(args) -> int:
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(_verify_one, s, kw, args.out) for s in samplers]
+            # first-order samplers run tier 3 at 4x the steps: submit them first so that the two
+            # workers finish together
+            order = sorted(
+                range(len(samplers)), key=lambda i: (getattr(samplers[i], "order", 1) or 1) > 1
+            )
+            futures = [None] * len(samplers)
+            for i in order:
+                futures[i] = pool.submit(_verify_one, samplers[i], kw, args.out)
             for f in futures:
                 f.add_done_callback(lambda _f: bar.update(1))
             reports = [f.result() for f in futures]
