@@ -36,6 +36,7 @@ __all__ = [
     "Euler",
     "Heun",
     "EDMStochastic",
+    "DPMSolver1",
     "DPMSolver2",
     "DPMSolverPP2M",
     "DPMSolver3",
@@ -217,6 +218,19 @@ class DDIM(Sampler):
             if self.eta:
                 x = x + c * rng.standard_normal(x.shape)
         return x
+
+
+class DPMSolver1(DDIM):
+    """DPM-Solver-1 (Lu et al. 2022, arXiv:2206.00927, eq. 3.7 with k = 1):
+    x_s = (alpha_s/alpha_t) x_t - sigma_s expm1(h) eps_hat, h the half-log-SNR step, which is
+    algebraically DDIM with eta = 0 (Lu et al. 2022, Sec. 4.1); implemented as that, on the
+    DPM-Solver default log-SNR grid. Order 1."""
+
+    default_grid = "log_snr"
+
+    def __init__(self):
+        super().__init__(0.0)
+        self.name = "dpm-solver-1"
 
 
 def ddim_invert(model, x0, grid: Grid):

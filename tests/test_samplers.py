@@ -70,6 +70,27 @@ def test_ddim_eta0_is_euler_and_eta1_is_ddpm():
         assert np.allclose(c.M, e.M, atol=1e-12) and np.allclose(c.N, e.N, atol=1e-12)
 
 
+def test_dpm_solver_1_is_the_exponential_integrator_step():
+    """DPM-Solver-1's own formula, x_s = (alpha_s/alpha_t) x_t - sigma_s expm1(h) eps, written out
+    here, equals the DDIM-based implementation on a log-SNR grid."""
+    from diffusion_oracle.reference.samplers import DPMSolver1, _predict
+
+    def dpm1(model, x, grid, *, rng=None):
+        for i in range(grid.steps):
+            if grid.sigma[i + 1] == 0:
+                return _predict(model, x, grid, i)[0]
+            _, eps = _predict(model, x, grid, i)
+            h = grid.half_log_snr[i + 1] - grid.half_log_snr[i]
+            x = grid.alpha[i + 1] / grid.alpha[i] * x - grid.sigma[i + 1] * np.expm1(h) * eps
+        return x
+
+    sch = VPLinear()
+    m = ExactModel(GAUSS, sch)
+    g = make_grid(sch, 19, "log_snr")
+    a, b = _affine(DPMSolver1(), g, m), _affine(dpm1, g, m)
+    assert np.allclose(a.M, b.M, atol=1e-12) and np.allclose(a.c, b.c, atol=1e-12)
+
+
 def test_probe_recovers_a_known_affine_map():
     M, c = np.array([[2.0, 0.5], [0.0, -1.0]]), np.array([0.3, 0.7])
     N = np.array([[[0.1, 0.0], [0.2, 0.3]], [[0.0, 0.4], [0.0, 0.5]]])

@@ -39,13 +39,24 @@ from diffusion_oracle.reference import (  # noqa: F401  (curated re-exports)
     rescale_zero_terminal_snr,
     transition,
 )
-from diffusion_oracle.reference.grids import Grid, make_grid  # noqa: E402
+from diffusion_oracle.reference.grids import Grid, make_grid, respaced_grid  # noqa: E402
+from diffusion_oracle.reference.guidance import (  # noqa: E402
+    CFG,
+    ClassifierGuidance,
+    Replacement,
+)
 from diffusion_oracle.reference.samplers import (  # noqa: E402
     BUILTIN_SAMPLERS,
     DDIM,
     DDPM,
+    LMS,
+    PLMS,
+    DPMSolver1,
     DPMSolver2,
+    DPMSolver3,
     DPMSolverPP2M,
+    DPMSolverPP2MSDE,
+    DPMSolverPP3M,
     EDMStochastic,
     Euler,
     EulerMaruyama,
@@ -53,17 +64,30 @@ from diffusion_oracle.reference.samplers import (  # noqa: E402
     FlowEuler,
     FlowHeun,
     Heun,
+    PredictorCorrector,
+    UniPC,
     ddim_invert,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CFG",
+    "ClassifierGuidance",
+    "Replacement",
     "BUILTIN_SAMPLERS",
     "DDIM",
     "DDPM",
+    "DPMSolver1",
     "DPMSolver2",
+    "DPMSolver3",
     "DPMSolverPP2M",
+    "DPMSolverPP2MSDE",
+    "DPMSolverPP3M",
+    "LMS",
+    "PLMS",
+    "PredictorCorrector",
+    "UniPC",
     "EDMStochastic",
     "Euler",
     "EulerMaruyama",
@@ -77,6 +101,7 @@ __all__ = [
     "from_diffusers",
     "from_k_diffusion",
     "make_grid",
+    "respaced_grid",
     "verify",
     "DEFAULT_TARGETS",
     "EDM",
