@@ -207,16 +207,13 @@ class DDIM(Sampler):
         self.stochastic = self.eta > 0
         self.name = f"ddim(eta={self.eta:g})"
 
-    def _run(self, model, x, grid, rng):
-        for i in range(grid.steps):
-            if grid.sigma[i + 1] == 0:
-                return self._jump(model, x, grid, i)
-            x0, eps = _predict(model, x, grid, i)
-            a_s, s_s = grid.alpha[i + 1], grid.sigma[i + 1]
-            c = self.eta * s_s * math.sqrt(-math.expm1(grid.log_snr[i] - grid.log_snr[i + 1]))
-            x = a_s * x0 + math.sqrt(max(s_s * s_s - c * c, 0.0)) * eps
-            if self.eta:
-                x = x + c * rng.standard_normal(x.shape)
+    def _step(self, model, x, grid, i, rng):
+        x0, eps = _predict(model, x, grid, i)
+        a_s, s_s = grid.alpha[i + 1], grid.sigma[i + 1]
+        c = self.eta * s_s * math.sqrt(-math.expm1(grid.log_snr[i] - grid.log_snr[i + 1]))
+        x = a_s * x0 + math.sqrt(max(s_s * s_s - c * c, 0.0)) * eps
+        if self.eta:
+            x = x + c * rng.standard_normal(x.shape)
         return x
 
 
@@ -255,15 +252,11 @@ class Euler(Sampler):
     name = "euler"
     default_grid = "karras"
 
-    def _run(self, model, x, grid, rng):
-        for i in range(grid.steps):
-            if grid.sigma[i + 1] == 0:
-                return self._jump(model, x, grid, i)
-            x0, _ = _predict(model, x, grid, i)
-            y = x / grid.alpha[i]
-            d = (y - x0) / grid.sigma_edm[i]
-            x = grid.alpha[i + 1] * (y + (grid.sigma_edm[i + 1] - grid.sigma_edm[i]) * d)
-        return x
+    def _step(self, model, x, grid, i, rng):
+        x0, _ = _predict(model, x, grid, i)
+        y = x / grid.alpha[i]
+        d = (y - x0) / grid.sigma_edm[i]
+        return grid.alpha[i + 1] * (y + (grid.sigma_edm[i + 1] - grid.sigma_edm[i]) * d)
 
 
 class Heun(Sampler):
@@ -744,18 +737,14 @@ class EulerMaruyama(Sampler):
     stochastic = True
     default_grid = "log_snr"
 
-    def _run(self, model, x, grid, rng):
+    def _step(self, model, x, grid, i, rng):
         sch = grid.schedule
-        for i in range(grid.steps):
-            if grid.sigma[i + 1] == 0:
-                return self._jump(model, x, grid, i)
-            t, s = grid.t[i], grid.t[i + 1]
-            _, eps = _predict(model, x, grid, i)
-            score = -eps / grid.sigma[i]
-            f, g2 = sch.f(t), sch.g_squared(t)
-            dt = t - s
-            x = x - (f * x - g2 * score) * dt + math.sqrt(g2 * dt) * rng.standard_normal(x.shape)
-        return x
+        t, s = grid.t[i], grid.t[i + 1]
+        _, eps = _predict(model, x, grid, i)
+        score = -eps / grid.sigma[i]
+        f, g2 = sch.f(t), sch.g_squared(t)
+        dt = t - s
+        return x - (f * x - g2 * score) * dt + math.sqrt(g2 * dt) * rng.standard_normal(x.shape)
 
 
 class PredictorCorrector(Sampler):
@@ -808,14 +797,10 @@ class FlowEuler(Sampler):
     name = "flow-euler"
     default_grid = "log_snr"
 
-    def _run(self, model, x, grid, rng):
-        for i in range(grid.steps):
-            if grid.sigma[i + 1] == 0:
-                return self._jump(model, x, grid, i)
-            x0, eps = _predict(model, x, grid, i)
-            u = grid.d_alpha[i] * x0 + grid.d_sigma[i] * eps
-            x = x + (grid.t[i + 1] - grid.t[i]) * u
-        return x
+    def _step(self, model, x, grid, i, rng):
+        x0, eps = _predict(model, x, grid, i)
+        u = grid.d_alpha[i] * x0 + grid.d_sigma[i] * eps
+        return x + (grid.t[i + 1] - grid.t[i]) * u
 
 
 class FlowHeun(Sampler):
@@ -825,18 +810,14 @@ class FlowHeun(Sampler):
     order = 2
     default_grid = "log_snr"
 
-    def _run(self, model, x, grid, rng):
-        for i in range(grid.steps):
-            if grid.sigma[i + 1] == 0:
-                return self._jump(model, x, grid, i)
-            dt = grid.t[i + 1] - grid.t[i]
-            x0, eps = _predict(model, x, grid, i)
-            u = grid.d_alpha[i] * x0 + grid.d_sigma[i] * eps
-            xp = x + dt * u
-            x0p, epsp = _predict(model, xp, grid, i + 1)
-            up = grid.d_alpha[i + 1] * x0p + grid.d_sigma[i + 1] * epsp
-            x = x + 0.5 * dt * (u + up)
-        return x
+    def _step(self, model, x, grid, i, rng):
+        dt = grid.t[i + 1] - grid.t[i]
+        x0, eps = _predict(model, x, grid, i)
+        u = grid.d_alpha[i] * x0 + grid.d_sigma[i] * eps
+        xp = x + dt * u
+        x0p, epsp = _predict(model, xp, grid, i + 1)
+        up = grid.d_alpha[i + 1] * x0p + grid.d_sigma[i + 1] * epsp
+        return x + 0.5 * dt * (u + up)
 
 
 class ExactODE(Sampler):
