@@ -1,5 +1,32 @@
 """diffusion_oracle.theory: SymPy derivations checked by the CAS (SymPy only, no NumPy).
 
-The derivations arrive with the theory issue; this package is installed already so that the
-layout, the packaging test and the import guard cover it from the start.
+Each derivation proves its statement when run and returns the expressions, which the tests
+lambdify and compare with the float64 reference: a third, independent implementation.
+``diffusion-oracle derive --list`` lists the topics.
 """
+
+from .derivations import (
+    TOPICS,
+    Derivation,
+    DerivationError,
+    conversions,
+    ddim_family,
+    derive,
+    forward_marginal,
+    gaussian_kl,
+    multistep_third_order,
+    posterior,
+)
+
+__all__ = [
+    "TOPICS",
+    "Derivation",
+    "DerivationError",
+    "conversions",
+    "ddim_family",
+    "derive",
+    "forward_marginal",
+    "gaussian_kl",
+    "multistep_third_order",
+    "posterior",
+]

@@ -2,6 +2,7 @@
 
 Commands
   verify         verify samplers against exact ground truth (the main job)
+  derive         print a SymPy derivation checked by the CAS
   ground-truth   print the exact ground truth of a target under a schedule and save plots
   targets        list the built-in targets
   schedules      list the built-in schedules with their log-SNR ranges
@@ -427,6 +428,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--out", type=Path, default=None, help="folder for PNG plots (default: none)")
     g.add_argument("--seed", type=int, default=0, help="seed for the sampled histograms")
+    dv = sub.add_parser(
+        "derive",
+        help="print a SymPy derivation (checked by the CAS when run)",
+        description="Run a derivation of diffusion_oracle.theory: the CAS proves each step, "
+        "then the steps are printed as text or LaTeX.",
+    )
+    dv.add_argument("topic", nargs="?", default=None, help="derivation to print (see --list)")
+    dv.add_argument("--list", action="store_true", help="list the topics")
+    dv.add_argument("--latex", action="store_true", help="print the expressions as LaTeX")
     sub.add_parser("targets", help="list the built-in targets")
     sub.add_parser("schedules", help="list the built-in schedules and their log-SNR ranges")
     return p
@@ -441,6 +451,19 @@ def main(argv=None) -> int:
         return 0
     if args.command == "verify":
         return run_verify(args)
+    if args.command == "derive":
+        from diffusion_oracle.theory import TOPICS, derive
+
+        if args.list or args.topic is None:
+            for name, fn in TOPICS.items():
+                print(f"{name:<24} {(fn.__doc__ or '').strip().splitlines()[0]}")
+            return 0
+        try:
+            print(derive(args.topic).text(latex=args.latex))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "ground-truth":
         print(ground_truth(args.target, args.schedule, args.times, args.out, args.seed))
         return 0
