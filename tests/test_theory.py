@@ -157,3 +157,33 @@ def test_cli_derive(tmp_path):
     assert "\\frac" in tex
     bad = subprocess.run([*exe, "nosuch"], capture_output=True, text=True)
     assert bad.returncode == 2 and "topic must be one of" in bad.stderr
+
+
+def test_edm_preconditioning_matches_the_published_values():
+    """Karras et al. 2022, Table 1 / App. B.6 with sigma_data = 0.5: at sigma = 1,
+    c_skip = 0.25/1.25, c_out = 0.5/sqrt(1.25), c_in = 1/sqrt(1.25)."""
+    d = _derived("edm_preconditioning")
+    vals = {d.symbols["sigma"]: 1.0, d.symbols["sigma_d"]: 0.5}
+    assert math.isclose(float(d.results["c_skip"].subs(vals)), 0.2, rel_tol=1e-15)
+    assert math.isclose(float(d.results["c_out"].subs(vals)), 0.5 / math.sqrt(1.25), rel_tol=1e-15)
+    assert math.isclose(float(d.results["c_in"].subs(vals)), 1 / math.sqrt(1.25), rel_tol=1e-15)
+
+
+@given(
+    st.floats(0.05, 1.0),
+    st.floats(0.05, 2.0),
+    st.floats(-2, 2),
+    st.floats(0.1, 3),
+    st.floats(-4, 4),
+)
+def test_tweedie_matches_the_reference_denoiser(a, s, mu, lam, x):
+    from diffusion_oracle.reference import Gaussian
+
+    d = _derived("score_equivalences")
+    sy = d.symbols
+    f = sp.lambdify(
+        [sy["alpha"], sy["sigma"], sy["lambda"], sy["mu"], sy["x"]], d.results["tweedie"], "mpmath"
+    )
+    exact = float(f(a, s, lam, mu, x))
+    ours = Gaussian(np.array([mu]), np.array([[lam]])).denoise(np.array([[x]]), a, s)[0, 0]
+    assert math.isclose(ours, exact, rel_tol=1e-12, abs_tol=1e-12 * (abs(mu) + abs(x) / a))

@@ -26,6 +26,9 @@ __all__ = [
     "conversions",
     "ddim_family",
     "multistep_third_order",
+    "score_equivalences",
+    "edm_preconditioning",
+    "guidance",
 ]
 
 
@@ -324,6 +327,128 @@ def multistep_third_order() -> Derivation:
     )
 
 
+def score_equivalences() -> Derivation:
+    """Scores, for Gaussian data N(mu, lam) in one dimension on a path (alpha, sigma):
+
+    - grad log q(x_t | x_0) = -eps / sigma (the DSM regression target);
+    - Tweedie (Efron 2011): E[x_0 | x_t] = (x_t + sigma^2 grad log p_t(x_t)) / alpha, with
+      E[x_0 | x_t] from Bayes' rule for the Gaussian pair (x_0, x_t);
+    - denoising score matching equals explicit score matching up to a constant (Vincent 2011):
+      for s(x) = a x + b, E|s - grad log q(x_t|x_0)|^2 - E|s - grad log p_t|^2 does not depend on
+      (a, b);
+    - Hyvarinen (2005) integration by parts: E[s'(x) + s(x)^2/2] = E|s - grad log p|^2 / 2
+      - E|grad log p|^2 / 2 (boundary terms vanish: s p -> 0 at +-inf for Gaussian p)."""
+    al, sg, lam = sp.symbols("alpha sigma lambda", positive=True)
+    mu, x, x0, eps, a, b = sp.symbols("mu x x_0 epsilon a b", real=True)
+    # forward kernel score at x_t = alpha x0 + sigma eps
+    xt = al * x0 + sg * eps
+    logq = -((x - al * x0) ** 2) / (2 * sg**2)
+    _check("grad log q(x_t|x_0) = -eps/sigma", sp.diff(logq, x).subs(x, xt) + eps / sg)
+    v = al**2 * lam + sg**2  # Var[x_t]
+    score = -(x - al * mu) / v
+    bayes_mean = mu + al * lam / v * (x - al * mu)  # E[x0|x_t] from the joint Gaussian
+    tweedie = (x + sg**2 * score) / al
+    _check("Tweedie", bayes_mean - tweedie)
+    # expectations under the joint (x0, eps) Gaussian: x0 = mu + sqrt(lam) z, eps independent
+    z = sp.symbols("z", real=True)
+
+    def expect(expr):
+        e = sp.expand(expr.subs(x0, mu + sp.sqrt(lam) * z))
+        poly = sp.Poly(e, z, eps)
+        moments = {0: 1, 1: 0, 2: 1, 3: 0, 4: 3}
+        return sp.expand(sum(c * moments[i] * moments[j] for (i, j), c in poly.terms()))
+
+    s_model = a * x + b
+    dsm = expect(((s_model + eps / sg) ** 2).subs(x, xt))
+    esm = expect(((s_model - score) ** 2).subs(x, xt))
+    diff = sp.simplify(dsm - esm)
+    _check("DSM - ESM is free of a", sp.diff(diff, a))
+    _check("DSM - ESM is free of b", sp.diff(diff, b))
+    hyv = expect((sp.diff(s_model, x) + s_model**2 / 2).subs(x, xt))
+    rhs = expect((((s_model - score) ** 2) / 2 - score**2 / 2).subs(x, xt))
+    _check("Hyvarinen's identity", hyv - rhs)
+    return Derivation(
+        "score_equivalences",
+        "grad log q = -eps/sigma; Tweedie; DSM = ESM + const (Vincent); Hyvarinen's identity",
+        {"alpha": al, "sigma": sg, "lambda": lam, "mu": mu, "x": x},
+        {"score": score, "tweedie": tweedie, "dsm_minus_esm": diff},
+        [
+            ("posterior mean by Bayes", bayes_mean),
+            ("Tweedie", tweedie),
+            ("DSM - ESM (a constant)", diff),
+        ],
+    )
+
+
+def edm_preconditioning() -> Derivation:
+    """EDM preconditioning from its unit-variance conditions (Karras et al. 2022, App. B.6):
+    with data variance sigma_d^2 and D(x) = c_skip x + c_out F(c_in x), x = y + n,
+    c_in = 1/sqrt(sigma^2 + sigma_d^2) gives unit-variance inputs; the effective target
+    F* = (y - c_skip (y + n))/c_out has unit variance, and c_skip minimising c_out (so errors of
+    F are amplified least) is sigma_d^2/(sigma^2 + sigma_d^2), c_out = sigma sigma_d /
+    sqrt(sigma^2 + sigma_d^2)."""
+    sg, sd, cs = sp.symbols("sigma sigma_d c_skip", positive=True)
+    c_in = 1 / sp.sqrt(sg**2 + sd**2)
+    _check("unit input variance", c_in**2 * (sd**2 + sg**2) - 1)
+    # Var[y - c_skip (y + n)] = (1 - c_skip)^2 sigma_d^2 + c_skip^2 sigma^2 = c_out^2
+    c_out_sq = (1 - cs) ** 2 * sd**2 + cs**2 * sg**2
+    c_skip = sp.solve(sp.diff(c_out_sq, cs), cs)[0]
+    _check("c_skip", c_skip - sd**2 / (sg**2 + sd**2))
+    _check("c_out^2 at the optimum", c_out_sq.subs(cs, c_skip) - sg**2 * sd**2 / (sg**2 + sd**2))
+    c_out = sg * sd / sp.sqrt(sg**2 + sd**2)  # the positive root of the checked square
+    return Derivation(
+        "edm_preconditioning",
+        "c_in, c_skip, c_out from unit variances (EDM, App. B.6)",
+        {"sigma": sg, "sigma_d": sd},
+        {"c_in": c_in, "c_skip": sp.simplify(c_skip), "c_out": sp.simplify(c_out)},
+        [
+            ("c_in", c_in),
+            ("c_out^2 as a function of c_skip", c_out_sq),
+            ("argmin c_skip", sp.simplify(c_skip)),
+            ("c_out", sp.simplify(c_out)),
+        ],
+    )
+
+
+def guidance() -> Derivation:
+    """Guidance algebra (Ho & Salimans 2022; Dhariwal & Nichol 2021). Classifier-free guidance
+    eps_u + w (eps_c - eps_u) is -sigma times the score of the tilted law
+    p_t(x)^(1-w) p_t(x|c)^w; classifier guidance adds grad log p_t(c|x) = grad log p_t(x|c) -
+    grad log p_t(x) (Bayes), so scale 1 is the conditional. Shown with Gaussians p = N(0, 1),
+    p_c = N(m, v): tilting at time t and diffusing the t = 0 tilt give different variances when
+    v != 1, so the guided scores are not the scores of one diffused family and sampling with
+    them does not produce the tilted law at t = 0."""
+    w, sg, al, m = sp.symbols("w sigma alpha m", positive=True)
+    x = sp.symbols("x", real=True)
+    s_u = -x / (al**2 + sg**2)  # score of p_t = N(0, alpha^2 + sigma^2)
+    s_c = -(x - al * m) / (al**2 + sg**2)  # score of p_t(x|c) = N(alpha m, alpha^2 + sigma^2)
+    eps_u, eps_c = -sg * s_u, -sg * s_c
+    cfg = eps_u + w * (eps_c - eps_u)
+    tilted_score = (1 - w) * s_u + w * s_c
+    _check("CFG eps is -sigma times the tilted score", cfg + sg * tilted_score)
+    _check("classifier gradient = score_c - score_u (Bayes) at scale 1", (s_u + (s_c - s_u)) - s_c)
+    # the tilted law at time t is N(w alpha m, alpha^2 + sigma^2) here (equal variances), which
+    # IS the diffusion of N(w m, 1): equal-variance Gaussians are the degenerate case. With
+    # unequal variances (p = N(0, 1), p_c = N(m, v)) the tilt does not commute with diffusion:
+    v = sp.symbols("v", positive=True)
+    var_t = al**2 + sg**2
+    var_ct = al**2 * v + sg**2
+    prec_tilt_t = (1 - w) / var_t + w / var_ct  # precision of p_t^(1-w) p_t(.|c)^w
+    prec0 = (1 - w) + w / v  # precision of the t = 0 tilt
+    var_diffused = al**2 / prec0 + sg**2  # the t = 0 tilt, diffused
+    gap = sp.simplify(1 / prec_tilt_t - var_diffused)
+    if gap.subs({w: 2, v: sp.Rational(1, 4), al: sp.Rational(3, 5), sg: sp.Rational(4, 5)}) == 0:
+        raise DerivationError("expected a nonzero gap between tilting and diffusing")
+    return Derivation(
+        "guidance",
+        "CFG is the tilted score; classifier guidance at scale 1 is the conditional; tilting "
+        "does not commute with diffusion",
+        {"w": w, "alpha": al, "sigma": sg, "m": m, "v": v},
+        {"cfg_eps": cfg, "tilted_variance_gap": gap},
+        [("CFG eps", sp.simplify(cfg)), ("variance of the tilt at t minus the diffused tilt", gap)],
+    )
+
+
 TOPICS = {
     "forward_marginal": forward_marginal,
     "posterior": posterior,
@@ -331,6 +456,9 @@ TOPICS = {
     "conversions": conversions,
     "ddim_family": ddim_family,
     "multistep_third_order": multistep_third_order,
+    "score_equivalences": score_equivalences,
+    "edm_preconditioning": edm_preconditioning,
+    "guidance": guidance,
 }
 
 
