@@ -33,6 +33,7 @@ class _ProbeRNG:
         self.inject = None  # callable(call_index, shape) -> array
 
     def standard_normal(self, size=None, dtype=np.float64):
+        """Zeros, or the injected probe noise, of the requested shape (recorded)."""
         shape = () if size is None else tuple(np.atleast_1d(size))
         self.shapes.append(shape)
         k = self.calls
@@ -42,6 +43,7 @@ class _ProbeRNG:
         return np.zeros(shape)
 
     def normal(self, loc=0.0, scale=1.0, size=None):
+        """loc + scale * standard_normal(size)."""
         return loc + scale * self.standard_normal(size)
 
 

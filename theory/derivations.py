@@ -48,6 +48,7 @@ class Derivation:
     steps: list = field(default_factory=list)
 
     def text(self, latex: bool = False) -> str:
+        """The summary and the numbered steps, expressions as SymPy strings or LaTeX."""
         lines = [f"{self.topic}: {self.summary}", ""]
         for i, (what, expr) in enumerate(self.steps, 1):
             shown = sp.latex(expr) if latex else sp.sstr(expr)

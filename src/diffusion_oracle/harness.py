@@ -127,6 +127,8 @@ def fit_order(steps, errors, declared=None, *, floor=ERROR_FLOOR) -> OrderFit | 
 
 @dataclass
 class StepResult:
+    """One row of a :class:`Report`: the evidence at one step count."""
+
     steps: int
     nfe: int | None = None
     w2: float | None = None  # tier 1: to the ideal output law on this grid
@@ -139,6 +141,8 @@ class StepResult:
 
 @dataclass
 class Verdict:
+    """A named pass/fail judgement with the reason (the numbers behind it)."""
+
     name: str
     passed: bool
     reason: str
@@ -166,6 +170,7 @@ class Report:
 
     @property
     def passed(self) -> bool:
+        """True when there is at least one verdict and every verdict passes."""
         return bool(self.verdicts) and all(v.passed for v in self.verdicts)
 
     def __str__(self):
