@@ -23,7 +23,7 @@ import math
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from ._checks import _r, choice, finite, finite_scalar
+from ._checks import _r, as_float, choice, finite, finite_scalar
 from .forward import _rng
 from .grids import Grid
 from .parameterization import to_x0_eps
@@ -310,7 +310,9 @@ class EDMStochastic(Heun):
     ):
         self.S_churn = finite_scalar(S_churn, "S_churn")
         self.S_tmin = finite_scalar(S_tmin, "S_tmin")
-        self.S_tmax = float(S_tmax)
+        self.S_tmax = float(as_float(S_tmax, "S_tmax"))  # +inf allowed (EDM's default)
+        if math.isnan(self.S_tmax):
+            raise ValueError("S_tmax must not be NaN")
         self.S_noise = finite_scalar(S_noise, "S_noise")
         if self.S_churn < 0 or self.S_noise < 0:
             raise ValueError(f"S_churn and S_noise must be >= 0, got {S_churn!r}, {S_noise!r}")

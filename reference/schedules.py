@@ -33,6 +33,7 @@ from ._checks import (
     finite,
     finite_scalar,
     in_interval,
+    positive,
     positive_int,
     positive_scalar,
     scalar_out,
@@ -191,13 +192,8 @@ class Schedule(ABC):
 
     def t_from_sigma_edm(self, sigma_edm):
         """Inverse of :meth:`sigma_edm`: t such that sigma/alpha = sigma_edm (> 0)."""
-        s = positive_scalar(sigma_edm, "sigma_edm") if np.ndim(sigma_edm) == 0 else None
-        if s is None:
-            arr = finite(sigma_edm, "sigma_edm")
-            if (arr <= 0).any():
-                raise ValueError(f"sigma_edm must be > 0, got {_r(arr[arr <= 0].ravel()[0])}")
-            return self.t_from_log_snr(-2.0 * np.log(arr))
-        return self.t_from_log_snr(-2.0 * math.log(s))
+        arr = positive(sigma_edm, "sigma_edm")
+        return self.t_from_log_snr(-2.0 * np.log(arr))
 
     # ------------------------------------------------------------------ helpers
     def _newton(self, t, lam, iters: int = 4):

@@ -505,6 +505,8 @@ class GaussianMixture:
         evecs = np.empty((K, self.d, self.d))
         for k in range(K):
             lam, Q = eigh(new_covs[k])
+            # Sigma - K A Sigma leaves directions that are zero exactly (noise-free observations)
+            # as rounding of size ~ d eps lambda_max; 10x that is snapped to 0
             tol = self.d * np.finfo(float).eps * max(lam[-1], 0.0) * 10
             evals[k] = np.where(np.abs(lam) <= tol, 0.0, lam)
             if (evals[k] < 0).any():

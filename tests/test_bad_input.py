@@ -74,6 +74,12 @@ def test_non_finite_values():
         gm.score(np.zeros((1, 2)), 0.5, np.inf)
     with pytest.raises(ValueError, match="log_snr must not be NaN"):
         s.t_from_log_snr(np.nan)
+    with pytest.raises(ValueError, match="sigma_edm must be > 0, got -1.0"):
+        s.t_from_sigma_edm(np.array([0.5, -1.0]))
+    from diffusion_oracle.reference.samplers import EDMStochastic
+
+    with pytest.raises(ValueError, match="S_tmax must not be NaN"):
+        EDMStochastic(S_tmax=float("nan"))
     with pytest.raises(ValueError, match="means must be finite"):
         GaussianMixture([1.0], [[np.nan, 0.0]], [1.0], covariance_type="iso")
 

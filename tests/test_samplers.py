@@ -297,3 +297,25 @@ def test_prior_mismatch_is_reported_apart():
     )
     assert r.passed
     assert r.rows[-1].w2_prior > 1e-3 and "prior mismatch (tier 1)" in str(r)
+
+
+def test_exact_ode_matches_the_closed_form_gaussian_flow():
+    """The DOP853 PF-ODE solve (no final jump) against the closed-form Gaussian flow map
+    x1 = alpha1 mu + Q diag(sqrt(v1/v0)) Q^T (x0 - alpha0 mu): equal affine maps to 1e-9."""
+    from diffusion_oracle.reference.exact import exact_flow_gaussian
+
+    sch = VPLinear()
+    g = make_grid(sch, 4, "uniform", final_zero=False)
+    A = probe_affine(ExactODE(), ExactModel(GAUSS, sch), g, 2)
+    M, b = exact_flow_gaussian(GAUSS, g.alpha[0], g.sigma[0], g.alpha[-1], g.sigma[-1])
+    assert np.allclose(A.M, M, atol=1e-9) and np.allclose(A.c, b, atol=1e-9)
+
+
+def test_edm_karras_grid_is_karras_sigmas():
+    from diffusion_oracle.reference import karras_sigmas
+
+    e = EDM(0.01, 50.0, 5.0)
+    assert np.array_equal(e.karras_grid(12), karras_sigmas(12, 0.01, 50.0, 5.0))
+    assert np.allclose(
+        e.sigma(1 - np.arange(12) / 11), e.karras_grid(12, append_zero=False), rtol=1e-13
+    )

@@ -62,7 +62,11 @@ def test_inverse_round_trip(schedule, t):
     lam = schedule.log_snr(t)
     back = schedule.t_from_log_snr(lam)
     # relative in t, plus the absolute floor of the inverse's constant terms (tolerances.py)
-    assert abs(back - t) <= tol("inverse")["rtol"] * 10 * t + 1e-15, (schedule, t, back)
+    # the inverse's own budget (tolerances.py), plus the forward map's rounding of lambda,
+    # ~4 ulp |lambda|, carried into t by 1/|lambda'(t)| (large when the schedule's log-SNR range
+    # is narrow, e.g. an EDM schedule with sigma_max/sigma_min = 2)
+    carried = 4 * EPS64 * max(abs(lam), 1.0) / abs(schedule.d_log_snr(t))
+    assert abs(back - t) <= tol("inverse")["rtol"] * t + 1e-15 + carried, (schedule, t, back)
 
 
 @given(dst.discrete_schedules(max_T=300))
