@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 # Everything that goes into the wheel: reinstall when any of it changes.
 SOURCES := pyproject.toml $(shell find src theory reference validation -name '*.py' -o -name 'py.typed' 2>/dev/null)
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint notebooks clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(VENV)/.torch:
 
 # CI tests an installed build, not the source tree: a regular (non-editable) install.
 $(VENV)/.installed: $(VENV)/.torch $(SOURCES)
-	$(PIP) install --quiet ".[test]"
+	$(PIP) install --quiet ".[test,notebooks]"
 	$(PIP) install --quiet --no-deps --force-reinstall .
 	touch $@
 
@@ -30,6 +30,10 @@ lint: $(VENV)/.installed
 
 test: lint
 	cd tests && HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} ../$(PY) -m pytest -q -n 2 -p no:cacheprovider --rootdir=.. -c ../pyproject.toml .
+
+# Re-execute the notebooks in place (stored outputs); the tests execute them without writing.
+notebooks: $(VENV)/.installed
+	$(PY) tools/run_notebooks.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo-output

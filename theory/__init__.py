@@ -12,10 +12,16 @@ from .derivations import (
     conversions,
     ddim_family,
     derive,
+    edm_preconditioning,
+    elbo,
     forward_marginal,
     gaussian_kl,
+    guidance,
     multistep_third_order,
     posterior,
+    probability_flow,
+    schedules,
+    score_equivalences,
 )
 
 __all__ = [
@@ -25,8 +31,14 @@ __all__ = [
     "conversions",
     "ddim_family",
     "derive",
+    "edm_preconditioning",
+    "elbo",
     "forward_marginal",
     "gaussian_kl",
+    "guidance",
     "multistep_third_order",
     "posterior",
+    "probability_flow",
+    "schedules",
+    "score_equivalences",
 ]

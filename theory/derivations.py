@@ -29,6 +29,9 @@ __all__ = [
     "score_equivalences",
     "edm_preconditioning",
     "guidance",
+    "elbo",
+    "schedules",
+    "probability_flow",
 ]
 
 
@@ -55,6 +58,13 @@ class Derivation:
             lines.append(f"{i}. {what}")
             lines.append(f"   {shown}")
         return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        """Rendered in notebooks: the summary, then each step as display LaTeX."""
+        parts = [f"**{self.topic}**: {self.summary}", ""]
+        for i, (what, expr) in enumerate(self.steps, 1):
+            parts += [f"{i}. {what}", "", f"$$ {sp.latex(expr)} $$", ""]
+        return "\n".join(parts)
 
 
 def _check(claim: str, expr) -> None:
@@ -368,6 +378,17 @@ def score_equivalences() -> Derivation:
     hyv = expect((sp.diff(s_model, x) + s_model**2 / 2).subs(x, xt))
     rhs = expect((((s_model - score) ** 2) / 2 - score**2 / 2).subs(x, xt))
     _check("Hyvarinen's identity", hyv - rhs)
+    # the general 1-D argument, for any smooth s and density p > 0 (abstract functions): the
+    # integrands differ by an exact derivative, so the expectations agree exactly when the
+    # boundary term s p vanishes at both ends (Hyvarinen 2005, Theorem 1, assumption s p -> 0)
+    S, P = sp.Function("s")(x), sp.Function("p")(x)
+    psi = sp.diff(P, x) / P
+    gap = (S - psi) ** 2 / 2 * P - (sp.diff(S, x) + S**2 / 2) * P - psi**2 / 2 * P
+    _check("integrands differ by -d(s p)/dx", sp.simplify(gap + sp.diff(S * P, x)))
+    c = sp.symbols("c0:4", real=True)  # boundary term for a cubic s and a Gaussian p
+    boundary = sum(ci * x**i for i, ci in enumerate(c)) * sp.exp(-((x - mu) ** 2) / (2 * lam))
+    for end in (sp.oo, -sp.oo):
+        _check(f"boundary term s p -> 0 at {end}", sp.limit(boundary, x, end))
     return Derivation(
         "score_equivalences",
         "grad log q = -eps/sigma; Tweedie; DSM = ESM + const (Vincent); Hyvarinen's identity",
@@ -377,6 +398,7 @@ def score_equivalences() -> Derivation:
             ("posterior mean by Bayes", bayes_mean),
             ("Tweedie", tweedie),
             ("DSM - ESM (a constant)", diff),
+            ("Hyvarinen: integrand gap = -d(s p)/dx; boundary condition s p -> 0 at +-inf", gap),
         ],
     )
 
@@ -450,6 +472,360 @@ def guidance() -> Derivation:
     )
 
 
+def _log_normal(x, mean, var):
+    return -sp.log(2 * sp.pi * var) / 2 - (x - mean) ** 2 / (2 * var)
+
+
+def elbo() -> Derivation:
+    """The variational bound of a discrete diffusion and its continuous-time limit.
+
+    - Bayes for the forward chain (Ho et al. 2020, eq. 5 and App. A): q(x_t | x_{t-1}) =
+      q(x_{t-1} | x_t, x_0) q(x_t | x_0) / q(x_{t-1} | x_0), checked on the Gaussian log-densities
+      for every x; substituted into -log [p(x_{0:T}) / q(x_{1:T} | x_0)] the marginals telescope
+      into L_T + sum_{t>=2} L_{t-1} + L_0 (checked with abstract log-densities for T = 5; the
+      argument is the same for every T).
+    - L_{t-1} with model mean mu = (x_t - beta_t / sqrt(1 - abar_t) eps_hat)/sqrt(alpha_t) and
+      variance s^2 is KL(q || p) whose mean part is beta_t^2 / (2 s^2 alpha_t (1 - abar_t))
+      |eps - eps_hat|^2 (Ho et al. 2020, eq. 12); with s^2 the posterior variance this weight is
+      (SNR_{t-1}/SNR_t - 1)/2 in eps and (SNR_{t-1} - SNR_t)/2 in x_0 (Kingma et al. 2021, VDM,
+      eq. 13) on any path. L_simple (Ho et al. eq. 14) drops the weight: term t multiplied by
+      1/w_t.
+    - Continuous limit (VDM, eq. 15-17): T (SNR(t - 1/T) - SNR(t))/2 -> -SNR'(t)/2 and the eps
+      weight tends to -lambda'(t)/2; the loss -1/2 int SNR'(t) mse(SNR(t)) dt = 1/2 int mse(v) dv
+      depends only on the end points of SNR (checked for two schedules with unit-Gaussian data,
+      whose x_0-MMSE at SNR v is 1/(1 + v)).
+    - Weight <-> timestep density (Kingma & Gao 2023, Sec. 4): uniform t induces the log-SNR
+      density p(lambda) = |dt/dlambda|; for the cosine schedule (s = 0) p(lambda) =
+      sech(lambda/2)/(2 pi), which integrates to 1; a weight w(lambda) under uniform t equals
+      sampling lambda from p with weight w/p."""
+    # -- Bayes for one DDPM step, VP: alpha_t = abar_t/abar_s, beta_t = 1 - alpha_t
+    abs_, abt = sp.symbols("alpha_bar_s alpha_bar_t", positive=True)
+    x0, xs, xt = sp.symbols("x_0 x_s x_t", real=True)
+    at = abt / abs_
+    beta = 1 - at
+    post_var = (1 - abs_) / (1 - abt) * beta
+    post_mean = sp.sqrt(abs_) * beta / (1 - abt) * x0 + sp.sqrt(at) * (1 - abs_) / (1 - abt) * xt
+    lhs = _log_normal(xt, sp.sqrt(at) * xs, beta) + _log_normal(xs, sp.sqrt(abs_) * x0, 1 - abs_)
+    rhs = _log_normal(xs, post_mean, post_var) + _log_normal(xt, sp.sqrt(abt) * x0, 1 - abt)
+    bayes = sp.expand(sp.expand_log(lhs - rhs, force=True))
+    for var in (xs, xt, x0):
+        _check(f"Bayes: log-density difference is free of {var}", sp.diff(bayes, var))
+    _check("Bayes: and the constant vanishes", bayes.subs({xs: 0, xt: 0, x0: 0}))
+    # -- telescoping with abstract log-densities, T = 5
+    T = 5
+    fwd = sp.symbols(f"logq_fwd1:{T + 1}")  # log q(x_t | x_{t-1}), t = 1..T
+    marg = sp.symbols(f"logq_marg1:{T + 1}")  # log q(x_t | x_0)
+    post = sp.symbols(f"logq_post2:{T + 1}")  # log q(x_{t-1} | x_t, x_0), t = 2..T
+    rev = sp.symbols(f"logp_rev1:{T + 1}")  # log p(x_{t-1} | x_t), t = 1..T
+    log_prior = sp.symbols("logp_T")
+    neg_elbo = sum(fwd) - log_prior - sum(rev)
+    bayes_subs = {fwd[t - 1]: post[t - 2] + marg[t - 1] - marg[t - 2] for t in range(2, T + 1)}
+    bayes_subs[fwd[0]] = marg[0]
+    L_T = marg[T - 1] - log_prior
+    L_mid = [post[t - 2] - rev[t - 1] for t in range(2, T + 1)]
+    L_0 = -rev[0]
+    _check(
+        "-ELBO = L_T + sum L_{t-1} + L_0 (T = 5)",
+        neg_elbo.subs(bayes_subs) - (L_T + sum(L_mid) + L_0),
+    )
+    # -- L_{t-1} in eps form
+    eps, eps_hat, s2 = sp.symbols("epsilon epsilon_hat s^2", real=True)
+    s2 = sp.symbols("s2", positive=True)
+    x0_of = (xt - sp.sqrt(1 - abt) * eps) / sp.sqrt(abt)
+    mu_tilde = post_mean.subs(x0, x0_of)
+    mu_model = (xt - beta / sp.sqrt(1 - abt) * eps_hat) / sp.sqrt(at)
+    _check(
+        "posterior mean in eps form (Ho et al. eq. 10)",
+        mu_tilde - (xt - beta / sp.sqrt(1 - abt) * eps) / sp.sqrt(at),
+    )
+    weight_eps = beta**2 / (2 * s2 * at * (1 - abt))
+    _check(
+        "KL mean part = beta^2/(2 s^2 alpha_t (1 - abar_t)) |eps - eps_hat|^2",
+        (mu_tilde - mu_model) ** 2 / (2 * s2) - weight_eps * (eps - eps_hat) ** 2,
+    )
+    # -- the weight in SNR form on any path, model x0_hat, variance = posterior variance
+    al_s, al_t, sg_s, sg_t = sp.symbols("alpha_s alpha_t sigma_s sigma_t", positive=True)
+    x0_hat = sp.symbols("x0_hat", real=True)
+    a_ts = al_t / al_s
+    var_ts = sg_t**2 - a_ts**2 * sg_s**2
+    coef_x0 = al_s * var_ts / sg_t**2
+    var_post = var_ts * sg_s**2 / sg_t**2
+    snr_s, snr_t = al_s**2 / sg_s**2, al_t**2 / sg_t**2
+    _check(
+        "x0 weight = (SNR_s - SNR_t)/2",
+        (coef_x0 * (x0 - x0_hat)) ** 2 / (2 * var_post) - (snr_s - snr_t) / 2 * (x0 - x0_hat) ** 2,
+    )
+    w_eps = (snr_s / snr_t - 1) / 2  # x0 - x0_hat = (sigma_t/alpha_t)(eps_hat - eps)
+    _check("eps weight = (SNR_s/SNR_t - 1)/2", (snr_s - snr_t) / 2 * sg_t**2 / al_t**2 - w_eps)
+    vp = {al_s: sp.sqrt(abs_), al_t: sp.sqrt(abt), sg_s: sp.sqrt(1 - abs_), sg_t: sp.sqrt(1 - abt)}
+    _check(
+        "DDPM weight with s^2 = beta_tilde equals (SNR_{t-1}/SNR_t - 1)/2",
+        weight_eps.subs(s2, post_var) - w_eps.subs(vp),
+    )
+    # -- continuous limit with an abstract SNR(t)
+    t, h = sp.symbols("t h", positive=True)
+    S = sp.Function("SNR")
+    limit_x0 = sp.series((S(t - h) - S(t)) / (2 * h), h, 0, 1).removeO().doit()
+    _check("T (SNR(t - 1/T) - SNR(t))/2 -> -SNR'(t)/2", limit_x0 + sp.diff(S(t), t) / 2)
+    limit_eps = sp.series((S(t - h) / S(t) - 1) / (2 * h), h, 0, 1).removeO().doit()
+    lam = sp.log(S(t))
+    _check("T (SNR_s/SNR_t - 1)/2 -> -lambda'(t)/2", limit_eps + sp.diff(lam, t) / 2)
+    # -- invariance to the schedule between the end points (unit-Gaussian data: mmse = 1/(1+v))
+    A, B = sp.symbols("A B", positive=True)  # SNR(0) = A > SNR(1) = B
+    expected = sp.log((1 + A) / (1 + B)) / 2
+    for name, snr in (("linear", A + (B - A) * t), ("quadratic", A + (B - A) * t**2)):
+        loss = sp.integrate(-sp.diff(snr, t) / (1 + snr) / 2, (t, 0, 1))
+        _check(
+            f"continuous loss for the {name} SNR(t) depends only on SNR(0), SNR(1)",
+            sp.expand_log(sp.logcombine(loss - expected, force=True), force=True),
+        )
+    # -- timestep density of uniform t in log-SNR, cosine schedule (s = 0)
+    lmb = sp.symbols("lambda", real=True)
+    t_of_lam = 2 / sp.pi * sp.atan(sp.exp(-lmb / 2))
+    _check(
+        "cosine: lambda(t(lambda)) = lambda",
+        sp.simplify(-2 * sp.log(sp.tan(sp.pi * t_of_lam / 2))) - lmb,
+    )
+    p_lam = sp.simplify(-sp.diff(t_of_lam, lmb))
+    p_cos = 1 / (2 * sp.pi * sp.cosh(lmb / 2))
+    _check("cosine: p(lambda) = sech(lambda/2)/(2 pi)", (p_lam - p_cos).rewrite(sp.exp))
+    _check("and it is a density", sp.integrate(p_cos.rewrite(sp.exp), (lmb, -sp.oo, sp.oo)) - 1)
+    return Derivation(
+        "elbo",
+        "ELBO = L_T + sum L_{t-1} + L_0; L_{t-1} in eps form and its SNR weight; VDM limit; "
+        "loss weight <-> log-SNR density",
+        {
+            "alpha_bar_s": abs_,
+            "alpha_bar_t": abt,
+            "s2": s2,
+            "alpha_s": al_s,
+            "alpha_t": al_t,
+            "sigma_s": sg_s,
+            "sigma_t": sg_t,
+            "lambda": lmb,
+        },
+        {
+            "weight_eps_ddpm": weight_eps,
+            "weight_eps": w_eps,
+            "weight_x0": (snr_s - snr_t) / 2,
+            "cosine_log_snr_density": p_cos,
+            "cosine_t_of_log_snr": t_of_lam,
+        },
+        [
+            (
+                "posterior mean used in Bayes' rule q(x_t|x_{t-1}) q(x_{t-1}|x_0) = "
+                "q(x_{t-1}|x_t,x_0) q(x_t|x_0)",
+                post_mean,
+            ),
+            ("posterior variance", post_var),
+            ("-ELBO after substituting Bayes (T = 5)", L_T + sum(L_mid) + L_0),
+            ("L_{t-1} eps weight (model variance s^2)", weight_eps),
+            ("with s^2 the posterior variance, in SNR form", w_eps),
+            ("x0 weight", (snr_s - snr_t) / 2),
+            ("continuous limit of the x0 weight per unit time", limit_x0),
+            ("log-SNR density of uniform t, cosine", p_cos),
+        ],
+    )
+
+
+def schedules() -> Derivation:
+    """Closed forms of the noise schedules and the SDE coefficients they imply.
+
+    - Variance preserving (alpha^2 + sigma^2 = 1): alpha^2 = sigmoid(lambda), sigma^2 =
+      sigmoid(-lambda); sigma_EDM = sigma/alpha = exp(-lambda/2) on every path (Karras et al. 2022,
+      eq. 4 with s(t) = alpha).
+    - VP linear (Song et al. 2021, eq. 33): B(t) = beta_min t + (beta_max - beta_min) t^2/2,
+      alpha = exp(-B/2), lambda = -log(expm1(B)), and the inverse t = 2B/(beta_min +
+      sqrt(beta_min^2 + 2 (beta_max - beta_min) B)) with B = log(1 + exp(-lambda)).
+    - Cosine (Nichol & Dhariwal 2021, eq. 17): alpha_bar = cos^2(phi)/cos^2(phi0); the reference's
+      sigma^2 = sin(phi - phi0) sin(phi + phi0)/cos^2(phi0) is 1 - alpha_bar exactly; for s = 0,
+      lambda = -2 log tan(pi t/2), lambda' = -2 pi / sin(pi t), t = (2/pi) atan(exp(-lambda/2)).
+    - Flow (Lipman et al. 2023): lambda = 2 log((1 - t)/t), t = sigmoid(-lambda/2).
+    - SDE coefficients (Song et al. 2021, eq. 5; Kingma et al. 2021, App. A): dx = f x dt + g dW
+      with marginal variance sigma^2 needs f = alpha'/alpha and g^2 = (sigma^2)' - 2 f sigma^2 =
+      -sigma^2 lambda'; VP linear gives f = -beta/2, g^2 = beta; Flow f = -1/(1-t),
+      g^2 = 2t/(1-t)."""
+    lam = sp.symbols("lambda", real=True)
+    t = sp.symbols("t", positive=True)
+    # VP
+    a2 = 1 / (1 + sp.exp(-lam))
+    s2 = 1 - a2
+    _check("VP: log(alpha^2/sigma^2) = lambda", sp.expand_log(sp.log(a2 / s2), force=True) - lam)
+    _check("VP: sigma^2 = sigmoid(-lambda)", s2 - 1 / (1 + sp.exp(lam)))
+    _check("sigma_EDM = exp(-lambda/2)", sp.sqrt(s2 / a2) - sp.exp(-lam / 2))
+    # VP linear
+    bmin, bmax = sp.symbols("beta_min beta_max", positive=True)
+    beta = bmin + t * (bmax - bmin)
+    B = bmin * t + (bmax - bmin) * t**2 / 2
+    _check("VP linear: B' = beta", sp.diff(B, t) - beta)
+    alpha_lin = sp.exp(-B / 2)
+    sigma_lin = sp.sqrt(1 - sp.exp(-B))
+    lam_lin = -sp.log(sp.exp(B) - 1)
+    _check(
+        "VP linear: lambda = -log(expm1(B))",
+        sp.expand_log(sp.simplify(sp.log(alpha_lin**2 / sigma_lin**2) - lam_lin), force=True),
+    )
+    Bv = sp.symbols("B", positive=True)
+    t_of_B = 2 * Bv / (bmin + sp.sqrt(bmin**2 + 2 * (bmax - bmin) * Bv))
+    _check("VP linear: B(t(B)) = B", sp.radsimp(B.subs(t, t_of_B)) - Bv)
+    _check(
+        "VP linear: lambda at B = log(1 + exp(-lambda)) is lambda",
+        sp.simplify(-sp.log(sp.exp(sp.log(1 + sp.exp(-lam))) - 1)) - lam,
+    )
+    t_of_lam_lin = t_of_B.subs(Bv, sp.log(1 + sp.exp(-lam)))
+    # cosine
+    phi, phi0 = sp.symbols("phi phi_0", positive=True)
+    _check(
+        "cosine: cos^2(phi0) - cos^2(phi) = sin(phi - phi0) sin(phi + phi0)",
+        sp.expand_trig(
+            sp.cos(phi0) ** 2 - sp.cos(phi) ** 2 - sp.sin(phi - phi0) * sp.sin(phi + phi0)
+        ),
+    )
+    alpha_cos = sp.cos(sp.pi * t / 2)  # s = 0
+    sigma_cos = sp.sin(sp.pi * t / 2)
+    lam_cos = -2 * sp.log(sp.tan(sp.pi * t / 2))
+    # log is injective: compare the SNRs themselves
+    _check("cosine (s=0): SNR = exp(lambda)", alpha_cos**2 / sigma_cos**2 - sp.exp(lam_cos))
+    dlam_cos = -2 * sp.pi / (2 * sp.sin(sp.pi * t / 2) * sp.cos(sp.pi * t / 2))
+    _check("cosine (s=0): lambda' = -2 pi / sin(pi t)", sp.simplify(sp.diff(lam_cos, t) - dlam_cos))
+    _check(
+        "cosine (s=0): lambda' = -2 pi / sin(pi t) (double angle)",
+        sp.simplify(dlam_cos + 2 * sp.pi / sp.sin(sp.pi * t)),
+    )
+    # flow
+    lam_flow = 2 * sp.log((1 - t) / t)
+    t_of_lam_flow = 1 / (1 + sp.exp(lam / 2))
+    _check(
+        "flow: t(lambda(t)) = t",
+        sp.simplify(t_of_lam_flow.subs(lam, lam_flow)) - t,
+    )
+    # SDE coefficients: d Var/dt = 2 f Var + g^2 for dx = f x dt + g dW (Ito)
+    A, Sg = sp.Function("alpha")(t), sp.Function("sigma")(t)
+    f = sp.diff(A, t) / A
+    g2 = sp.diff(Sg**2, t) - 2 * f * Sg**2
+    v0 = sp.symbols("v_0", positive=True)
+    var = A**2 * v0 + Sg**2  # marginal variance for data variance v0
+    _check("variance ODE d Var/dt = 2 f Var + g^2", sp.diff(var, t) - (2 * f * var + g2))
+    lam_gen = sp.log(A**2 / Sg**2)
+    _check("g^2 = -sigma^2 lambda'", sp.simplify(g2 + Sg**2 * sp.diff(lam_gen, t)))
+
+    def coeffs(alpha, sigma):
+        ff = sp.simplify(sp.diff(alpha, t) / alpha)
+        return ff, sp.simplify(sp.diff(sigma**2, t) - 2 * ff * sigma**2)
+
+    f_lin, g2_lin = coeffs(alpha_lin, sigma_lin)
+    _check("VP linear: f = -beta/2", f_lin + beta / 2)
+    _check("VP linear: g^2 = beta", g2_lin - beta)
+    f_flow, g2_flow = coeffs(1 - t, t)
+    _check("flow: f = -1/(1 - t)", f_flow + 1 / (1 - t))
+    _check("flow: g^2 = 2t/(1 - t)", g2_flow - 2 * t / (1 - t))
+    return Derivation(
+        "schedules",
+        "log-SNR closed forms (VP, VP linear, cosine, flow), their inverses, f and g^2",
+        {"t": t, "lambda": lam, "beta_min": bmin, "beta_max": bmax},
+        {
+            "vp_alpha_sq": a2,
+            "vp_sigma_sq": s2,
+            "vp_linear_alpha": alpha_lin,
+            "vp_linear_sigma": sigma_lin,
+            "vp_linear_log_snr": lam_lin,
+            "vp_linear_t_of_log_snr": t_of_lam_lin,
+            "vp_linear_f": f_lin,
+            "vp_linear_g_squared": g2_lin,
+            "cosine_log_snr": lam_cos,
+            "cosine_d_log_snr": -2 * sp.pi / sp.sin(sp.pi * t),
+            "flow_log_snr": lam_flow,
+            "flow_t_of_log_snr": t_of_lam_flow,
+            "flow_f": f_flow,
+            "flow_g_squared": g2_flow,
+        },
+        [
+            ("VP: alpha^2(lambda)", a2),
+            ("VP linear: lambda(t)", lam_lin),
+            ("VP linear: t(lambda)", t_of_lam_lin),
+            ("cosine (s = 0): lambda(t)", lam_cos),
+            ("flow: t(lambda)", t_of_lam_flow),
+            ("f for any path", f),
+            ("g^2 for any path", g2),
+        ],
+    )
+
+
+def probability_flow() -> Derivation:
+    """The probability-flow ODE and the reverse SDE keep the forward marginals (Song et al. 2021,
+    eq. 6 and 13; Anderson 1982), shown for Gaussian data N(mu, v) on any path alpha(t), sigma(t)
+    (abstract functions) in one dimension, where p_t = N(alpha mu, alpha^2 v + sigma^2).
+
+    - Fokker-Planck: p_t solves dp/dt = -d(f x p)/dx + (g^2/2) d^2p/dx^2 for the forward SDE
+      dx = f x dt + g dW, with f = alpha'/alpha and g^2 = (sigma^2)' - 2 f sigma^2.
+    - For every kappa >= 0 the SDE dx = [f x - (1 - kappa) g^2 score/2] dt + sqrt(kappa) g dW has
+      the same Fokker-Planck solution p_t: kappa = 0 is the probability-flow ODE, kappa = 1 the
+      forward SDE; so the ODE and the SDE have the same marginals.
+    - The reverse SDE dx = [f x - g^2 score] dt + g dW_bar, run backward in time, solves the
+      time-reversed Fokker-Planck equation with the same p_t.
+    - The PF-ODE drift equals the flow-matching velocity E[alpha' x_0 + sigma' eps | x_t]
+      (Lipman et al. 2023): f x - g^2 score/2 = alpha' x0_hat + sigma' eps_hat, with Tweedie's
+      x0_hat = (x + sigma^2 score)/alpha and eps_hat = -sigma score."""
+    t = sp.symbols("t", positive=True)
+    x, mu = sp.symbols("x mu", real=True)
+    v, kappa = sp.symbols("v kappa", positive=True)
+    A, Sg = sp.Function("alpha")(t), sp.Function("sigma")(t)
+    f = sp.diff(A, t) / A
+    g2 = sp.diff(Sg**2, t) - 2 * f * Sg**2
+    var = A**2 * v + Sg**2
+    p = sp.exp(-((x - A * mu) ** 2) / (2 * var)) / sp.sqrt(2 * sp.pi * var)
+    score = -(x - A * mu) / var
+    _check("score = d log p/dx", sp.simplify(sp.diff(p, x) / p - score))
+
+    def fp_residual(drift, diffusion, sign=1):
+        """sign * dp/dt + d(drift p)/dx - diffusion/2 d^2p/dx^2, divided by p."""
+        res = sign * sp.diff(p, t) + sp.diff(drift * p, x) - diffusion / 2 * sp.diff(p, x, 2)
+        return sp.simplify(sp.expand(sp.simplify(res / p)))
+
+    _check("Fokker-Planck of the forward SDE", fp_residual(f * x, g2))
+    drift_kappa = f * x - (1 - kappa) * g2 * score / 2
+    _check("every kappa >= 0 gives the same marginals", fp_residual(drift_kappa, kappa * g2))
+    pf_drift = f * x - g2 * score / 2
+    _check("probability-flow ODE: continuity equation", fp_residual(pf_drift, 0))
+    # reverse SDE in reversed time tau = -t: dx = -(f x - g^2 score) dtau + g dW, so
+    # dp/dtau = -dp/dt = d((f x - g^2 score) p)/dx + g^2/2 d^2p/dx^2
+    rev_drift = f * x - g2 * score
+    rev_res = sp.simplify(
+        sp.expand(
+            sp.simplify(
+                (-sp.diff(p, t) - sp.diff(rev_drift * p, x) - g2 / 2 * sp.diff(p, x, 2)) / p
+            )
+        )
+    )
+    _check("reverse SDE solves the time-reversed Fokker-Planck equation", rev_res)
+    x0_hat = (x + Sg**2 * score) / A
+    eps_hat = -Sg * score
+    velocity = sp.diff(A, t) * x0_hat + sp.diff(Sg, t) * eps_hat
+    _check("PF-ODE drift = flow velocity alpha' x0_hat + sigma' eps_hat", pf_drift - velocity)
+    da, ds, al, sg, sc = sp.symbols("dalpha dsigma alpha sigma score", real=True)
+    drift_plain = da / al * x - (2 * sg * ds - 2 * da / al * sg**2) * sc / 2
+    _check(
+        "the plain-symbol drift is the PF-ODE drift",
+        drift_plain.subs({da: sp.diff(A, t), ds: sp.diff(Sg, t), al: A, sg: Sg, sc: score})
+        - pf_drift,
+    )
+    return Derivation(
+        "probability_flow",
+        "Fokker-Planck for Gaussian data; the PF-ODE, the SDE family and the reverse SDE share "
+        "the marginals; the PF-ODE drift is the flow velocity",
+        {"alpha": al, "sigma": sg, "dalpha": da, "dsigma": ds, "x": x, "score": sc},
+        {"pf_ode_drift": drift_plain, "f": da / al, "g_squared": 2 * sg * ds - 2 * da / al * sg**2},
+        [
+            ("marginal density", p),
+            ("f", f),
+            ("g^2", g2),
+            ("SDE family drift (diffusion kappa g^2)", drift_kappa),
+            ("PF-ODE drift", pf_drift),
+            ("flow velocity from Tweedie", velocity),
+        ],
+    )
+
+
 TOPICS = {
     "forward_marginal": forward_marginal,
     "posterior": posterior,
@@ -460,6 +836,9 @@ TOPICS = {
     "score_equivalences": score_equivalences,
     "edm_preconditioning": edm_preconditioning,
     "guidance": guidance,
+    "elbo": elbo,
+    "schedules": schedules,
+    "probability_flow": probability_flow,
 }
 
 
