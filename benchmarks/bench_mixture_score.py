@@ -1,0 +1,196 @@
+"""Benchmark 1 of the accelerated issue: the exact mixture score.
+
+For each case (N points, K components, d dimensions, covariance type) it measures, in one run:
+- ours: ``TorchMixture.score`` (float64), median of repeated timed calls after a warm-up;
+- the floor: 2 N K d^2 flops (one pass of the points through every component's d x d factor;
+  2 N K d for isotropic components) over the float64 GEMM rate measured in the same run (an
+  8192^3 DGEMM), or reading x and writing the score at the measured copy bandwidth if larger;
+- the user's baseline: ``torch.distributions.MixtureSameFamily`` of ``MultivariateNormal`` and
+  autograd of ``log_prob(x).sum()`` (what one writes today), timed once;
+- the NumPy reference on the CPU, timed on a slice of the points and scaled linearly in N;
+- agreement of ours with the reference on 4096 points (max relative error, normwise per row).
+
+Run: ``python benchmarks/bench_mixture_score.py [--device cuda] [--quick] [--json out.json]``.
+Results go to benchmarks/RESULTS.md by hand, with device and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from diffusion_oracle.accelerated.targets import TorchMixture
+from diffusion_oracle.reference import GaussianMixture
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timeit(fn, device, repeat=5, warmup=1):
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def dgemm_rate(device, n=8192):
+    """Float64 GEMM rate (flop/s) on an n x n x n product."""
+    if device.type == "cpu":
+        n = 2048
+    a = torch.randn(n, n, dtype=torch.float64, device=device)
+    b = torch.randn(n, n, dtype=torch.float64, device=device)
+    t = timeit(lambda: a @ b, device, repeat=5, warmup=2)
+    return 2 * n**3 / t
+
+
+def copy_bandwidth(device):
+    """Device memory bandwidth (bytes/s, read + write) of a 1 GiB tensor copy."""
+    a = torch.empty(1 << 27, dtype=torch.float64, device=device)
+    b = torch.empty_like(a)
+    t = timeit(lambda: b.copy_(a), device, repeat=5, warmup=2)
+    return 2 * a.numel() * 8 / t
+
+
+def make_mixture(K, d, ctype, seed=0):
+    g = np.random.default_rng(seed)
+    w = g.dirichlet(np.full(K, 5.0))
+    means = 3.0 * g.standard_normal((K, d)) / math.sqrt(d)
+    if ctype == "full":
+        covs = []
+        for _ in range(K):
+            Q, _ = np.linalg.qr(g.standard_normal((d, d)))
+            covs.append((Q * np.logspace(-3, 0, d)) @ Q.T)
+        covs = np.stack(covs)
+    else:
+        covs = np.exp(g.uniform(np.log(1e-3), 0.0, K))
+    return GaussianMixture(w, means, covs, covariance_type=ctype)
+
+
+def baseline_autograd(mixture, x, alpha, sigma):
+    """What a user writes today: MixtureSameFamily + autograd."""
+    dev = x.device
+    covs = torch.tensor(mixture.covs, device=dev)
+    C = alpha**2 * covs + sigma**2 * torch.eye(mixture.d, device=dev, dtype=torch.float64)
+    mix = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(probs=torch.tensor(mixture.weights, device=dev)),
+        torch.distributions.MultivariateNormal(
+            loc=alpha * torch.tensor(mixture.means, device=dev), covariance_matrix=C
+        ),
+    )
+    xr = x.clone().requires_grad_(True)
+    mix.log_prob(xr).sum().backward()
+    return xr.grad
+
+
+def run_case(N, K, d, ctype, device, rate, bw, baseline=True):
+    mixture = make_mixture(K, d, ctype)
+    alpha, sigma = 0.8, 0.6
+    g = np.random.default_rng(1)
+    x_np = alpha * mixture.sample(N, g) + sigma * g.standard_normal((N, d))
+    x = torch.tensor(x_np, device=device)
+    tm = TorchMixture.from_reference(mixture, device=device)
+    t_ours = timeit(lambda: tm.score(x, alpha, sigma), device)
+    t_compiled = None
+    if device.type == "cuda":
+        tc = TorchMixture.from_reference(mixture, device=device, compile=True)
+        t_compiled = timeit(lambda: tc.score(x, alpha, sigma), device, warmup=2)
+    # agreement with the reference on 4096 points
+    m = min(N, 4096)
+    ref = mixture.score(x_np[:m], alpha, sigma)
+    got = tm.score(x[:m], alpha, sigma).cpu().numpy()
+    rel = float(np.max(np.linalg.norm(got - ref, axis=1) / np.linalg.norm(ref, axis=1)))
+    # NumPy reference on a slice, scaled linearly
+    m_ref = min(N, 1 << 14)
+    t0 = time.perf_counter()
+    mixture.score(x_np[:m_ref], alpha, sigma)
+    t_ref = (time.perf_counter() - t0) * N / m_ref
+    # compute floor: one pass of the points through the K factors (d x d each; d x 1 for the
+    # isotropic case, whose factor is a scalar); memory floor: read x, write the score
+    flops = 2.0 * N * K * d * (d if ctype == "full" else 1)
+    floor = max(flops / rate, 2.0 * N * d * 8 / bw)
+    out = dict(
+        N=N,
+        K=K,
+        d=d,
+        covariance_type=ctype,
+        ours_s=t_ours,
+        compiled_s=t_compiled,
+        floor_s=floor,
+        fraction_of_floor=floor / t_ours,
+        reference_cpu_s_extrapolated=t_ref,
+        speedup_vs_reference=t_ref / t_ours,
+        max_rel_err_vs_reference=rel,
+    )
+    if baseline:
+        try:
+            t_base = timeit(lambda: baseline_autograd(mixture, x, alpha, sigma), device, 1, 0)
+            out.update(baseline_autograd_s=t_base, speedup_vs_baseline=t_base / t_ours)
+        except RuntimeError as err:  # out of memory: reported, not hidden
+            out.update(baseline_autograd_s=None, baseline_error=str(err)[:200])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run on a CPU)")
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    rate = dgemm_rate(device)
+    bw = copy_bandwidth(device)
+    if args.quick:
+        cases = [(1 << 12, 16, 64, "full"), (1 << 12, 16, 64, "iso")]
+    else:
+        cases = [(1 << 20, 16, 64, "full"), (1 << 18, 64, 128, "full"), (1 << 20, 16, 64, "iso")]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    results = dict(
+        device=name,
+        torch=torch.__version__,
+        dgemm_tflops=rate / 1e12,
+        copy_tb_s=bw / 1e12,
+        cases=[],
+    )
+    print(
+        f"device {name}, torch {torch.__version__}, fp64 GEMM {rate / 1e12:.1f} TFLOP/s, "
+        f"copy {bw / 1e12:.2f} TB/s"
+    )
+    for N, K, d, ctype in cases:
+        r = run_case(N, K, d, ctype, device, rate, bw, baseline=not args.no_baseline)
+        results["cases"].append(r)
+        line = (
+            f"N=2^{int(math.log2(N))} K={K} d={d} {ctype}: ours {r['ours_s'] * 1e3:.2f} ms, "
+            f"floor {r['floor_s'] * 1e3:.2f} ms ({100 * r['fraction_of_floor']:.0f}% of it), "
+            + (f"compiled {r['compiled_s'] * 1e3:.2f} ms, " if r["compiled_s"] else "")
+            + f"reference (CPU, extrapolated) {r['reference_cpu_s_extrapolated']:.1f} s "
+            f"(x{r['speedup_vs_reference']:.0f}), rel err {r['max_rel_err_vs_reference']:.1e}"
+        )
+        if r.get("baseline_autograd_s"):
+            line += (
+                f", MixtureSameFamily+autograd {r['baseline_autograd_s']:.2f} s "
+                f"(x{r['speedup_vs_baseline']:.0f})"
+            )
+        print(line, flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

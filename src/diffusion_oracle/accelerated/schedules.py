@@ -1,0 +1,461 @@
+"""Noise schedules in torch: alpha, sigma, log-SNR, their t-derivatives and the SDE coefficients
+f, g^2, for tensors on any device. Independent code written from the formulas (it never calls
+the reference); the tests compare the two.
+
+Build one from a reference schedule's parameters with :func:`torch_schedule`, or directly
+(``TorchVPLinear(0.1, 20.0)``). Formulas and citations are the reference's (README glossary):
+
+- VP linear: B = beta_min t + (beta_max - beta_min) t^2/2, alpha = exp(-B/2), sigma^2 = -expm1(-B)
+  (Song et al. 2021, eq. 33); sub-VP: sigma = -expm1(-B) (eq. 34).
+- cosine: alpha = sin(k (1 - t))/cos(phi0), sigma^2 = sin(k t) sin(k (t + 2s))/cos^2(phi0),
+  k = (pi/2)/(1 + s) (Nichol & Dhariwal 2021, eq. 17, written without cancellation).
+- VE geometric: sigma = sigma_min (sigma_max/sigma_min)^t; EDM: sigma = (a + t D)^rho (Karras
+  et al. 2022, eq. 5); flow: alpha = 1 - t, sigma = t (Lipman et al. 2023).
+- discrete DDPM: log alpha_bar linear in t on each ((n-1)/T, n/T] (Ho et al. 2020, eq. 4), left
+  limits at the nodes.
+
+f = d log alpha/dt and g^2 = -sigma^2 d lambda/dt are written per schedule (Kingma et al. 2021,
+App. A), never through a generic chain rule that would form 0 * inf at the end points.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._common import as_tensor, check_interval, log1mexp
+
+__all__ = [
+    "TorchSchedule",
+    "TorchVPLinear",
+    "TorchSubVP",
+    "TorchVPCosine",
+    "TorchVEGeometric",
+    "TorchEDM",
+    "TorchFlow",
+    "TorchDiscrete",
+    "torch_schedule",
+]
+
+
+class TorchSchedule:
+    """A Gaussian path x_t = alpha(t) x_0 + sigma(t) eps on t in [0, 1] (t = 0 is data).
+
+    Each public method takes ``t`` (a tensor or a number; its device and dtype are kept, a number
+    becomes float64 on the CPU), checks it lies in [0, 1] and returns a tensor of its shape.
+    Subclasses implement ``_log_alpha``, ``_log_sigma``, ``_d_log_alpha``, ``_d_log_sigma``
+    (derivatives of the logs) and may override the others where a direct form is more accurate.
+    """
+
+    kind = ""
+
+    def _t(self, t) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor):
+            t = as_tensor(t, "t", device="cpu", dtype=torch.float64)
+        elif not t.is_floating_point():
+            t = t.to(torch.float64)
+        return check_interval(t, "t", 0.0, 1.0)
+
+    def alpha(self, t):
+        """alpha(t)."""
+        return self._alpha(self._t(t))
+
+    def sigma(self, t):
+        """sigma(t)."""
+        return self._sigma(self._t(t))
+
+    def log_snr(self, t):
+        """lambda(t) = log(alpha^2/sigma^2) (Kingma et al. 2021, eq. 3)."""
+        return self._log_snr(self._t(t))
+
+    def d_alpha(self, t):
+        """d alpha/dt."""
+        return self._d_alpha(self._t(t))
+
+    def d_sigma(self, t):
+        """d sigma/dt."""
+        return self._d_sigma(self._t(t))
+
+    def d_log_snr(self, t):
+        """d lambda/dt."""
+        return self._d_log_snr(self._t(t))
+
+    def f(self, t):
+        """Drift f = d log alpha/dt of dx = f x dt + g dw (Song et al. 2021, eq. 5)."""
+        return self._f(self._t(t))
+
+    def g_squared(self, t):
+        """g^2 = d sigma^2/dt - 2 f sigma^2 = -sigma^2 d lambda/dt (Kingma et al. 2021, App. A)."""
+        return self._g_squared(self._t(t))
+
+    # generic forms from the logs; subclasses override where a direct form is better
+    def _alpha(self, t):
+        return torch.exp(self._log_alpha(t))
+
+    def _sigma(self, t):
+        return torch.exp(self._log_sigma(t))
+
+    def _log_snr(self, t):
+        return 2.0 * (self._log_alpha(t) - self._log_sigma(t))
+
+    def _d_alpha(self, t):
+        return self._alpha(t) * self._d_log_alpha(t)
+
+    def _d_sigma(self, t):
+        return self._sigma(t) * self._d_log_sigma(t)
+
+    def _d_log_snr(self, t):
+        return 2.0 * (self._d_log_alpha(t) - self._d_log_sigma(t))
+
+    def _f(self, t):
+        return self._d_log_alpha(t)
+
+    def _g_squared(self, t):
+        return -(self._sigma(t) ** 2) * self._d_log_snr(t)
+
+
+class _BetaLinear(TorchSchedule):
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+        if not 0 < self.beta_min < self.beta_max or not math.isfinite(self.beta_max):
+            raise ValueError(
+                f"beta_min, beta_max must satisfy 0 < beta_min < beta_max, got "
+                f"{self.beta_min!r}, {self.beta_max!r}"
+            )
+
+    def _beta(self, t):
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def _B(self, t):
+        return t * (self.beta_min + 0.5 * (self.beta_max - self.beta_min) * t)
+
+    def _log_alpha(self, t):
+        return -0.5 * self._B(t)
+
+    def _d_log_alpha(self, t):
+        return -0.5 * self._beta(t)
+
+    def _f(self, t):
+        return -0.5 * self._beta(t)
+
+
+class TorchVPLinear(_BetaLinear):
+    """VP SDE with linear beta(t); sigma = sqrt(-expm1(-B)) (module docstring)."""
+
+    kind = "vp"
+
+    def _sigma(self, t):
+        return torch.sqrt(-torch.expm1(-self._B(t)))
+
+    def _log_sigma(self, t):
+        return 0.5 * log1mexp(self._B(t))
+
+    def _log_snr(self, t):
+        B = self._B(t)
+        return -B - log1mexp(B)
+
+    def _d_sigma(self, t):
+        B = self._B(t)
+        return self._beta(t) * torch.exp(-B) / (2.0 * torch.sqrt(-torch.expm1(-B)))
+
+    def _d_log_snr(self, t):
+        return self._beta(t) / torch.expm1(-self._B(t))
+
+    def _g_squared(self, t):
+        return self._beta(t)
+
+
+class TorchSubVP(_BetaLinear):
+    """Sub-VP SDE: sigma = -expm1(-B) (Song et al. 2021, eq. 34)."""
+
+    kind = "subvp"
+
+    def _sigma(self, t):
+        return -torch.expm1(-self._B(t))
+
+    def _log_sigma(self, t):
+        return log1mexp(self._B(t))
+
+    def _log_snr(self, t):
+        B = self._B(t)
+        return -B - 2.0 * log1mexp(B)
+
+    def _d_sigma(self, t):
+        return self._beta(t) * torch.exp(-self._B(t))
+
+    def _d_log_snr(self, t):
+        # d/dt [-B - 2 log(1 - e^{-B})] = -beta (1 + 2 e^{-B}/(1 - e^{-B})) = -beta coth(B/2)
+        return -self._beta(t) / torch.tanh(0.5 * self._B(t))
+
+    def _g_squared(self, t):
+        return -self._beta(t) * torch.expm1(-2.0 * self._B(t))
+
+
+class TorchVPCosine(TorchSchedule):
+    """Cosine VP schedule with offset ``s`` (module docstring)."""
+
+    kind = "vp"
+
+    def __init__(self, s: float = 0.008):
+        self.s = float(s)
+        if not (self.s >= 0 and math.isfinite(self.s)):
+            raise ValueError(f"s must be finite and >= 0, got {self.s!r}")
+        self.k = 0.5 * math.pi / (1.0 + self.s)
+        self.cos_phi0 = math.cos(self.k * self.s)
+
+    def _alpha(self, t):
+        return torch.sin(self.k * (1.0 - t)) / self.cos_phi0
+
+    def _sigma(self, t):
+        return torch.sqrt(torch.sin(self.k * t) * torch.sin(self.k * (t + 2 * self.s))) / (
+            self.cos_phi0
+        )
+
+    def _log_alpha(self, t):
+        return torch.log(torch.sin(self.k * (1.0 - t))) - math.log(self.cos_phi0)
+
+    def _log_sigma(self, t):
+        return 0.5 * (
+            torch.log(torch.sin(self.k * t)) + torch.log(torch.sin(self.k * (t + 2 * self.s)))
+        ) - math.log(self.cos_phi0)
+
+    def _log_snr(self, t):
+        return (
+            2.0 * torch.log(torch.sin(self.k * (1.0 - t)))
+            - torch.log(torch.sin(self.k * t))
+            - torch.log(torch.sin(self.k * (t + 2 * self.s)))
+        )
+
+    def _d_log_alpha(self, t):
+        return -self.k / torch.tan(self.k * (1.0 - t))
+
+    def _d_log_sigma(self, t):
+        return (
+            0.5
+            * self.k
+            * (1.0 / torch.tan(self.k * t) + 1.0 / torch.tan(self.k * (t + 2 * self.s)))
+        )
+
+    def _d_alpha(self, t):
+        return -self.k * torch.cos(self.k * (1.0 - t)) / self.cos_phi0
+
+    def _d_sigma(self, t):
+        # d sigma^2/dt = k sin(2 phi)/cos^2(phi0) with phi = k (t + s)
+        return (
+            self.k
+            * torch.sin(2.0 * self.k * (t + self.s))
+            / (2.0 * self.cos_phi0**2 * self._sigma(t))
+        )
+
+
+class TorchVEGeometric(TorchSchedule):
+    """VE SDE: alpha = 1, sigma = sigma_min (sigma_max/sigma_min)^t (Song et al. 2021, eq. 30)."""
+
+    kind = "ve"
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        if not 0 < self.sigma_min < self.sigma_max < math.inf:
+            raise ValueError(
+                f"sigma_min, sigma_max must satisfy 0 < sigma_min < sigma_max, got "
+                f"{self.sigma_min!r}, {self.sigma_max!r}"
+            )
+        self.log_ratio = math.log(self.sigma_max / self.sigma_min)
+
+    def _log_alpha(self, t):
+        return torch.zeros_like(t)
+
+    def _alpha(self, t):
+        return torch.ones_like(t)
+
+    def _log_sigma(self, t):
+        return math.log(self.sigma_min) + t * self.log_ratio
+
+    def _d_log_alpha(self, t):
+        return torch.zeros_like(t)
+
+    def _d_log_sigma(self, t):
+        return torch.full_like(t, self.log_ratio)
+
+    def _g_squared(self, t):
+        return 2.0 * self.log_ratio * self._sigma(t) ** 2
+
+
+class TorchEDM(TorchSchedule):
+    """EDM / Karras: alpha = 1, sigma = (a + t D)^rho, a = sigma_min^(1/rho),
+    D = sigma_max^(1/rho) - a (Karras et al. 2022, eq. 5)."""
+
+    kind = "ve"
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
+        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
+        if not 0 < self.sigma_min < self.sigma_max < math.inf or not self.rho > 0:
+            raise ValueError(
+                f"need 0 < sigma_min < sigma_max and rho > 0, got {self.sigma_min!r}, "
+                f"{self.sigma_max!r}, {self.rho!r}"
+            )
+        self.a = self.sigma_min ** (1.0 / self.rho)
+        self.D = self.sigma_max ** (1.0 / self.rho) - self.a
+
+    def _alpha(self, t):
+        return torch.ones_like(t)
+
+    def _log_alpha(self, t):
+        return torch.zeros_like(t)
+
+    def _sigma(self, t):
+        return (self.a + t * self.D) ** self.rho
+
+    def _log_sigma(self, t):
+        return self.rho * torch.log(self.a + t * self.D)
+
+    def _d_log_alpha(self, t):
+        return torch.zeros_like(t)
+
+    def _d_log_sigma(self, t):
+        return self.rho * self.D / (self.a + t * self.D)
+
+
+class TorchFlow(TorchSchedule):
+    """Conditional-OT flow path alpha = 1 - t, sigma = t (Lipman et al. 2023, eq. 20)."""
+
+    kind = "flow"
+
+    def _alpha(self, t):
+        return 1.0 - t
+
+    def _sigma(self, t):
+        return t.clone()
+
+    def _log_alpha(self, t):
+        return torch.log1p(-t)
+
+    def _log_sigma(self, t):
+        return torch.log(t)
+
+    def _d_alpha(self, t):
+        return torch.full_like(t, -1.0)
+
+    def _d_sigma(self, t):
+        return torch.ones_like(t)
+
+    def _d_log_alpha(self, t):
+        return -1.0 / (1.0 - t)
+
+    def _d_log_sigma(self, t):
+        return 1.0 / t
+
+    def _d_log_snr(self, t):
+        return -2.0 / (t * (1.0 - t))
+
+    def _g_squared(self, t):
+        return 2.0 * t / (1.0 - t)
+
+
+class TorchDiscrete(TorchSchedule):
+    """Discrete DDPM schedule from betas beta_1..beta_T, embedded in continuous time: n/T is node
+    n and log alpha_bar is linear in t between nodes (Ho et al. 2020, eq. 4; the VP SDE with
+    piecewise-constant beta). Derivatives at a node are left limits; beta_T = 1 (zero terminal
+    SNR) gives alpha = 0 on the last interval."""
+
+    kind = "vp"
+
+    def __init__(self, betas):
+        b = [float(x) for x in betas]
+        if not b or any(not 0 < x <= 1 for x in b) or any(x == 1 for x in b[:-1]):
+            raise ValueError("betas must lie in (0, 1), beta_T = 1 allowed, and be non-empty")
+        self.T = len(b)
+        ell = [math.log1p(-x) if x < 1 else -math.inf for x in b]
+        # log alpha_bar_n by Kahan-compensated summation (T float64 additions would lose
+        # up to ~T/2 ulps of the largest partial sum)
+        log_ab, acc, comp = [0.0], 0.0, 0.0
+        for v in ell:
+            if v == -math.inf:
+                acc, comp = -math.inf, 0.0
+            else:
+                y = v - comp
+                tot = acc + y
+                comp = (tot - acc) - y
+                acc = tot
+            log_ab.append(acc)
+        self._ell = torch.tensor(ell, dtype=torch.float64)
+        self._log_ab = torch.tensor(log_ab, dtype=torch.float64)
+
+    def _interval(self, t):
+        ell, lab = self._ell.to(t.device, t.dtype), self._log_ab.to(t.device, t.dtype)
+        u = t * self.T
+        node = torch.round(u)
+        snap = (u - node).abs() <= 4.0 * torch.finfo(t.dtype).eps * torch.clamp(u, min=1.0)
+        u = torch.where(snap, node, u)
+        n = torch.clamp(torch.ceil(u), 1, self.T).long()
+        frac = u - (n - 1).to(t.dtype)
+        e = ell[n - 1]
+        L = lab[n - 1] + torch.where(frac == 0, torch.zeros_like(frac), frac * e)
+        return L, e
+
+    def _alpha(self, t):
+        return torch.exp(0.5 * self._interval(t)[0])
+
+    def _sigma(self, t):
+        return torch.sqrt(-torch.expm1(self._interval(t)[0]))
+
+    def _log_alpha(self, t):
+        return 0.5 * self._interval(t)[0]
+
+    def _log_sigma(self, t):
+        return 0.5 * log1mexp(-self._interval(t)[0])
+
+    def _log_snr(self, t):
+        L = self._interval(t)[0]
+        return L - log1mexp(-L)
+
+    def _d_log_alpha(self, t):
+        return 0.5 * self.T * self._interval(t)[1]
+
+    def _d_alpha(self, t):
+        L, e = self._interval(t)
+        a = torch.exp(0.5 * L)
+        return torch.where(a == 0, torch.zeros_like(a), 0.5 * self.T * e * a)
+
+    def _d_sigma(self, t):
+        # d sigma/dt = -T ell e^L / (2 sigma)
+        L, e = self._interval(t)
+        s = torch.sqrt(-torch.expm1(L))
+        return torch.where(
+            torch.exp(L) == 0, torch.zeros_like(s), -self.T * e * torch.exp(L) / (2 * s)
+        )
+
+    def _d_log_snr(self, t):
+        # lambda = L - log(1 - e^L): d/dt = T ell (1 + e^L/(1 - e^L)) = T ell / (1 - e^L)
+        L, e = self._interval(t)
+        return self.T * e / (-torch.expm1(L))
+
+    def _f(self, t):
+        return 0.5 * self.T * self._interval(t)[1]
+
+    def _g_squared(self, t):
+        # -sigma^2 d lambda/dt = -T ell
+        return -self.T * self._interval(t)[1]
+
+
+def torch_schedule(schedule) -> TorchSchedule:
+    """The torch counterpart of a reference schedule, built from its parameters only."""
+    name = type(schedule).__name__
+    if name == "VPLinear":
+        return TorchVPLinear(schedule.beta_min, schedule.beta_max)
+    if name == "SubVP":
+        return TorchSubVP(schedule.beta_min, schedule.beta_max)
+    if name == "VPCosine":
+        return TorchVPCosine(schedule.s)
+    if name == "VEGeometric":
+        return TorchVEGeometric(schedule.sigma_min, schedule.sigma_max)
+    if name == "EDM":
+        return TorchEDM(schedule.sigma_min, schedule.sigma_max, schedule.rho)
+    if name == "Flow":
+        return TorchFlow()
+    if name == "DiscreteSchedule":
+        return TorchDiscrete(schedule.betas)
+    if isinstance(schedule, TorchSchedule):
+        return schedule
+    raise TypeError(f"schedule must be a built-in reference schedule, got {name}")

@@ -1,0 +1,296 @@
+"""Gaussian-mixture targets in torch, batched and chunked, on any device.
+
+p_0 = sum_k w_k N(mu_k, Sigma_k) diffuses to p_t = sum_k w_k N(alpha mu_k, C_k),
+C_k = alpha^2 Sigma_k + sigma^2 I. With r_k = softmax_k[log w_k + log N(x; alpha mu_k, C_k)] and
+g_k = C_k^{-1}(x - alpha mu_k) (Song et al. 2021; Efron 2011; Karras et al. 2022, App. B.3):
+
+    score     = -sum_k r_k g_k                    eps = sigma sum_k r_k g_k
+    x0        =  sum_k r_k (mu_k + alpha Sigma_k g_k)
+    laplacian =  sum_k r_k (|g_k|^2 - tr C_k^{-1}) - |score|^2
+
+Layouts (the hot path is the score):
+
+- full covariances: Sigma_k = Q_k diag(lam_k) Q_k^T (one ``torch.linalg.eigh`` at construction).
+  All components are rotated at once by one matrix product against the stacked eigenvectors,
+  Y = X [Q_1 ... Q_K] (N x K d); C_k is diagonal in that basis for every (alpha, sigma), so times
+  may differ per point. The weighted g's go back by one more product with the stacked Q^T.
+- isotropic: Mahalanobis terms and the score come from products with the means,
+  |x - alpha mu_k|^2 = |x|^2 - 2 alpha x.mu_k + alpha^2 |mu_k|^2, with (N, K) intermediates only.
+- diagonal: direct differences (N, K, d).
+
+Points are processed in chunks of at most ``chunk_elems`` N*K*d elements, so memory stays
+bounded for any N. float64 is the default; float32 is accepted (tolerances in the tests).
+This is an independent implementation: it takes the mixture's parameters, never its code.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import LOG_2PI, as_tensor, check_finite, resolve
+
+__all__ = ["TorchMixture"]
+
+_QUANTITIES = ("log_prob", "resp", "score", "eps", "x0", "laplacian")
+
+
+class TorchMixture:
+    """A Gaussian mixture with exact diffused quantities (module docstring).
+
+    Parameters: ``weights`` (K,), ``means`` (K, d), ``covs``: (K, d, d) for
+    ``covariance_type="full"``, (K, d) variances for "diag", (K,) variances for "iso";
+    ``device`` (default CUDA when available), ``dtype`` (default float64), ``chunk_elems`` (bound
+    on N*K*d per chunk; default 2^27 on a GPU, 2^20 on the CPU), ``compile`` (fuse the
+    elementwise work with torch.compile).
+    Build from a reference mixture with :meth:`from_reference`.
+
+    Example::
+
+        tm = TorchMixture.from_reference(ring8(), device="cpu")
+        s = tm.score(x, alpha=0.8, sigma=0.6)
+    """
+
+    def __init__(
+        self,
+        weights,
+        means,
+        covs,
+        *,
+        covariance_type: str = "full",
+        device=None,
+        dtype=None,
+        chunk_elems: int | None = None,
+        compile: bool = False,
+    ):
+        self.device, self.dtype = resolve(device, dtype)
+        if chunk_elems is None:
+            # GPU: 2^27 elements (1 GiB in float64) per (N, K, d) intermediate keeps kernel
+            # launches negligible; CPU: 2^20 keeps temporaries in cache-friendly sizes
+            chunk_elems = 1 << 27 if self.device.type == "cuda" else 1 << 20
+        if covariance_type not in ("full", "diag", "iso"):
+            raise ValueError(
+                f"covariance_type must be one of 'full', 'diag', 'iso', got {covariance_type!r}"
+            )
+        if int(chunk_elems) < 1:
+            raise ValueError(f"chunk_elems must be >= 1, got {chunk_elems!r}")
+        self.covariance_type = covariance_type
+        self.chunk_elems = int(chunk_elems)
+        # optional fusion of the elementwise work around the matrix products (torch.compile);
+        # measured in benchmarks/RESULTS.md
+        self._chunk_fn = torch.compile(self._chunk, dynamic=True) if compile else self._chunk
+        f64 = dict(device=self.device, dtype=torch.float64)
+        w = check_finite(as_tensor(weights, "weights", **f64), "weights")
+        mu = check_finite(as_tensor(means, "means", **f64), "means")
+        if mu.ndim != 2:
+            raise ValueError(f"means must have shape (K, d), got {tuple(mu.shape)}")
+        self.K, self.d = mu.shape
+        if w.shape != (self.K,) or bool((w <= 0).any()) or abs(float(w.sum()) - 1.0) > 1e-10:
+            raise ValueError(f"weights must be K={self.K} positive numbers summing to 1")
+        cv = check_finite(as_tensor(covs, "covs", **f64), "covs")
+        want = {"full": (self.K, self.d, self.d), "diag": (self.K, self.d), "iso": (self.K,)}
+        if tuple(cv.shape) != want[covariance_type]:
+            raise ValueError(
+                f"covs must have shape {want[covariance_type]} for {covariance_type!r}, "
+                f"got {tuple(cv.shape)}"
+            )
+        # the factorisations happen once, in float64, then are cast to the working dtype
+        if covariance_type == "full":
+            lam, Q = torch.linalg.eigh(0.5 * (cv + cv.transpose(1, 2)))
+            lam = torch.clamp(lam, min=0.0)
+            self._Qcat = Q.permute(1, 0, 2).reshape(self.d, self.K * self.d)  # [Q_1 ... Q_K]
+            self._QcatT = self._Qcat.T.contiguous()
+            self._mrot = torch.einsum("kij,ki->kj", Q, mu)  # Q_k^T mu_k
+            self._Qcat, self._QcatT, self._mrot = (
+                t.to(self.dtype) for t in (self._Qcat, self._QcatT, self._mrot)
+            )
+        elif covariance_type == "diag":
+            lam = cv
+        else:
+            lam = cv[:, None].expand(self.K, self.d)
+        if bool((lam < 0).any()):
+            raise ValueError("covs must be positive semi-definite")
+        self._lam = lam.to(self.dtype).contiguous()  # (K, d) eigenvalues / variances
+        self._iso_var = cv.to(self.dtype) if covariance_type == "iso" else None
+        self.weights = w.to(self.dtype)
+        self.log_weights = torch.log(w).to(self.dtype)
+        self.means = mu.to(self.dtype).contiguous()
+        self._mu_sq = (mu * mu).sum(1).to(self.dtype)  # |mu_k|^2
+
+    @classmethod
+    def from_reference(cls, mixture, *, device=None, dtype=None, chunk_elems=None, compile=False):
+        """The torch mixture with the parameters of a reference ``GaussianMixture`` (its
+        weights, means and covariances; the factorisation is redone here)."""
+        ct = mixture.covariance_type
+        covs = mixture.covs
+        if ct == "diag":
+            covs = covs.diagonal(axis1=1, axis2=2)
+        elif ct == "iso":
+            covs = covs[:, 0, 0]
+        return cls(
+            mixture.weights,
+            mixture.means,
+            covs,
+            covariance_type=ct,
+            device=device,
+            dtype=dtype,
+            chunk_elems=chunk_elems,
+            compile=compile,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    def _prep(self, x, alpha, sigma):
+        x = as_tensor(x, "x", device=self.device, dtype=self.dtype)
+        if x.ndim < 1 or x.shape[-1] != self.d:
+            raise ValueError(f"x must have shape (..., d) with d = {self.d}, got {tuple(x.shape)}")
+        batch = x.shape[:-1]
+        xf = x.reshape(-1, self.d)
+        n = xf.shape[0]
+        out = []
+        for name, v in (("alpha", alpha), ("sigma", sigma)):
+            v = as_tensor(v, name, device=self.device, dtype=self.dtype)
+            if v.ndim and tuple(v.shape) != tuple(batch):
+                raise ValueError(
+                    f"{name} must be a scalar or have the batch shape {tuple(batch)}, "
+                    f"got {tuple(v.shape)}"
+                )
+            check_finite(v, name)
+            if bool((v < 0).any()):
+                raise ValueError(f"{name} must be >= 0, got {v[v < 0].reshape(-1)[0].item()!r}")
+            out.append(v.reshape(-1) if v.ndim else v)
+        a, s = out
+        if bool((s == 0).any()) and bool((self._lam == 0).any()):
+            raise ValueError("sigma must be > 0 for a mixture with singular covariances")
+        return xf, n, a, s, batch
+
+    def _eval(self, x, alpha, sigma, what):
+        xf, n, a, s, batch = self._prep(x, alpha, sigma)
+        per_row = self.K if self.covariance_type == "iso" else self.K * self.d  # intermediates
+        rows = max(1, self.chunk_elems // per_row)
+        res = {k: [] for k in what}
+        for i in range(0, n, rows):
+            sl = slice(i, min(n, i + rows))
+            ac = a[sl] if a.ndim else a
+            sc = s[sl] if s.ndim else s
+            for k, v in self._chunk_fn(xf[sl], ac, sc, what).items():
+                res[k].append(v)
+        return {k: torch.cat(v, 0) for k, v in res.items()}, batch
+
+    def _chunk(self, x, a, s, what):
+        n, K, d = x.shape[0], self.K, self.d
+        per_point = a.ndim == 1 or s.ndim == 1
+        a2 = a.reshape(-1, 1) if a.ndim else a  # (n, 1) or scalar
+        s2 = s.reshape(-1, 1) if s.ndim else s
+        out = {}
+        if self.covariance_type == "iso":
+            c = a2 * a2 * self._iso_var + s2 * s2  # (K,) or (n, K)
+            xm = x @ self.means.T  # (n, K)
+            x_sq = (x * x).sum(1, keepdim=True)
+            # |x - alpha mu_k|^2, clamped at 0 against rounding in the expansion
+            dist = torch.clamp(x_sq - 2 * a2 * xm + a2 * a2 * self._mu_sq, min=0.0)
+            maha = dist / c
+            logdet = d * torch.log(c)
+        else:
+            a3 = a.reshape(-1, 1, 1) if a.ndim else a
+            s3 = s.reshape(-1, 1, 1) if s.ndim else s
+            if self.covariance_type == "full":
+                y = (x @ self._Qcat).view(n, K, d) - a3 * self._mrot
+            else:
+                y = x[:, None, :] - a3 * self.means
+            c = a3 * a3 * self._lam + s3 * s3  # (K, d) or (n, K, d)
+            z = y / c
+            maha = (y * z).sum(-1)
+            logdet = torch.log(c).sum(-1)
+        joint = self.log_weights - 0.5 * (d * LOG_2PI + logdet + maha)  # (n, K)
+        logp = torch.logsumexp(joint, dim=1)
+        r = torch.exp(joint - logp[:, None])
+        if "log_prob" in what:
+            out["log_prob"] = logp
+        if "resp" in what:
+            out["resp"] = r
+        need_score = bool({"score", "eps", "laplacian"} & set(what))
+        if self.covariance_type == "iso":
+            rc = r / c  # r_k / c_k
+            if need_score or "x0" in what:
+                # sum_k r_k g_k = x sum_k r_k/c_k - alpha (r/c) @ mu
+                g_sum = x * rc.sum(1, keepdim=True) - a2 * (rc @ self.means)
+            if "x0" in what:
+                # sum_k r_k (mu_k + alpha s_k^2 g_k)
+                out["x0"] = r @ self.means + a2 * (
+                    x * (rc * self._iso_var).sum(1, keepdim=True)
+                    - a2 * ((rc * self._iso_var) @ self.means)
+                )
+            if "laplacian" in what:
+                g_sq = (r * maha / c).sum(1)  # sum_k r_k |g_k|^2 = r_k dist_k / c_k^2
+                tr = (r * d / c).sum(1)
+                out["laplacian"] = g_sq - tr - (g_sum * g_sum).sum(1)
+        else:
+            rz = r[:, :, None] * z  # r_k times g_k in the rotated basis
+            if need_score:
+                if self.covariance_type == "full":
+                    g_sum = rz.reshape(n, K * d) @ self._QcatT
+                else:
+                    g_sum = rz.sum(1)
+            if "x0" in what:
+                lz = rz * self._lam
+                back = (
+                    lz.reshape(n, K * d) @ self._QcatT
+                    if self.covariance_type == "full"
+                    else (lz.sum(1))
+                )
+                out["x0"] = r @ self.means + (a.reshape(-1, 1) if a.ndim else a) * back
+            if "laplacian" in what:
+                g_sq = (r * (z * z).sum(-1)).sum(1)
+                tr = (r * (1.0 / c).sum(-1)).sum(1)
+                out["laplacian"] = g_sq - tr - (g_sum * g_sum).sum(1)
+        if "score" in what:
+            out["score"] = -g_sum
+        if "eps" in what:
+            out["eps"] = s2 * g_sum if per_point or s.ndim else s * g_sum
+        return out
+
+    # ------------------------------------------------------------------ public quantities
+    def log_prob(self, x, alpha=1.0, sigma=0.0):
+        """log p_t(x) = logsumexp_k [log w_k + log N(x; alpha mu_k, C_k)] (nats), shape (...)."""
+        out, batch = self._eval(x, alpha, sigma, ("log_prob",))
+        return out["log_prob"].reshape(batch)
+
+    def responsibilities(self, x, alpha=1.0, sigma=0.0):
+        """r_k(x) = P(k | x_t = x), shape (..., K)."""
+        out, batch = self._eval(x, alpha, sigma, ("resp",))
+        return out["resp"].reshape(*batch, self.K)
+
+    def score(self, x, alpha, sigma):
+        """grad_x log p_t(x) = -sum_k r_k C_k^{-1}(x - alpha mu_k), shape (..., d)."""
+        out, batch = self._eval(x, alpha, sigma, ("score",))
+        return out["score"].reshape(*batch, self.d)
+
+    def eps(self, x, alpha, sigma):
+        """E[eps | x_t = x] = sigma sum_k r_k g_k, shape (..., d)."""
+        out, batch = self._eval(x, alpha, sigma, ("eps",))
+        return out["eps"].reshape(*batch, self.d)
+
+    def denoise(self, x, alpha, sigma):
+        """Tweedie's E[x_0 | x_t = x] = sum_k r_k (mu_k + alpha Sigma_k g_k), shape (..., d)."""
+        out, batch = self._eval(x, alpha, sigma, ("x0",))
+        return out["x0"].reshape(*batch, self.d)
+
+    def v(self, x, alpha, sigma):
+        """E[v | x] = alpha E[eps|x] - sigma E[x_0|x] (Salimans & Ho 2022), shape (..., d)."""
+        out, batch = self._eval(x, alpha, sigma, ("eps", "x0"))
+        a, s = self._col(alpha), self._col(sigma)
+        return (a * out["eps"] - s * out["x0"]).reshape(*batch, self.d)
+
+    def velocity(self, x, alpha, sigma, d_alpha, d_sigma):
+        """u = alpha' E[x_0|x] + sigma' E[eps|x] (Lipman et al. 2023, eq. 9), shape (..., d)."""
+        out, batch = self._eval(x, alpha, sigma, ("eps", "x0"))
+        da, ds = self._col(d_alpha, "d_alpha"), self._col(d_sigma, "d_sigma")
+        return (da * out["x0"] + ds * out["eps"]).reshape(*batch, self.d)
+
+    def laplacian(self, x, alpha, sigma):
+        """Delta log p_t(x) = sum_k r_k (|g_k|^2 - tr C_k^{-1}) - |score|^2, shape (...)."""
+        out, batch = self._eval(x, alpha, sigma, ("laplacian",))
+        return out["laplacian"].reshape(batch)
+
+    def _col(self, v, name="alpha"):
+        v = check_finite(as_tensor(v, name, device=self.device, dtype=self.dtype), name)
+        return v.reshape(-1, 1) if v.ndim else v
