@@ -91,15 +91,15 @@ def _compare(mixture, tm, x, alpha, sigma, rtol, device):
     lam_max = max(np.linalg.eigvalsh(c).max() for c in mixture.covs)
     mu_max = np.linalg.norm(mixture.means, axis=1).max()
     checks = {
-        "log_prob": (np.abs(mixture.log_prob(x, alpha, sigma)) + S_log, None),
-        "responsibilities": (1.0 + S_log[:, None], None),
-        "score": (S_g, None),
-        "eps": (s_col * S_g, None),
-        "denoise": (mu_max + a_col * lam_max * S_g, None),
+        "log_prob": np.abs(mixture.log_prob(x, alpha, sigma)) + S_log,
+        "responsibilities": 1.0 + S_log[:, None],
+        "score": S_g,
+        "eps": s_col * S_g,
+        "denoise": mu_max + a_col * lam_max * S_g,
         # sum_k r_k |g_k|^2 - |score|^2 cancels at S_g^2; tr C_k^{-1} is at most d / c_min
-        "laplacian": (S_g[:, 0] ** 2 + mixture.d * inv_c, None),
+        "laplacian": S_g[:, 0] ** 2 + mixture.d * inv_c,
     }
-    for name, (scale, _) in checks.items():
+    for name, scale in checks.items():
         ref = getattr(mixture, name)(x, alpha, sigma)
         got = getattr(tm, name)(xt, at, st_).cpu().numpy()
         err = np.abs(got - ref)
@@ -157,6 +157,8 @@ def test_bad_input_is_named():
         tm.score(torch.zeros(3, 5), 0.5, 0.5)
     with pytest.raises(ValueError, match="sigma must be >= 0"):
         tm.score(torch.zeros(3, 2), 0.5, -1.0)
+    with pytest.raises(ValueError, match="x must be finite"):
+        tm.score(torch.tensor([[0.0, float("nan")]]), 0.5, 0.5)
     with pytest.raises(ValueError, match="alpha must be finite"):
         tm.score(torch.zeros(3, 2), float("nan"), 0.5)
     with pytest.raises(ValueError, match="alpha must be a scalar or have the batch shape"):
@@ -165,6 +167,8 @@ def test_bad_input_is_named():
         TorchMixture([0.5, 0.6], [[0.0], [1.0]], [1.0, 1.0], covariance_type="iso", device="cpu")
     with pytest.raises(ValueError, match="covs must have shape"):
         TorchMixture([1.0], [[0.0, 0.0]], [1.0, 1.0], covariance_type="iso", device="cpu")
+    with pytest.raises(ValueError, match="device must name a torch device"):
+        TorchMixture([1.0], [[0.0]], [1.0], covariance_type="iso", device="nosuch")
     with pytest.raises(TypeError, match="dtype must be"):
         TorchMixture([1.0], [[0.0]], [1.0], covariance_type="iso", dtype=torch.float16)
     with pytest.raises(ValueError, match="t must lie in"):

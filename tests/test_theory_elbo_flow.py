@@ -92,7 +92,8 @@ def test_cosine_log_snr_density_matches_the_reference(lam):
     assert math.isclose(t, float(t_exact), rel_tol=RTOL_MP), (t, t_exact)
     dens = float(_mp("elbo", "cosine_log_snr_density", ["lambda"])(mp.mpf(lam)))
     ref = 1.0 / abs(sch.d_log_snr(t))
-    # t carries its own rounding: d log p / d t = pi cot(pi t) - pi tan... bounded by 1/t + 1/(1-t)
+    # t carries its own rounding of relative size eps; p = sin(pi t)/(2 pi) as a function of t
+    # amplifies it by |t d log p/dt| = |pi t cot(pi t)|
     cond = 1.0 + t * abs(math.pi / math.tan(math.pi * t))
     assert math.isclose(ref, dens, rel_tol=RTOL_MP * cond), (ref, dens)
 

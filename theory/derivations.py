@@ -529,8 +529,8 @@ def elbo() -> Derivation:
         neg_elbo.subs(bayes_subs) - (L_T + sum(L_mid) + L_0),
     )
     # -- L_{t-1} in eps form
-    eps, eps_hat, s2 = sp.symbols("epsilon epsilon_hat s^2", real=True)
-    s2 = sp.symbols("s2", positive=True)
+    eps, eps_hat = sp.symbols("epsilon epsilon_hat", real=True)
+    s2 = sp.symbols("s2", positive=True)  # the model's variance
     x0_of = (xt - sp.sqrt(1 - abt) * eps) / sp.sqrt(abt)
     mu_tilde = post_mean.subs(x0, x0_of)
     mu_model = (xt - beta / sp.sqrt(1 - abt) * eps_hat) / sp.sqrt(at)

@@ -13,11 +13,13 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 def resolve(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
     """(device, dtype) with the defaults: CUDA when available, float64."""
-    dev = (
-        torch.device(device)
-        if device is not None
-        else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-    )
+    if device is None:
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"device must name a torch device, got {device!r}") from err
     dt = torch.float64 if dtype is None else dtype
     if dt not in (torch.float64, torch.float32):
         raise TypeError(f"dtype must be torch.float64 or torch.float32, got {dt}")

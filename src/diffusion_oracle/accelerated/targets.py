@@ -139,7 +139,7 @@ class TorchMixture:
 
     # ------------------------------------------------------------------ evaluation
     def _prep(self, x, alpha, sigma):
-        x = as_tensor(x, "x", device=self.device, dtype=self.dtype)
+        x = check_finite(as_tensor(x, "x", device=self.device, dtype=self.dtype), "x")
         if x.ndim < 1 or x.shape[-1] != self.d:
             raise ValueError(f"x must have shape (..., d) with d = {self.d}, got {tuple(x.shape)}")
         batch = x.shape[:-1]
@@ -177,7 +177,6 @@ class TorchMixture:
 
     def _chunk(self, x, a, s, what):
         n, K, d = x.shape[0], self.K, self.d
-        per_point = a.ndim == 1 or s.ndim == 1
         a2 = a.reshape(-1, 1) if a.ndim else a  # (n, 1) or scalar
         s2 = s.reshape(-1, 1) if s.ndim else s
         out = {}
@@ -237,7 +236,7 @@ class TorchMixture:
                     if self.covariance_type == "full"
                     else (lz.sum(1))
                 )
-                out["x0"] = r @ self.means + (a.reshape(-1, 1) if a.ndim else a) * back
+                out["x0"] = r @ self.means + a2 * back
             if "laplacian" in what:
                 g_sq = (r * (z * z).sum(-1)).sum(1)
                 tr = (r * (1.0 / c).sum(-1)).sum(1)
@@ -245,7 +244,7 @@ class TorchMixture:
         if "score" in what:
             out["score"] = -g_sum
         if "eps" in what:
-            out["eps"] = s2 * g_sum if per_point or s.ndim else s * g_sum
+            out["eps"] = s2 * g_sum
         return out
 
     # ------------------------------------------------------------------ public quantities
