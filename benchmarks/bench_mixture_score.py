@@ -97,7 +97,10 @@ def baseline_autograd(mixture, x, alpha, sigma):
     return xr.grad
 
 
-def run_case(N, K, d, ctype, device, rate, bw, baseline=True):
+SWEEP = [(b, w, st) for b in (16, 32, 64, 128) for w in (4, 8) for st in (1, 2)]
+
+
+def run_case(N, K, d, ctype, device, rate, bw, baseline=True, sweep=False):
     mixture = make_mixture(K, d, ctype)
     alpha, sigma = 0.8, 0.6
     g = np.random.default_rng(1)
@@ -105,15 +108,41 @@ def run_case(N, K, d, ctype, device, rate, bw, baseline=True):
     x = torch.tensor(x_np, device=device)
     tm = TorchMixture.from_reference(mixture, device=device)
     t_ours = timeit(lambda: tm.score(x, alpha, sigma), device)
-    t_compiled = None
+    t_unfused = t_compiled = None
+    configs = {}
     if device.type == "cuda":
-        tc = TorchMixture.from_reference(mixture, device=device, compile=True)
+        tu = TorchMixture.from_reference(mixture, device=device, fused=False)
+        t_unfused = timeit(lambda: tu.score(x, alpha, sigma), device)
+        tc = TorchMixture.from_reference(mixture, device=device, compile=True, fused=False)
         t_compiled = timeit(lambda: tc.score(x, alpha, sigma), device, warmup=2)
+        if sweep and tm.fused:
+            from diffusion_oracle.accelerated._fused import fused_eval
+
+            xf = x.reshape(-1, d)
+            for cfg in SWEEP:
+                try:
+                    t = timeit(
+                        lambda cfg=cfg: fused_eval(tm, xf, alpha, sigma, ("score",), config=cfg),
+                        device,
+                    )
+                    configs[f"BM={cfg[0]},warps={cfg[1]},stages={cfg[2]}"] = t
+                except Exception as err:  # a config that does not compile: reported
+                    configs[f"BM={cfg[0]},warps={cfg[1]},stages={cfg[2]}"] = (
+                        f"failed: {str(err)[:120]}"
+                    )
     # agreement with the reference on 4096 points
     m = min(N, 4096)
     ref = mixture.score(x_np[:m], alpha, sigma)
     got = tm.score(x[:m], alpha, sigma).cpu().numpy()
     rel = float(np.max(np.linalg.norm(got - ref, axis=1) / np.linalg.norm(ref, axis=1)))
+    # the other fused outputs against the reference on the same points
+    xm = x[:m]
+    lp_ref = mixture.log_prob(x_np[:m], alpha, sigma)
+    lp = tm.log_prob(xm, alpha, sigma).cpu().numpy()
+    rel_lp = float(np.max(np.abs(lp - lp_ref) / np.maximum(1.0, np.abs(lp_ref))))
+    x0_ref = mixture.denoise(x_np[:m], alpha, sigma)
+    x0 = tm.denoise(xm, alpha, sigma).cpu().numpy()
+    rel_x0 = float(np.max(np.linalg.norm(x0 - x0_ref, axis=1) / np.linalg.norm(x0_ref, axis=1)))
     # NumPy reference on a slice, scaled linearly
     m_ref = min(N, 1 << 14)
     t0 = time.perf_counter()
@@ -128,13 +157,18 @@ def run_case(N, K, d, ctype, device, rate, bw, baseline=True):
         K=K,
         d=d,
         covariance_type=ctype,
+        fused=tm.fused,
         ours_s=t_ours,
-        compiled_s=t_compiled,
+        unfused_eager_s=t_unfused,
+        compiled_unfused_s=t_compiled,
+        sweep=configs,
         floor_s=floor,
         fraction_of_floor=floor / t_ours,
         reference_cpu_s_extrapolated=t_ref,
         speedup_vs_reference=t_ref / t_ours,
         max_rel_err_vs_reference=rel,
+        max_rel_err_log_prob=rel_lp,
+        max_rel_err_x0=rel_x0,
     )
     if baseline:
         try:
@@ -151,6 +185,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run on a CPU)")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--sweep", action="store_true", help="time the fused kernel's block sizes")
     args = ap.parse_args()
     device = torch.device(args.device)
     rate = dgemm_rate(device)
@@ -172,14 +207,23 @@ def main():
         f"copy {bw / 1e12:.2f} TB/s"
     )
     for N, K, d, ctype in cases:
-        r = run_case(N, K, d, ctype, device, rate, bw, baseline=not args.no_baseline)
+        r = run_case(
+            N, K, d, ctype, device, rate, bw, baseline=not args.no_baseline, sweep=args.sweep
+        )
         results["cases"].append(r)
         line = (
             f"N=2^{int(math.log2(N))} K={K} d={d} {ctype}: ours {r['ours_s'] * 1e3:.2f} ms, "
             f"floor {r['floor_s'] * 1e3:.2f} ms ({100 * r['fraction_of_floor']:.0f}% of it), "
-            + (f"compiled {r['compiled_s'] * 1e3:.2f} ms, " if r["compiled_s"] else "")
+            + (
+                f"unfused {r['unfused_eager_s'] * 1e3:.2f} ms, compiled unfused "
+                f"{r['compiled_unfused_s'] * 1e3:.2f} ms, "
+                if r["unfused_eager_s"]
+                else ""
+            )
             + f"reference (CPU, extrapolated) {r['reference_cpu_s_extrapolated']:.1f} s "
-            f"(x{r['speedup_vs_reference']:.0f}), rel err {r['max_rel_err_vs_reference']:.1e}"
+            f"(x{r['speedup_vs_reference']:.0f}), rel err score {r['max_rel_err_vs_reference']:.1e}"
+            f" log_prob {r['max_rel_err_log_prob']:.1e} x0 {r['max_rel_err_x0']:.1e}"
+            + (f", sweep {r['sweep']}" if r["sweep"] else "")
         )
         if r.get("baseline_autograd_s"):
             line += (

@@ -235,6 +235,7 @@ def run_verify(args) -> int:
         tier3_steps=args.tier3_steps,
         n_samples=args.n_samples,
         seed=args.seed,
+        device=args.device,
     )
     if args.sampler:
         try:
@@ -253,7 +254,9 @@ def run_verify(args) -> int:
             print("plots: " + ", ".join(str(p) for p in paths))
         return 0 if report.passed else 1
     samplers = list(BUILTIN_SAMPLERS().values())
-    jobs = max(1, args.jobs)
+    # one process per GPU: a forked worker cannot reuse the parent's CUDA context
+    on_gpu = args.device is not None and args.device.startswith("cuda")
+    jobs = 1 if on_gpu else max(1, args.jobs)
     bar = tqdm(
         total=len(samplers), desc="verifying built-in samplers", unit="sampler", file=sys.stderr
     )
@@ -385,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="tier-3 sample size (default: resolves a 20%% error in the smallest weight)",
     )
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument(
+        "--device",
+        default=None,
+        help="run the torch implementation on this device (cuda, cpu, cuda:1, ...); default: "
+        "CUDA when torch sees a GPU, else the NumPy reference",
+    )
     v.add_argument(
         "--jobs",
         type=int,

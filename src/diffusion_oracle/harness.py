@@ -316,6 +316,8 @@ def _run_checked(sampler, model, x, grid, rng):
     except Exception as exc:  # the verdict reports it; the harness must not crash
         tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
         return None, f"sampler raised {tb}"
+    if hasattr(out, "detach") and hasattr(out, "cpu"):  # a torch tensor, possibly on a GPU
+        out = out.detach().cpu().numpy()
     try:
         out = np.asarray(out, dtype=np.float64)
     except (TypeError, ValueError):
@@ -325,6 +327,88 @@ def _run_checked(sampler, model, x, grid, rng):
     if not np.isfinite(out).all():
         return None, f"sampler returned {int((~np.isfinite(out)).sum())} non-finite values"
     return out, None
+
+
+class _Accelerated:
+    """The torch side of verify(device=...): the torch sampler, model, mixture and statistics."""
+
+    @classmethod
+    def make(cls, device, sampler, target, schedule, prediction):
+        if device is None:
+            try:
+                import torch
+            except ImportError:
+                return None
+            if not torch.cuda.is_available():
+                return None
+            device = "cuda"
+        try:
+            import torch  # noqa: F401
+        except ImportError as err:
+            raise ValueError(
+                f"device={device!r} needs torch: pip install 'diffusion-oracle[torch]'"
+            ) from err
+        return cls(device, sampler, target, schedule, prediction)
+
+    def __init__(self, device, sampler, target, schedule, prediction):
+        import torch
+
+        from diffusion_oracle.accelerated import TorchMixture, torch_schedule
+        from diffusion_oracle.accelerated.model import TorchExactModel
+        from diffusion_oracle.accelerated.samplers import torch_sampler
+
+        self.torch = torch
+        self.mixture = TorchMixture.from_reference(target, device=device)
+        self.device = self.mixture.device
+        self.schedule = torch_schedule(schedule)
+        self.prediction = prediction
+        self.model = TorchExactModel(self.mixture, self.schedule, prediction=prediction)
+        self.sampler = torch_sampler(sampler)
+        where = f"torch on {self.device}"
+        self.note = (
+            f"device: {where} (sampler, model and tier-3 statistics)"
+            if self.sampler is not None
+            else f"device: {where} requested, but {getattr(sampler, 'name', sampler)!r} has no "
+            "torch counterpart: it ran on the NumPy reference"
+        )
+
+    def gaussian_model(self, gauss):
+        from diffusion_oracle.accelerated import TorchMixture
+        from diffusion_oracle.accelerated.model import TorchExactModel
+
+        tm = TorchMixture([1.0], gauss.mean_vec[None], gauss.cov[None], device=self.device)
+        return TorchExactModel(tm, self.schedule, prediction=self.prediction)
+
+    def generator(self, seed):
+        gen = self.torch.Generator(device=self.device)
+        gen.manual_seed(int(seed))
+        return gen
+
+    def statistics(self, out, a_each, seed):
+        from diffusion_oracle.accelerated import stats as ts
+
+        x = self.torch.as_tensor(out, device=self.device)
+        n_mmd = min(x.shape[0], 500)
+        key = ("torch", str(self.device), _fingerprint_t(self.mixture), n_mmd, seed)
+        if key not in _MMD_CACHE:
+            _MMD_CACHE[key] = ts.mmd_null(
+                self.mixture, n_mmd, replicates=int(2 / a_each) - 1, rng=seed + 3
+            )
+        return [
+            ts.responsibility_test(self.mixture, x, alpha=a_each, rng=seed + 4),
+            ts.projected_ks_test(self.mixture, x, alpha=a_each, rng=seed + 5),
+            ts.nll_test(self.mixture, x, alpha=a_each, rng=seed + 6),
+            ts.mmd_test(self.mixture, x[:n_mmd], alpha=a_each, null=_MMD_CACHE[key]),
+        ]
+
+
+def _fingerprint_t(tm) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for t in (tm._logw64, tm._mu64, tm._lam64) + ((tm._Q64,) if tm._Q64 is not None else ()):
+        h.update(t.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _moment_gaussian(target: GaussianMixture) -> Gaussian:
@@ -348,6 +432,7 @@ def verify(
     t_end: float | None = None,
     seed: int = 0,
     progress: bool = True,
+    device: str | None = None,
 ) -> Report:
     """Verify ``sampler`` (a callable ``sampler(model, x_init, grid, *, rng)``) against exact
     ground truth; see the module docstring for the three tiers.
@@ -368,6 +453,15 @@ def verify(
     inpainting; tier 1 is then skipped with a note) and ``exact_counterpart``, the exact flow map
     of their own ODE for tier 2 (guided samplers).
     The declared order is ``sampler.order`` when present.
+
+    ``device`` ("cuda", "cpu", "cuda:1", ...) runs the torch implementation
+    (:mod:`diffusion_oracle.accelerated`): a built-in sampler is replaced by its torch counterpart
+    (same name and settings), the exact model by the torch mixture on that device, and tier 3's
+    samples and statistics stay on the device; the exact flow map of tier 2 and the affine
+    probe's algebra remain the reference's (they are the oracle). A sampler with no torch
+    counterpart (a user's callable, guidance, the analytic-variance DDPM) runs as given with the
+    reference model. Default None: CUDA when torch sees a GPU, else the NumPy reference path
+    (faster than torch on a CPU for the built-in targets; benchmarks/RESULTS.md).
 
     Returns a :class:`Report`. Example::
 
@@ -395,6 +489,7 @@ def verify(
     name = getattr(sampler, "name", getattr(sampler, "__name__", repr(sampler)))
     if t_end is None:
         t_end = default_t_end(schedule, target)
+    acc = _Accelerated.make(device, sampler, target, schedule, prediction)
 
     def grid_for(n):
         # an adapter that chooses its own times (a diffusers scheduler) says which grid it runs
@@ -406,6 +501,8 @@ def verify(
 
     grids = {n: grid_for(n) for n in steps}
     report = Report(name, declared, tname, repr(schedule), kind, _target_obj=target)
+    if acc is not None:
+        report.notes.append(acc.note)
     report.rows = [StepResult(n) for n in steps]
     bar = tqdm(
         total=len(steps) * len(tiers),
@@ -427,18 +524,22 @@ def verify(
     elif 1 in tiers:
         gauss = _moment_gaussian(target)
         model = _CountingModel(ExactModel(gauss, schedule, prediction=prediction))
+        run1 = sampler
+        if acc is not None and acc.sampler is not None:
+            model = _CountingModel(acc.gaussian_model(gauss))
+            run1 = acc.sampler
         for row in report.rows:
             g = grids[row.steps]
             model.calls = 0
             x0 = gauss.diffuse(g.alpha[0], g.sigma[0]).sample(4, np.random.default_rng(seed))
-            out, err = _run_checked(sampler, model, x0, g, np.random.default_rng(seed))
+            out, err = _run_checked(run1, model, x0, g, np.random.default_rng(seed))
             row.nfe = model.calls
             if err:
                 row.error, broken = err, err
                 bar.update(1)
                 continue
             try:
-                A = probe_affine(sampler, model, g, target.d)
+                A = probe_affine(run1, model, g, target.d)
             except Exception as exc:  # ProbeError or anything the sampler raised: reported
                 row.error = f"tier 1 unavailable: {exc}"
                 bar.update(1)
@@ -460,7 +561,8 @@ def verify(
             mp_, Sp = A.output_law(np.zeros(target.d), v0)
             row.w2_prior = gaussian_w2(mp_, Sp, m, S)
             if reference is not None:
-                R = probe_affine(reference, model, g, target.d)
+                R = probe_affine(reference, ExactModel(gauss, schedule, prediction=prediction), g,
+                                 target.d)  # fmt: skip
                 mr, Sr = R.output_law(
                     a0 * gauss.mean_vec, a0 * a0 * gauss.cov + s0 * s0 * np.eye(target.d)
                 )
@@ -498,7 +600,11 @@ def verify(
             if key not in _FLOW_CACHE:
                 _FLOW_CACHE[key] = exact_sampler(model, starts, g)
             exact = _FLOW_CACHE[key]
-            out, err = _run_checked(sampler, model, starts, g, np.random.default_rng(seed))
+            if acc is not None and acc.sampler is not None:
+                out, err = _run_checked(acc.sampler, acc.model, starts, g,
+                                        np.random.default_rng(seed))  # fmt: skip
+            else:
+                out, err = _run_checked(sampler, model, starts, g, np.random.default_rng(seed))
             if err:
                 row.error, broken = err, err
             else:
@@ -540,10 +646,19 @@ def verify(
         g = grids[n3] if n3 in grids else grid_for(n3)
         rng = np.random.default_rng(seed + 2)
         start = law if law.d == target.d else target  # inpainting starts unconditionally
-        x_init = start.diffuse(g.alpha[0], g.sigma[0]).sample(n, rng)
-        out, err = _run_checked(sampler, model, x_init, g, rng)
+        on_device = acc is not None and acc.sampler is not None and law is target
+        if on_device:  # start, noise and samples on the device
+            gen = acc.generator(seed + 2)
+            x_init = acc.mixture.sample(n, gen, alpha=g.alpha[0], sigma=g.sigma[0])
+            out, err = _run_checked(acc.sampler, acc.model, x_init, g, gen)
+        else:
+            x_init = start.diffuse(g.alpha[0], g.sigma[0]).sample(n, rng)
+            out, err = _run_checked(sampler, model, x_init, g, rng)
         if err:
             broken = err
+        elif on_device:
+            report.samples = out
+            report.stats = acc.statistics(out, a_each, seed)
         else:
             coords = getattr(sampler, "truth_coordinates", None)
             if coords is not None:

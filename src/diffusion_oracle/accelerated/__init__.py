@@ -2,10 +2,14 @@
 
 Independent code written from the same formulas as the float64 reference; the tests make the two
 agree (float64 to relative 1e-12, float32 within the tolerance table). torch stays an optional
-extra and the reference never imports it. Present so far: schedules (:func:`torch_schedule`) and
-Gaussian-mixture targets (:class:`TorchMixture`); samplers, statistics and ``verify(device=...)``
-follow (issue 5, in progress)."""
+extra and the reference never imports it. Schedules (:func:`torch_schedule`), Gaussian-mixture
+targets (:class:`TorchMixture`, a fused Triton kernel on CUDA), the forward process, posterior,
+conversions and :class:`TorchExactModel` (``accelerated.model``), the built-in samplers
+(``accelerated.samplers``, :func:`torch_sampler`) and the tier-3 statistics
+(``accelerated.stats``); ``verify(device=...)`` runs on them."""
 
+from .model import TorchExactModel
+from .samplers import TorchGrid, torch_sampler
 from .schedules import (
     TorchDiscrete,
     TorchEDM,
@@ -22,6 +26,8 @@ from .targets import TorchMixture
 __all__ = [
     "TorchDiscrete",
     "TorchEDM",
+    "TorchExactModel",
+    "TorchGrid",
     "TorchFlow",
     "TorchMixture",
     "TorchSchedule",
@@ -29,5 +35,6 @@ __all__ = [
     "TorchVEGeometric",
     "TorchVPCosine",
     "TorchVPLinear",
+    "torch_sampler",
     "torch_schedule",
 ]

@@ -89,6 +89,31 @@ class TorchSchedule:
         """g^2 = d sigma^2/dt - 2 f sigma^2 = -sigma^2 d lambda/dt (Kingma et al. 2021, App. A)."""
         return self._g_squared(self._t(t))
 
+    def t_from_log_snr(self, log_snr, *, iterations: int = 64):
+        """The inverse t(lambda) of the decreasing lambda(t), by bisection on [0, 1] in float64
+        (``iterations`` halvings: 64 reach the spacing of doubles near 1). One schedule-agnostic
+        method, independent of the reference's per-schedule closed forms and Newton steps; the
+        tests compare the two. lambda outside [lambda(1), lambda(0)] is a ValueError."""
+        lam = log_snr if isinstance(log_snr, torch.Tensor) else torch.as_tensor(log_snr)
+        lam = lam.to(torch.float64)
+        if bool(torch.isnan(lam).any()):
+            raise ValueError("log_snr must not be NaN")
+        ends = self._log_snr(torch.tensor([1.0, 0.0], dtype=torch.float64, device=lam.device))
+        lo_l, hi_l = float(ends[0]), float(ends[1])
+        bad = (lam < lo_l) | (lam > hi_l)
+        if bool(bad.any()):
+            raise ValueError(
+                f"log_snr must lie in [{lo_l!r}, {hi_l!r}], got {lam[bad].reshape(-1)[0].item()!r}"
+            )
+        lo = torch.zeros_like(lam)  # lambda(lo) >= lam
+        hi = torch.ones_like(lam)  # lambda(hi) <= lam
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            above = self._log_snr(mid) >= lam
+            lo = torch.where(above, mid, lo)
+            hi = torch.where(above, hi, mid)
+        return 0.5 * (lo + hi)
+
     # generic forms from the logs; subclasses override where a direct form is better
     def _alpha(self, t):
         return torch.exp(self._log_alpha(t))

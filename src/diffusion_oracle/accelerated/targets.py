@@ -41,7 +41,8 @@ class TorchMixture:
     ``covariance_type="full"``, (K, d) variances for "diag", (K,) variances for "iso";
     ``device`` (default CUDA when available), ``dtype`` (default float64), ``chunk_elems`` (bound
     on N*K*d per chunk; default 2^27 on a GPU, 2^20 on the CPU), ``compile`` (fuse the
-    elementwise work with torch.compile).
+    elementwise work with torch.compile), ``fused`` (the Triton kernel of ``_fused.py`` for a
+    scalar (alpha, sigma); default on CUDA when Triton is present).
     Build from a reference mixture with :meth:`from_reference`.
 
     Example::
@@ -61,8 +62,15 @@ class TorchMixture:
         dtype=None,
         chunk_elems: int | None = None,
         compile: bool = False,
+        fused: bool | None = None,
     ):
         self.device, self.dtype = resolve(device, dtype)
+        from ._fused import HAVE_TRITON
+
+        # the fused Triton kernel (accelerated/_fused.py) for a scalar (alpha, sigma) on CUDA
+        self.fused = (self.device.type == "cuda" and HAVE_TRITON) if fused is None else bool(fused)
+        if self.fused and not (self.device.type == "cuda" and HAVE_TRITON):
+            raise ValueError("fused=True needs a CUDA device and Triton")
         if chunk_elems is None:
             # GPU: 2^27 elements (1 GiB in float64) per (N, K, d) intermediate keeps kernel
             # launches negligible; CPU: 2^20 keeps temporaries in cache-friendly sizes
@@ -94,9 +102,11 @@ class TorchMixture:
                 f"got {tuple(cv.shape)}"
             )
         # the factorisations happen once, in float64, then are cast to the working dtype
+        self._Q64 = None
         if covariance_type == "full":
             lam, Q = torch.linalg.eigh(0.5 * (cv + cv.transpose(1, 2)))
             lam = torch.clamp(lam, min=0.0)
+            self._Q64 = Q
             self._Qcat = Q.permute(1, 0, 2).reshape(self.d, self.K * self.d)  # [Q_1 ... Q_K]
             self._QcatT = self._Qcat.T.contiguous()
             self._mrot = torch.einsum("kij,ki->kj", Q, mu)  # Q_k^T mu_k
@@ -110,6 +120,7 @@ class TorchMixture:
         if bool((lam < 0).any()):
             raise ValueError("covs must be positive semi-definite")
         self._lam = lam.to(self.dtype).contiguous()  # (K, d) eigenvalues / variances
+        self._lam64, self._mu64, self._logw64 = lam.contiguous(), mu, torch.log(w)
         self._iso_var = cv.to(self.dtype) if covariance_type == "iso" else None
         self.weights = w.to(self.dtype)
         self.log_weights = torch.log(w).to(self.dtype)
@@ -117,7 +128,9 @@ class TorchMixture:
         self._mu_sq = (mu * mu).sum(1).to(self.dtype)  # |mu_k|^2
 
     @classmethod
-    def from_reference(cls, mixture, *, device=None, dtype=None, chunk_elems=None, compile=False):
+    def from_reference(
+        cls, mixture, *, device=None, dtype=None, chunk_elems=None, compile=False, fused=None
+    ):
         """The torch mixture with the parameters of a reference ``GaussianMixture`` (its
         weights, means and covariances; the factorisation is redone here)."""
         ct = mixture.covariance_type
@@ -135,7 +148,29 @@ class TorchMixture:
             dtype=dtype,
             chunk_elems=chunk_elems,
             compile=compile,
+            fused=fused,
         )
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, n: int, generator: torch.Generator | None = None, *, alpha=1.0, sigma=0.0):
+        """n draws of x_t = alpha x_0 + sigma eps with x_0 ~ p_0 (component k with probability
+        w_k, then mu_k + Q_k diag(sqrt(lam_k)) z), shape (n, d), on the mixture's device."""
+        n = int(n)
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        kw = dict(device=self.device, dtype=self.dtype, generator=generator)
+        k = torch.multinomial(self.weights.double(), n, replacement=True, generator=generator)
+        z = torch.randn(n, self.d, **kw)
+        scaled = z * torch.sqrt(self._lam)[k]
+        if self.covariance_type == "full":  # rotate each component's draws by its Q_k
+            Q = self._Q64.to(self.dtype)
+            for j in range(self.K):
+                idx = torch.nonzero(k == j).squeeze(1)
+                scaled[idx] = scaled[idx] @ Q[j].T
+        x0 = self.means[k] + scaled
+        if sigma == 0:
+            return alpha * x0 if alpha != 1.0 else x0
+        return alpha * x0 + sigma * torch.randn(n, self.d, **kw)
 
     # ------------------------------------------------------------------ evaluation
     def _prep(self, x, alpha, sigma):
@@ -164,6 +199,10 @@ class TorchMixture:
 
     def _eval(self, x, alpha, sigma, what):
         xf, n, a, s, batch = self._prep(x, alpha, sigma)
+        if self.fused and a.ndim == 0 and s.ndim == 0 and n > 0:
+            from ._fused import fused_eval
+
+            return fused_eval(self, xf, float(a), float(s), what), batch
         per_row = self.K if self.covariance_type == "iso" else self.K * self.d  # intermediates
         rows = max(1, self.chunk_elems // per_row)
         res = {k: [] for k in what}

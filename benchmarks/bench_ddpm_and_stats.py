@@ -1,0 +1,115 @@
+"""Benchmarks 2 and 3 of the accelerated issue.
+
+2. A 1000-step DDPM run (fixed_small variance, VP-linear, uniform grid) over N = 2^20 samples
+   of the benchmark-1 mixture (K = 16 full-covariance components, d = 64), float64, on the
+   device: wall time against the floor of its 1000 score evaluations, 1000 x 2 N K d^2 flops
+   over the fp64 GEMM rate measured in the same run; also one model call alone, so the time
+   outside the score (the update, the noise) is visible.
+3. verify()'s four tier-3 statistics (responsibilities, projected KS, NLL, MMD) on 10^7 samples
+   of ring8 (verify's default target): cold (nulls drawn and the MMD null simulated) and warm
+   (the MMD null cached, as verify caches it).
+
+Run: ``python benchmarks/bench_ddpm_and_stats.py [--device cuda] [--quick] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from bench_mixture_score import dgemm_rate, make_mixture, timeit
+
+from diffusion_oracle.accelerated import TorchMixture, torch_schedule
+from diffusion_oracle.accelerated import stats as ts
+from diffusion_oracle.accelerated.model import TorchExactModel
+from diffusion_oracle.accelerated.samplers import DDPM, TorchGrid
+from diffusion_oracle.reference import ring8
+from diffusion_oracle.reference.schedules import VPLinear
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_ddpm(device, rate, N, steps, K=16, d=64):
+    mixture = make_mixture(K, d, "full")
+    tm = TorchMixture.from_reference(mixture, device=device)
+    model = TorchExactModel(tm, torch_schedule(VPLinear()), prediction="eps")
+    t = np.linspace(1.0, 1e-3, steps)  # steps - 1 intervals, then the final jump
+    grid = TorchGrid(model.schedule, t, final_zero=True)
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = tm.sample(N, gen, alpha=grid.alpha[0], sigma=grid.sigma[0])
+    t_call = timeit(lambda: model(x, 0.5), device)
+    DDPM()(model, x[:1024], grid, rng=gen)  # warm-up (kernel compilation)
+    _sync(device)
+    t0 = time.perf_counter()
+    out = DDPM()(model, x, grid, rng=gen)
+    _sync(device)
+    wall = time.perf_counter() - t0
+    calls = steps  # steps - 1 DDPM steps and the final jump: one model call each
+    floor = calls * 2.0 * N * K * d * d / rate
+    return dict(
+        N=N, K=K, d=d, steps=steps, model_calls=calls, wall_s=wall, floor_s=floor,
+        ratio_to_floor=wall / floor, one_call_s=t_call, calls_x_one_call_s=calls * t_call,
+        finite=bool(torch.isfinite(out).all()),
+    )  # fmt: skip
+
+
+def bench_stats(device, n):
+    tm = TorchMixture.from_reference(ring8(), device=device)
+    x = tm.sample(n, torch.Generator(device=device).manual_seed(1))
+    a = 0.0025
+    res = {}
+    for label in ("cold", "warm"):
+        _sync(device)
+        t0 = time.perf_counter()
+        if label == "cold":
+            null = ts.mmd_null(tm, 500, replicates=int(2 / a) - 1, rng=3)
+        out = [
+            ts.responsibility_test(tm, x, alpha=a, rng=4),
+            ts.projected_ks_test(tm, x, alpha=a, rng=5),
+            ts.nll_test(tm, x, alpha=a, rng=6),
+            ts.mmd_test(tm, x[:500], alpha=a, null=null),
+        ]
+        _sync(device)
+        res[f"{label}_s"] = time.perf_counter() - t0
+        res[f"{label}_passed"] = [r.passed for r in out]
+    res["n"] = n
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run on a CPU)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    rate = dgemm_rate(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {name}, torch {torch.__version__}, fp64 GEMM {rate / 1e12:.1f} TFLOP/s")
+    N, steps, n = (1 << 12, 20, 10**5) if args.quick else (1 << 20, 1000, 10**7)
+    b2 = bench_ddpm(device, rate, N, steps)
+    print(
+        f"[2] DDPM {b2['steps']} steps, N=2^{N.bit_length() - 1}, K=16, d=64 full: "
+        f"{b2['wall_s']:.2f} s, floor {b2['floor_s']:.2f} s (x{b2['ratio_to_floor']:.2f}); "
+        f"one model call {b2['one_call_s'] * 1e3:.2f} ms (x{b2['model_calls']} = "
+        f"{b2['calls_x_one_call_s']:.2f} s)"
+    )
+    b3 = bench_stats(device, n)
+    print(
+        f"[3] tier-3 statistics on {n:.0e} samples of ring8: cold {b3['cold_s']:.2f} s, "
+        f"warm {b3['warm_s']:.2f} s; verdicts {b3['warm_passed']}"
+    )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(dict(device=name, torch=torch.__version__, dgemm_tflops=rate / 1e12,
+                           ddpm=b2, stats=b3), fh, indent=2)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
