@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 import torch
-from bench_mixture_score import dgemm_rate, make_mixture, timeit
+from bench_mixture_score import _sync, dgemm_rate, make_mixture, timeit
 
 from diffusion_oracle.accelerated import TorchMixture, torch_schedule
 from diffusion_oracle.accelerated import stats as ts
@@ -28,11 +28,6 @@ from diffusion_oracle.accelerated.model import TorchExactModel
 from diffusion_oracle.accelerated.samplers import DDPM, TorchGrid
 from diffusion_oracle.reference import ring8
 from diffusion_oracle.reference.schedules import VPLinear
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_ddpm(device, rate, N, steps, K=16, d=64):

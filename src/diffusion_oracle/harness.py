@@ -334,20 +334,18 @@ class _Accelerated:
 
     @classmethod
     def make(cls, device, sampler, target, schedule, prediction):
-        if device is None:
-            try:
-                import torch
-            except ImportError:
-                return None
-            if not torch.cuda.is_available():
-                return None
-            device = "cuda"
         try:
-            import torch  # noqa: F401
+            import torch
         except ImportError as err:
+            if device is None:
+                return None
             raise ValueError(
                 f"device={device!r} needs torch: pip install 'diffusion-oracle[torch]'"
             ) from err
+        if device is None:
+            if not torch.cuda.is_available():
+                return None
+            device = "cuda"
         return cls(device, sampler, target, schedule, prediction)
 
     def __init__(self, device, sampler, target, schedule, prediction):
