@@ -351,6 +351,43 @@ class GaussianMixture:
                 res["cov"] = 0.5 * (cov + np.swapaxes(cov, 1, 2))
         if "eps" in what:
             res["eps"] = (r[:, None, :] * self._unrotate(s1 * yc)).sum(0).T
+        if "eps_cov_trace" in what:
+            # tr Cov[eps|x] = sum_k r_k [tr(I - sigma^2 C_k^{-1}) + sigma^2 |g_k - gbar|^2], with
+            # I - sigma^2 C_k^{-1} = alpha^2 Sigma_k C_k^{-1}: no division by sigma
+            g = self._unrotate(yc)
+            dg = g - (r[:, None, :] * g).sum(0)[None]
+            within = (r * (a1 * a1 * lam / c).sum(1)).sum(0)
+            res["eps_cov_trace"] = within + s * s * (r * (dg * dg).sum(1)).sum(0)
+        if {"tr_jac", "jac"} & set(what):
+            # Jacobians of E[x0|x] and E[eps|x] without a division by alpha or sigma:
+            # J_x0 = sum_k r_k [alpha Sigma_k C_k^{-1} - (m_k - m)(g_k - gbar)^T],
+            # J_eps = sigma sum_k r_k [C_k^{-1} - (g_k - gbar)(g_k - gbar)^T], gbar = sum r_k g_k,
+            # from d r_k/dx = -r_k (g_k - gbar) and d m_k/dx = alpha Sigma_k C_k^{-1}.
+            g = self._unrotate(yc)  # (K, d, n)
+            gbar = (r[:, None, :] * g).sum(0)
+            dg = g - gbar[None]
+            m_k = self.means[:, :, None] + self._unrotate(a1 * lam * yc)
+            dm = m_k - (r[:, None, :] * m_k).sum(0)[None]
+            if "tr_jac" in what:
+                lam_c = (lam / c).sum(1)  # tr(Sigma_k C_k^{-1}), (K, n or 1)
+                inv_c = (1.0 / c).sum(1)  # tr C_k^{-1}
+                res["tr_jac_x0"] = a * (r * lam_c).sum(0) - (r * (dm * dg).sum(1)).sum(0)
+                res["tr_jac_eps"] = s * ((r * inv_c).sum(0) - (r * (dg * dg).sum(1)).sum(0))
+            if "jac" in what:
+                Q = (
+                    np.broadcast_to(np.eye(self.d), (self.K, self.d, self.d))
+                    if self._evecs is None
+                    else self._evecs
+                )
+                full = (self.K, self.d, x.shape[0])  # einsum does not broadcast size-1 axes
+                lam_c = np.broadcast_to(lam / c, full)
+                inv_c = np.broadcast_to(1.0 / c, full)
+                sc = np.einsum("kn,kij,kjn,klj->nil", r, Q, lam_c, Q)  # sum r_k Sigma_k C_k^-1
+                ic = np.einsum("kn,kij,kjn,klj->nil", r, Q, inv_c, Q)  # sum r_k C_k^{-1}
+                j0 = a[:, None, None] * sc - np.einsum("kn,kin,kjn->nij", r, dm, dg)
+                je = s[:, None, None] * (ic - np.einsum("kn,kin,kjn->nij", r, dg, dg))
+                res["jac_x0"] = 0.5 * (j0 + np.swapaxes(j0, 1, 2))
+                res["jac_eps"] = je
         return res
 
     # ------------------------------------------------------------------ public quantities
@@ -396,6 +433,39 @@ class GaussianMixture:
         ds = np.broadcast_to(finite(d_sigma, "d_sigma").reshape(-1), (n,))
         u = da[:, None] * out["x0"] + ds[:, None] * out["eps"]
         return u.reshape(batch + (self.d,))
+
+    def _derivs(self, x, d_alpha, d_sigma, n):
+        da = np.broadcast_to(finite(d_alpha, "d_alpha").reshape(-1), (n,))
+        ds = np.broadcast_to(finite(d_sigma, "d_sigma").reshape(-1), (n,))
+        return da, ds
+
+    def velocity_divergence(self, x, alpha, sigma, d_alpha, d_sigma):
+        """Exact divergence of the probability-flow velocity u = alpha' E[x_0|x] + sigma'
+        E[eps|x]: div u = alpha' tr J_x0 + sigma' tr J_eps with
+
+            tr J_x0 = alpha sum_k r_k tr(Sigma_k C_k^{-1}) - sum_k r_k (m_k - m).(g_k - gbar),
+            tr J_eps = sigma [sum_k r_k tr C_k^{-1} - sum_k r_k |g_k - gbar|^2]
+                     = -sigma Delta log p_t,
+
+        g_k = C_k^{-1}(x - alpha mu_k), gbar = sum_k r_k g_k, m_k = E[x_0|x, k]: the same value as
+        d alpha'/alpha + (alpha' sigma^2/alpha - sigma' sigma) Delta log p_t (ground-truth.md
+        Sec. 1.2; Song et al. 2021, arXiv:2011.13456, App. D.2) without its division by alpha.
+        Shape (...). The instantaneous change of variables d log p_t(x(t))/dt = -div u along the
+        PF-ODE (Chen et al. 2018, Thm. 1) makes this the exact likelihood integrand."""
+        out, batch = self._eval(x, alpha, sigma, ("tr_jac",))
+        da, ds = self._derivs(x, d_alpha, d_sigma, out["tr_jac_x0"].shape[0])
+        return (da * out["tr_jac_x0"] + ds * out["tr_jac_eps"]).reshape(batch)
+
+    def velocity_jacobian(self, x, alpha, sigma, d_alpha, d_sigma):
+        """The Jacobian du/dx = alpha' J_x0 + sigma' J_eps of the PF-ODE velocity (symmetric: J_x0
+        = (alpha/sigma^2) Cov[x_0|x], second-order Tweedie), from the per-component formulas of
+        :meth:`velocity_divergence`; shape (..., d, d). Its trace is the divergence; a Hutchinson
+        probe z^T (du/dx) z has variance 2 sum_{i != j} J_ij^2 (Rademacher z) or 2 |J|_F^2
+        (Gaussian z) (Hutchinson 1990)."""
+        out, batch = self._eval(x, alpha, sigma, ("jac",))
+        da, ds = self._derivs(x, d_alpha, d_sigma, out["jac_x0"].shape[0])
+        J = da[:, None, None] * out["jac_x0"] + ds[:, None, None] * out["jac_eps"]
+        return J.reshape(batch + (self.d, self.d))
 
     def laplacian(self, x, alpha, sigma):
         """Delta log p_t(x) = sum_k r_k (|g_k|^2 - tr C_k^{-1}) - |score|^2, shape (...)."""
@@ -444,6 +514,13 @@ class GaussianMixture:
         (...), without forming the d x d matrices."""
         out, batch = self._eval(x, alpha, sigma, ("cov_trace",))
         return out["cov_trace"].reshape(batch)
+
+    def eps_cov_trace(self, x, alpha, sigma):
+        """tr Cov[eps | x_t = x] = sum_k r_k (alpha^2 tr(Sigma_k C_k^{-1}) + sigma^2 |g_k -
+        gbar|^2), shape (...): the pointwise irreducible eps-prediction loss, computed without
+        dividing (alpha/sigma)^2 tr Cov[x_0|x] by sigma."""
+        out, batch = self._eval(x, alpha, sigma, ("eps_cov_trace",))
+        return out["eps_cov_trace"].reshape(batch)
 
     # ------------------------------------------------------------------ linear observations
     def condition(self, A, y, noise_cov=0.0) -> GaussianMixture:
@@ -637,6 +714,27 @@ class Gaussian:
         batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
         tr = np.trace(cho_solve(cf, np.eye(self.d)))
         return np.full(batch, -tr)
+
+    def velocity_divergence(self, x, alpha, sigma, d_alpha, d_sigma):
+        """div u = alpha' alpha tr(Sigma C^{-1}) + sigma' sigma tr C^{-1} (constant in x), shape
+        (...); see :meth:`GaussianMixture.velocity_divergence`."""
+        J = self.velocity_jacobian(x, alpha, sigma, d_alpha, d_sigma)
+        return np.trace(J, axis1=-2, axis2=-1)
+
+    def velocity_jacobian(self, x, alpha, sigma, d_alpha, d_sigma):
+        """du/dx = alpha' alpha Sigma C^{-1} + sigma' sigma C^{-1} (constant in x), shape
+        (..., d, d); independent Cholesky implementation."""
+        batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
+        J = float(d_alpha) * a * cho_solve(cf, self.cov) + float(d_sigma) * s * cho_solve(
+            cf, np.eye(self.d)
+        )
+        J = 0.5 * (J + J.T)
+        return np.broadcast_to(J, batch + (self.d, self.d)).copy()
+
+    def eps_cov_trace(self, x, alpha, sigma):
+        """tr(alpha^2 Sigma C^{-1}) (independent of x), shape (...)."""
+        batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
+        return np.full(batch, a * a * np.trace(cho_solve(cf, self.cov)))
 
     def posterior_cov_trace(self, x, alpha, sigma):
         """tr(sigma^2 Sigma C^{-1}) (independent of x), shape (...)."""

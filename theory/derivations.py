@@ -603,8 +603,11 @@ def elbo() -> Derivation:
             "sigma_s": sg_s,
             "sigma_t": sg_t,
             "lambda": lmb,
+            "SNR_0": A,
+            "SNR_1": B,
         },
         {
+            "vdm_loss_unit_gaussian": expected,
             "weight_eps_ddpm": weight_eps,
             "weight_eps": w_eps,
             "weight_x0": (snr_s - snr_t) / 2,

@@ -1,0 +1,209 @@
+"""Assertions for a project's own test suite: check your code against exact answers.
+
+Each helper draws its inputs from the exact target, calls your function, compares with the
+closed form or the exact flow map of :mod:`diffusion_oracle.reference`, and fails with a
+numpy.testing-style message (how many points disagree, the worst one, both values).
+
+- :func:`assert_log_likelihood_matches`: a log-likelihood function (an ODE likelihood, a
+  Hutchinson estimator, a normalizing flow's log p) against the exact log-density.
+- :func:`flow_map_error` / :func:`assert_flow_map_matches`: a one-step, distilled or
+  consistency model x_t -> x_0 against the exact probability-flow map.
+
+Functions may return NumPy arrays or torch tensors (moved to the CPU)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from diffusion_oracle.reference import Schedule, flow_map
+from diffusion_oracle.reference._checks import finite_scalar, positive_int
+from diffusion_oracle.reference.forward import _rng
+
+__all__ = [
+    "FlowMapError",
+    "assert_flow_map_matches",
+    "assert_log_likelihood_matches",
+    "flow_map_error",
+]
+
+
+def _numpy(value, name: str) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch tensor
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        bad = np.flatnonzero(~np.isfinite(arr).ravel())
+        raise AssertionError(
+            f"{name} returned non-finite values at {bad.size} of {arr.size} entries "
+            f"(first at flat index {bad[0]}: {arr.ravel()[bad[0]]!r})"
+        )
+    return arr
+
+
+def _tol(value, name):
+    v = finite_scalar(value, name)
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {v!r}")
+    return float(v)
+
+
+def _points(target, x, n, rng, alpha=1.0, sigma=0.0):
+    if x is not None:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != target.d:
+            raise ValueError(f"x must have shape (n, {target.d}), got {x.shape}")
+        return x
+    gen = _rng(rng)
+    x0 = target.sample(positive_int(n, "n"), rng=gen)
+    if sigma == 0.0 and alpha == 1.0:
+        return x0
+    return alpha * x0 + sigma * gen.standard_normal(x0.shape)
+
+
+def _report(header, actual, desired, x, err, allowed):
+    bad = err > allowed
+    k = int(np.argmax(err - allowed))
+    with np.printoptions(precision=6, threshold=8, edgeitems=3):
+        return (
+            f"{header}\n"
+            f"Mismatched points: {int(bad.sum())} / {bad.size} ({100.0 * bad.mean():.3g}%)\n"
+            f"Max absolute difference: {err.max():.6g}\n"
+            f"Worst point x[{k}] = {x[k]}: actual {actual[k]}, exact {desired[k]}, "
+            f"difference {err[k]:.6g}, allowed {float(np.broadcast_to(allowed, err.shape)[k]):.6g}"
+        )
+
+
+def assert_log_likelihood_matches(
+    log_likelihood,
+    target,
+    *,
+    x=None,
+    n: int = 64,
+    atol: float = 1e-5,
+    rtol: float = 0.0,
+    repeats: int = 1,
+    z: float = 4.5,
+    rng=0,
+    alpha: float = 1.0,
+    sigma: float = 0.0,
+):
+    """Assert that ``log_likelihood(x)`` (shape (n,), nats) equals the exact log p(x) of
+    ``target`` (a GaussianMixture or Gaussian, diffused to (alpha, sigma) if given; Song et al.
+    2021, App. D: the PF-ODE likelihood is exact up to its solver tolerance):
+
+        |actual - exact| <= atol + rtol |exact|                        (repeats = 1), or
+        |mean - exact|   <= atol + rtol |exact| + z * stderr           (repeats > 1: a stochastic
+                                                                        estimator, e.g.
+                                                                        Hutchinson's, called
+                                                                        ``repeats`` times)
+
+    at ``n`` exact draws from the target (or the given ``x``). The stochastic form also checks
+    unbiasedness: a biased estimator fails once enough repeats shrink the standard error.
+
+    Example::
+
+        assert_log_likelihood_matches(lambda x: my_ode_loglik(x), ring8(), atol=1e-4)
+    """
+    atol, rtol, z = _tol(atol, "atol"), _tol(rtol, "rtol"), _tol(z, "z")
+    repeats = positive_int(repeats, "repeats")
+    xt = _points(target, x, n, rng, float(alpha), float(sigma))
+    exact = target.log_prob(xt, alpha, sigma)
+    draws = np.stack(
+        [_numpy(log_likelihood(xt), "log_likelihood").reshape(-1) for _ in range(repeats)]
+    )
+    if draws.shape[1] != xt.shape[0]:
+        raise AssertionError(
+            f"log_likelihood must return one value per point: expected shape ({xt.shape[0]},), "
+            f"got {draws.shape[1:]}"
+        )
+    actual = draws.mean(0)
+    allowed = atol + rtol * np.abs(exact)
+    if repeats > 1:
+        allowed = allowed + z * draws.std(0, ddof=1) / math.sqrt(repeats)
+    err = np.abs(actual - exact)
+    if (err > allowed).any():
+        what = f"mean of {repeats} calls" if repeats > 1 else "log_likelihood"
+        raise AssertionError(
+            _report(
+                f"Not equal to the exact log-density within atol={atol:g}, rtol={rtol:g}"
+                + (f", {z:g} standard errors" if repeats > 1 else "")
+                + f" ({what}; target {target!r})",
+                actual,
+                exact,
+                xt,
+                err,
+                allowed,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class FlowMapError:
+    """Errors of a one-step model against the exact flow map, over ``n`` points: ``rms`` =
+    sqrt(mean |f - f*|^2) (per point, summed over coordinates), ``max`` the largest |f - f*|,
+    ``relative_rms`` = rms / sqrt(mean |f*|^2), ``per_point`` (n,) norms, and the points
+    ``x_t`` with ``exact`` and ``actual`` outputs."""
+
+    rms: float
+    max: float
+    relative_rms: float
+    per_point: np.ndarray
+    x_t: np.ndarray
+    exact: np.ndarray
+    actual: np.ndarray
+
+
+def flow_map_error(model, target, schedule: Schedule, t, *, s=0.0, x=None, n=256, rng=0):
+    """Measure ``model(x_t, t)`` (a one-step / distilled / consistency model's prediction of
+    x_s, by default x_0) against the exact probability-flow map of ``target`` on ``schedule``
+    (:func:`diffusion_oracle.reference.flow_map`; the consistency function f(x_t, t) of Song et
+    al. 2023, arXiv:2303.01469, eq. 3), at ``n`` exact draws x_t ~ p_t (or the given ``x``).
+
+    Returns :class:`FlowMapError`. Note that the target of a consistency model is the flow map
+    f*(x_t), not the denoiser E[x_0 | x_t] (which :func:`assert_flow_map_matches` tells apart:
+    the two differ except at t = 0 or for a point mass)."""
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    t = float(t)
+    a, sg = float(schedule.alpha(t)), float(schedule.sigma(t))
+    x_t = _points(target, x, n, rng, a, sg)
+    exact = flow_map(target, schedule, x_t, t, s)
+    actual = _numpy(model(x_t, t), "model")
+    if actual.shape != exact.shape:
+        raise AssertionError(f"model must return shape {exact.shape}, got {actual.shape}")
+    per = np.sqrt(((actual - exact) ** 2).sum(1))
+    rms = float(np.sqrt((per**2).mean()))
+    scale = float(np.sqrt((exact**2).sum(1).mean()))
+    return FlowMapError(rms, float(per.max()), rms / scale, per, x_t, exact, actual)
+
+
+def assert_flow_map_matches(
+    model, target, schedule: Schedule, t, *, s=0.0, atol=1e-6, rtol=0.0, x=None, n=256, rng=0
+):
+    """Assert |model(x_t, t) - f*(x_t)| <= atol + rtol |f*(x_t)| at every point, f* the exact
+    flow map to time ``s`` (see :func:`flow_map_error`), with a numpy.testing-style message.
+
+    Example::
+
+        assert_flow_map_matches(my_consistency_model, ring8(), VPLinear(), 1.0, atol=1e-3)
+    """
+    atol, rtol = _tol(atol, "atol"), _tol(rtol, "rtol")
+    res = flow_map_error(model, target, schedule, t, s=s, x=x, n=n, rng=rng)
+    allowed = atol + rtol * np.sqrt((res.exact**2).sum(1))
+    if (res.per_point > allowed).any():
+        raise AssertionError(
+            _report(
+                f"Not equal to the exact flow map x_{t:g} -> x_{s:g} within atol={atol:g}, "
+                f"rtol={rtol:g} (rms error {res.rms:.6g}, relative {res.relative_rms:.3g}; "
+                f"target {target!r}, schedule {schedule!r})",
+                res.actual,
+                res.exact,
+                res.x_t,
+                res.per_point,
+                allowed,
+            )
+        )
+    return res
