@@ -286,3 +286,16 @@ def test_bad_inputs_are_named():
         irreducible_loss(ring8(), VPLinear(), 0.0, prediction="score")
     with pytest.raises(TypeError, match="target"):
         flow_map(object(), VPLinear(), np.zeros((1, 2)), 1.0)
+
+
+def test_cli_likelihood_report_and_plot(tmp_path, capsys):
+    from diffusion_oracle.cli import main
+
+    code = main(["likelihood", "--n", "300", "--schedule", "ddpm-cosine", "--out", str(tmp_path)])
+    text = capsys.readouterr().out
+    assert code == 0
+    for needle in ("-ELBO", "exact -log p(x_0)", "gap", "floor of L_simple", "max |ODE - exact|"):
+        assert needle in text
+    assert (tmp_path / "likelihood_ring8_ddpm-cosine.png").stat().st_size > 10_000
+    assert main(["likelihood", "--n", "1"]) == 2
+    assert "--n must be >= 2" in capsys.readouterr().err

@@ -66,6 +66,7 @@ def test_reference_and_theory_import_without_torch():
         "            raise ImportError('torch is blocked in this test')\n"
         "sys.meta_path.insert(0, Block())\n"
         "import diffusion_oracle, diffusion_oracle.reference, diffusion_oracle.theory\n"
+        "import diffusion_oracle.testing\n"
         "from diffusion_oracle.reference import ring8, VPLinear, ExactModel\n"
         "ExactModel(ring8(), VPLinear())(__import__('numpy').zeros((1, 2)), 0.5)\n"
         "assert 'torch' not in sys.modules\n"

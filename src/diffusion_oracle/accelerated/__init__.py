@@ -5,8 +5,9 @@ agree (float64 to relative 1e-12, float32 within the tolerance table). torch sta
 extra and the reference never imports it. Schedules (:func:`torch_schedule`), Gaussian-mixture
 targets (:class:`TorchMixture`, a fused Triton kernel on CUDA), the forward process, posterior,
 conversions and :class:`TorchExactModel` (``accelerated.model``), the built-in samplers
-(``accelerated.samplers``, :func:`torch_sampler`) and the tier-3 statistics
-(``accelerated.stats``); ``verify(device=...)`` runs on them."""
+(``accelerated.samplers``, :func:`torch_sampler`), the tier-3 statistics
+(``accelerated.stats``; ``verify(device=...)`` runs on them), and the ELBO terms, PF-ODE
+likelihood, flow map and irreducible loss (``accelerated.likelihood``)."""
 
 from .model import TorchExactModel
 from .samplers import TorchGrid, torch_sampler

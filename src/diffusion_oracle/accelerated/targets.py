@@ -34,6 +34,10 @@ __all__ = ["TorchMixture"]
 _QUANTITIES = ("log_prob", "resp", "score", "eps", "x0", "laplacian")
 
 
+# quantities only the unfused path computes (second-order: traces of covariances, Jacobians)
+_SECOND = frozenset({"x0_cov_trace", "eps_cov_trace", "tr_jac_x0", "tr_jac_eps"})
+
+
 class TorchMixture:
     """A Gaussian mixture with exact diffused quantities (module docstring).
 
@@ -199,11 +203,12 @@ class TorchMixture:
 
     def _eval(self, x, alpha, sigma, what):
         xf, n, a, s, batch = self._prep(x, alpha, sigma)
-        if self.fused and a.ndim == 0 and s.ndim == 0 and n > 0:
+        if self.fused and a.ndim == 0 and s.ndim == 0 and n > 0 and not set(what) & _SECOND:
             from ._fused import fused_eval
 
             return fused_eval(self, xf, float(a), float(s), what), batch
-        per_row = self.K if self.covariance_type == "iso" else self.K * self.d  # intermediates
+        iso_only = self.covariance_type == "iso" and not set(what) & _SECOND
+        per_row = self.K if iso_only else self.K * self.d  # intermediates per point
         rows = max(1, self.chunk_elems // per_row)
         res = {k: [] for k in what}
         for i in range(0, n, rows):
@@ -284,6 +289,45 @@ class TorchMixture:
             out["score"] = -g_sum
         if "eps" in what:
             out["eps"] = s2 * g_sum
+        if set(what) & _SECOND:
+            out.update(self._second_order(x, a, s, r, set(what) & _SECOND))
+        return out
+
+    def _second_order(self, x, a, s, r, what):
+        """Posterior traces and Jacobian traces from per-component quantities in the original
+        coordinates, (n, K, d) per chunk, without dividing by alpha or sigma (the reference's
+        formulas, written again): g_k = C_k^{-1}(x - alpha mu_k), gbar = sum r_k g_k,
+        m_k = mu_k + alpha Sigma_k g_k, m = sum r_k m_k."""
+        a3 = a.reshape(-1, 1, 1) if a.ndim else a
+        s3 = s.reshape(-1, 1, 1) if s.ndim else s
+        c = a3 * a3 * self._lam + s3 * s3  # (K, d) or (n, K, d)
+        diff = x[:, None, :] - a3 * self.means  # (n, K, d)
+        if self.covariance_type == "full":
+            Q = self._Q64.to(self.dtype)
+            z = torch.einsum("kde,nkd->nke", Q, diff) / c  # rotated g_k
+            g = torch.einsum("kde,nke->nkd", Q, z)
+            m_k = self.means + a3 * torch.einsum("kde,nke->nkd", Q, self._lam * z)
+        else:
+            g = diff / c
+            m_k = self.means + a3 * self._lam * g
+        r3 = r[:, :, None]
+        dg = g - (r3 * g).sum(1, keepdim=True)
+        dm = m_k - (r3 * m_k).sum(1, keepdim=True)
+        lam_c = (self._lam / c).sum(-1)  # tr(Sigma_k C_k^{-1}), (K,) or (n, K)
+        out = {}
+        s1 = s.reshape(-1) if s.ndim else s
+        a1 = a.reshape(-1) if a.ndim else a
+        dg2 = (r * (dg * dg).sum(-1)).sum(1)
+        if "x0_cov_trace" in what:
+            out["x0_cov_trace"] = (r * (s3 * s3 * self._lam / c).sum(-1)).sum(1) + (
+                r * (dm * dm).sum(-1)
+            ).sum(1)
+        if "eps_cov_trace" in what:
+            out["eps_cov_trace"] = (r * (a3 * a3 * self._lam / c).sum(-1)).sum(1) + s1 * s1 * dg2
+        if "tr_jac_x0" in what:
+            out["tr_jac_x0"] = a1 * (r * lam_c).sum(1) - (r * (dm * dg).sum(-1)).sum(1)
+        if "tr_jac_eps" in what:
+            out["tr_jac_eps"] = s1 * ((r * (1.0 / c).sum(-1)).sum(1) - dg2)
         return out
 
     # ------------------------------------------------------------------ public quantities
@@ -328,6 +372,27 @@ class TorchMixture:
         """Delta log p_t(x) = sum_k r_k (|g_k|^2 - tr C_k^{-1}) - |score|^2, shape (...)."""
         out, batch = self._eval(x, alpha, sigma, ("laplacian",))
         return out["laplacian"].reshape(batch)
+
+    def posterior_cov_trace(self, x, alpha, sigma):
+        """tr Cov[x_0 | x_t = x] = sum_k r_k (sigma^2 tr(Sigma_k C_k^{-1}) + |m_k - m|^2), shape
+        (...)."""
+        out, batch = self._eval(x, alpha, sigma, ("x0_cov_trace",))
+        return out["x0_cov_trace"].reshape(batch)
+
+    def eps_cov_trace(self, x, alpha, sigma):
+        """tr Cov[eps | x_t = x] = sum_k r_k (alpha^2 tr(Sigma_k C_k^{-1}) + sigma^2 |g_k -
+        gbar|^2), shape (...): the pointwise irreducible eps loss."""
+        out, batch = self._eval(x, alpha, sigma, ("eps_cov_trace",))
+        return out["eps_cov_trace"].reshape(batch)
+
+    def velocity_divergence(self, x, alpha, sigma, d_alpha, d_sigma):
+        """div u = alpha' tr J_x0 + sigma' tr J_eps of the PF-ODE velocity, exactly (the
+        reference's GaussianMixture.velocity_divergence; Song et al. 2021, App. D.2), shape
+        (...)."""
+        out, batch = self._eval(x, alpha, sigma, ("tr_jac_x0", "tr_jac_eps"))
+        da, ds = self._col(d_alpha, "d_alpha"), self._col(d_sigma, "d_sigma")
+        div = da.reshape(-1) * out["tr_jac_x0"] + ds.reshape(-1) * out["tr_jac_eps"]
+        return div.reshape(batch)
 
     def _col(self, v, name="alpha"):
         v = check_finite(as_tensor(v, name, device=self.device, dtype=self.dtype), name)
