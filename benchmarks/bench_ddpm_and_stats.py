@@ -4,7 +4,9 @@
    of the benchmark-1 mixture (K = 16 full-covariance components, d = 64), float64, on the
    device: wall time against the floor of its 1000 score evaluations, 1000 x 2 N K d^2 flops
    over the fp64 GEMM rate measured in the same run; also one model call alone, so the time
-   outside the score (the update, the noise) is visible.
+   outside the score (the update, the noise) is visible. Run twice: the unfused sampler
+   (model call, then the update and torch noise) and the default, which on CUDA fuses each step
+   into one kernel (``_fused.fused_ddpm_step``).
 3. verify()'s four tier-3 statistics (responsibilities, projected KS, NLL, MMD) on 10^7 samples
    of ring8 (verify's default target): cold (nulls drawn and the MMD null simulated) and warm
    (the MMD null cached, as verify caches it).
@@ -39,17 +41,21 @@ def bench_ddpm(device, rate, N, steps, K=16, d=64):
     gen = torch.Generator(device=device).manual_seed(0)
     x = tm.sample(N, gen, alpha=grid.alpha[0], sigma=grid.sigma[0])
     t_call = timeit(lambda: model(x, 0.5), device)
-    DDPM()(model, x[:1024], grid, rng=gen)  # warm-up (kernel compilation)
-    _sync(device)
-    t0 = time.perf_counter()
-    out = DDPM()(model, x, grid, rng=gen)
-    _sync(device)
-    wall = time.perf_counter() - t0
+    walls = {}
+    for fused in (False, None):  # unfused, then the default (fused on CUDA)
+        DDPM(fused=fused)(model, x[:1024], grid, rng=gen)  # warm-up (kernel compilation)
+        _sync(device)
+        t0 = time.perf_counter()
+        out = DDPM(fused=fused)(model, x, grid, rng=gen)
+        _sync(device)
+        walls[fused] = time.perf_counter() - t0
+    wall = walls[None]
     calls = steps  # steps - 1 DDPM steps and the final jump: one model call each
     floor = calls * 2.0 * N * K * d * d / rate
     return dict(
         N=N, K=K, d=d, steps=steps, model_calls=calls, wall_s=wall, floor_s=floor,
         ratio_to_floor=wall / floor, one_call_s=t_call, calls_x_one_call_s=calls * t_call,
+        unfused_wall_s=walls[False], unfused_ratio_to_floor=walls[False] / floor,
         finite=bool(torch.isfinite(out).all()),
     )  # fmt: skip
 

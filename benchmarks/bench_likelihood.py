@@ -65,7 +65,7 @@ def bench_elbo(device, rate, N, n_ref, T=1000):
     sch = DiscreteSchedule.linear(T)
     model = TorchExactModel(TorchMixture.from_reference(mix, device=device), torch_schedule(sch))
     x = mix.sample(N, rng=1)
-    gen = torch.Generator().manual_seed(2)
+    gen = torch.Generator(device).manual_seed(2)
     _sync(device)
     t0 = time.perf_counter()
     terms = tl.ddpm_elbo(model, torch_schedule(sch), x, generator=gen, reduce_diffusion=True)

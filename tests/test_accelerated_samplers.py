@@ -199,3 +199,68 @@ def test_sampler_input_errors_are_named():
     with pytest.raises(ValueError, match="log_snr must lie in"):
         torch_schedule(VPLinear()).t_from_log_snr(-100.0)
     assert tsamp.torch_sampler(ExactODE()) is None and tsamp.torch_sampler(DDIM(0.5)).eta == 0.5
+
+
+# ---------------------------------------------------------------- the fused DDPM step (CUDA)
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda_only
+@pytest.mark.parametrize("target", [ring8, "full"], ids=["iso", "full"])
+def test_fused_ddpm_step_equals_the_unfused_formula(target):
+    from diffusion_oracle.accelerated._fused import fused_ddpm_step
+
+    if target == "full":
+        g = np.random.default_rng(0)
+        qs = [np.linalg.qr(g.standard_normal((8, 8)))[0] for _ in range(4)]
+        covs = np.stack([(q * np.logspace(-2, 0, 8)) @ q.T for q in qs])
+        mix = GaussianMixture(g.dirichlet(np.ones(4)), g.standard_normal((4, 8)), covs)
+    else:
+        mix = target()
+    tm = TorchMixture.from_reference(mix, device="cuda")
+    gen = torch.Generator("cuda").manual_seed(0)
+    a, s = 0.7, 0.5
+    x = tm.sample(5000, gen, alpha=a, sigma=s)
+    z = torch.randn(x.shape, generator=gen, device="cuda", dtype=torch.float64)
+    cx, cg, std = 1.3, 0.2, 0.4
+    got = fused_ddpm_step(tm, x, a, s, cx, cg, std, noise=z)
+    want = cx * x + cg * tm.score(x, a, s) + std * z  # g = -score
+    # the kernel's g and the library's score: the same formulas (1e-12 of the score's scale)
+    scale = 1.0 + cg * tm.score(x, a, s).abs().max()
+    assert float((got - want).abs().max()) <= TORCH_RTOL["float64"] * float(scale) * 10
+
+
+@cuda_only
+def test_fused_noise_is_standard_normal():
+    from scipy import stats as sps
+
+    from diffusion_oracle.accelerated._fused import fused_ddpm_step
+
+    tm = TorchMixture.from_reference(ring8(), device="cuda")
+    x = torch.zeros(200_000, 2, device="cuda", dtype=torch.float64)
+    gen = torch.Generator("cuda").manual_seed(1)
+    z1 = fused_ddpm_step(tm, x, 0.7, 0.5, 0.0, 0.0, 1.0, generator=gen).cpu().numpy()
+    z2 = fused_ddpm_step(tm, x, 0.7, 0.5, 0.0, 0.0, 1.0, generator=gen).cpu().numpy()
+    flat = z1.ravel()
+    # family of 3 checks at 1e-4 each
+    assert sps.kstest(flat, "norm").pvalue > 1e-4
+    assert abs(np.corrcoef(z1[:, 0], z1[:, 1])[0, 1]) < 4.5 / np.sqrt(len(z1))
+    assert abs(np.corrcoef(flat, z2.ravel())[0, 1]) < 4.5 / np.sqrt(flat.size)  # new seed
+
+
+@cuda_only
+def test_fused_ddpm_run_samples_the_target():
+    target = ring8()
+    sch = VPLinear()
+    grid = make_grid(sch, 256, "log_snr")
+    model = _torch_model(target, sch, "eps", "cuda")
+    gen = torch.Generator("cuda").manual_seed(2)
+    x_init = model.target.sample(20_000, gen, alpha=grid.alpha[0], sigma=grid.sigma[0])
+    sampler = tsamp.DDPM(fused=True)
+    out = sampler(model, x_init, grid, rng=gen)
+    assert model.n_calls == 256  # 255 fused steps and the final jump
+    for test in (tstats.responsibility_test, tstats.projected_ks_test):
+        assert test(model.target, out, alpha=1e-3, rng=3).passed
+    with pytest.raises(ValueError, match="fused=True needs"):
+        tsamp.DDPM(fused=True)(model, x_init[:10], grid, rng=np.random.default_rng(0))

@@ -212,3 +212,99 @@ def fused_eval(tm, x: torch.Tensor, alpha: float, sigma: float, what, *, config=
     if want_lap:
         out["laplacian"] = out_lap
     return out
+
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def _ddpm_kernel(
+        X,
+        AM,
+        P,
+        CONST,
+        Z,
+        SEED,
+        COEF,
+        OUT_X,
+        N,
+        K,
+        d,
+        DP: tl.constexpr,
+        BM: tl.constexpr,
+        FULL: tl.constexpr,
+        HAVE_Z: tl.constexpr,
+    ):
+        """One ancestral step with an exact eps-model, fused: g = sum_k r_k P_k (x - alpha mu_k)
+        by the online log-sum-exp of ``_mixture_kernel``, then x' = cx x - cg g + std z with z
+        from Z (HAVE_Z) or drawn in the kernel (Philox, seed from SEED, one stream per entry)."""
+        pid = tl.program_id(0)
+        rows = pid * BM + tl.arange(0, BM)
+        cols = tl.arange(0, DP)
+        rmask = rows < N
+        xm = rmask[:, None] & (cols < d)[None, :]
+        offs = rows[:, None] * d + cols[None, :]
+        x = tl.load(X + offs, mask=xm, other=0.0)
+        m_run = tl.full((BM,), float("-inf"), x.dtype)
+        l_run = tl.zeros((BM,), x.dtype)
+        acc = tl.zeros((BM, DP), x.dtype)
+        for k in range(K):
+            diff = x - tl.load(AM + k * DP + cols)[None, :]
+            if FULL:
+                g = tl.dot(diff, tl.load(P + k * DP * DP + cols[:, None] * DP + cols[None, :]))
+            else:
+                g = diff * tl.load(P + k * DP + cols)[None, :]
+            logit = tl.load(CONST + k) - 0.5 * tl.sum(diff * g, 1)
+            m_new = tl.maximum(m_run, logit)
+            scale = tl.exp(m_run - m_new)
+            p = tl.exp(logit - m_new)
+            l_run = l_run * scale + p
+            acc = acc * scale[:, None] + p[:, None] * g
+            m_run = m_new
+        g = acc / l_run[:, None]
+        if HAVE_Z:
+            z = tl.load(Z + offs, mask=xm, other=0.0)
+        else:
+            z = tl.randn(tl.load(SEED), offs).to(x.dtype)
+        xn = tl.load(COEF) * x - tl.load(COEF + 1) * g + tl.load(COEF + 2) * z
+        tl.store(OUT_X + offs, xn, mask=xm)
+
+
+def fused_ddpm_step(tm, x, alpha: float, sigma: float, cx: float, cg: float, std: float, *,
+                    generator=None, noise=None):  # fmt: skip
+    """x' = cx x - cg g + std z, g = -score of TorchMixture ``tm`` at (alpha, sigma), in one
+    kernel on CUDA (an ancestral DDPM step with the exact eps-model: eps = sigma g, x0 = (x -
+    sigma eps)/alpha, so cx = c0/alpha + c_t, cg = c0 sigma^2/alpha). ``noise`` (N, d) is read
+    if given; otherwise z is drawn in the kernel with Triton's Philox generator, seeded from
+    ``generator`` (a CUDA torch.Generator) without a host synchronisation."""
+    n, d, K = x.shape[0], tm.d, tm.K
+    dp = _next_pow2(d)
+    full = tm.covariance_type == "full"
+    f64 = dict(device=x.device, dtype=torch.float64)
+    a = torch.tensor(alpha, **f64)
+    s = torch.tensor(sigma, **f64)
+    c = a * a * tm._lam64 + s * s
+    const = tm._logw64 - 0.5 * (d * 1.8378770664093453 + torch.log(c).sum(1))
+    am = torch.zeros(K, dp, **f64)
+    am[:, :d] = a * tm._mu64
+    if full:
+        P = torch.zeros(K, dp, dp, **f64)
+        P[:, :d, :d] = (tm._Q64 / c[:, None, :]) @ tm._Q64.transpose(1, 2)
+    else:
+        P = torch.zeros(K, dp, **f64)
+        P[:, :d] = 1.0 / c
+    dt = tm.dtype
+    coef = torch.tensor([cx, cg, std], **f64).to(dt)
+    if noise is None:
+        seed = torch.randint(0, 2**31 - 1, (1,), generator=generator, device=x.device,
+                             dtype=torch.int32)  # fmt: skip
+        z = torch.empty(1, device=x.device, dtype=dt)
+    else:
+        seed = torch.zeros(1, device=x.device, dtype=torch.int32)
+        z = noise.contiguous()
+    out = torch.empty_like(x)
+    bm, warps, stages = (32, 4, 2) if full and dp <= 64 else default_config(dp, full, dt)
+    _ddpm_kernel[(triton.cdiv(n, bm),)](
+        x.contiguous(), am.to(dt), P.to(dt).contiguous(), const.to(dt), z, seed, coef, out, n, K,
+        d, DP=dp, BM=bm, FULL=full, HAVE_Z=noise is not None, num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return out

@@ -30,6 +30,7 @@ from .targets import TorchMixture
 
 __all__ = [
     "ddpm_elbo",
+    "vdm_elbo",
     "discretized_gaussian_log_likelihood",
     "flow_map",
     "gaussian_kl",
@@ -307,14 +308,18 @@ def ddpm_elbo(
     coefficients come from the general posterior q(x_s | x_t, x_0) at s = (n-1)/T, t = n/T
     (:func:`~diffusion_oracle.accelerated.model.posterior_coefficients`), not from the betas.
     ``variance``: "fixed_small" (beta_tilde, clipped to beta_tilde_2 at n = 1 for the decoder),
-    "fixed_large" (beta). ``reduce_diffusion`` keeps only the per-example sum of the diffusion
-    terms (an (n, 1) column instead of (n, T - 1): for large n). ``generator``: a
+    "fixed_large" (beta), or a callable ``(x_n, n) -> log variance`` (a model's learned
+    variance; a tensor broadcastable to x_n, e.g. (N, 1) or (N, d)). ``reduce_diffusion``
+    keeps only the per-example sum of the diffusion terms (an (n, 1) column instead of
+    (n, T - 1): for large n). ``generator``: a
     torch.Generator, or a NumPy Generator whose draws (in the reference's order, n = T..1) make
     the result equal the reference's. Returns :class:`ELBOTerms` with NumPy arrays."""
     if not isinstance(schedule, TorchDiscrete):
         raise TypeError(f"schedule must be a TorchDiscrete, got {type(schedule).__name__}")
-    if variance not in ("fixed_small", "fixed_large"):
-        raise ValueError(f"variance must be 'fixed_small' or 'fixed_large', got {variance!r}")
+    if not callable(variance) and variance not in ("fixed_small", "fixed_large"):
+        raise ValueError(
+            f"variance must be 'fixed_small', 'fixed_large' or a callable, got {variance!r}"
+        )
     if decoder not in ("gaussian", "discretized"):
         raise ValueError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
     dev = getattr(model, "device", None)
@@ -352,21 +357,22 @@ def ddpm_elbo(
         if hasattr(generator, "standard_normal"):  # a NumPy Generator: the reference's draws
             noise = torch.from_numpy(generator.standard_normal(tuple(x0.shape))).to(x0.device)
         else:
-            noise = torch.randn(x0.shape, generator=generator, **f64).to(x0.device)
+            where = generator.device if generator is not None else x0.device
+            noise = torch.randn(x0.shape, generator=generator, device=where, **f64).to(x0.device)
         x_t = a * x0 + s * noise
         out = model(x_t, t)
         kw = {}
         if pred == "velocity":
             kw = {"d_alpha": float(schedule._d_alpha(tt)), "d_sigma": float(schedule._d_sigma(tt))}
         x0_hat, _ = to_x0_eps(out, source=pred, x_t=x_t, alpha=a, sigma=s, **kw)
-        lv = log_var_of(m)
+        lv = log_var_of(m) if not callable(variance) else variance(x_t, m)
         if m >= 2:
             c0, ct, var = coefficients(m)
             kl = gaussian_kl(
                 c0 * x0 + ct * x_t,
                 torch.full_like(x0, math.log(var)),
                 c0 * x0_hat + ct * x_t,
-                torch.full_like(x0, lv),
+                torch.broadcast_to(torch.as_tensor(lv, dtype=x0.dtype, device=x0.device), x0.shape),
             ).sum(-1)
             if reduce_diffusion:
                 diffusion[:, 0] += kl
@@ -375,7 +381,9 @@ def ddpm_elbo(
         else:
             if decoder_var is not None:
                 lv = math.log(float(decoder_var))
-            lvt = torch.full_like(x0, lv)
+            lvt = torch.broadcast_to(
+                torch.as_tensor(lv, dtype=x0.dtype, device=x0.device), x0.shape
+            )
             if decoder == "gaussian":
                 ll = -0.5 * (math.log(2 * math.pi) + lvt + (x0 - x0_hat) ** 2 * torch.exp(-lvt))
             else:
@@ -391,3 +399,91 @@ def ddpm_elbo(
         return v.detach().cpu().numpy()
 
     return ELBOTerms(np_(prior), np_(diffusion), np_(decoder_term), d)
+
+
+def vdm_elbo(
+    model,
+    schedule,
+    x0,
+    *,
+    t_min: float,
+    decoder_var=None,
+    prior_var: float = 1.0,
+    generator=None,
+) -> ELBOTerms:
+    """The continuous-time bound (Kingma et al. 2021, VDM, eq. 17) as reference.vdm_elbo: log-SNR
+    stratified over the examples, one draw each, the diffusion term (1/2)(lambda_max -
+    lambda_min) e^lambda |x_0 - x0_hat|^2, the decoder N(x0_hat(x_{t_min}), var_dec I) and the
+    prior; ``model(x, t)`` is called once with a per-example t (shape (N,)), as in training.
+    ``generator``: a torch.Generator, or a NumPy Generator whose draws (uniform, shuffle,
+    normal, normal: the reference's order) make the result equal the reference's."""
+    if not isinstance(schedule, TorchSchedule):
+        raise TypeError(f"schedule must be a TorchSchedule, got {type(schedule).__name__}")
+    t_min = float(t_min)
+    if not 0.0 < t_min < 1.0:
+        raise ValueError(f"t_min must lie in (0, 1), got {t_min!r}")
+    dev = getattr(model, "device", None)
+    x0 = check_finite(as_tensor(x0, "x0", device=dev or "cpu", dtype=torch.float64), "x0")
+    if x0.ndim != 2:
+        raise ValueError(f"x0 must have shape (n, d), got {tuple(x0.shape)}")
+    N, d = x0.shape
+    f64 = {"dtype": torch.float64}
+    lam_hi = float(schedule._log_snr(torch.tensor(t_min, **f64)))
+    lam_lo = float(schedule._log_snr(torch.tensor(1.0, **f64)))
+    if not math.isfinite(lam_lo):
+        raise ValueError("the schedule's log-SNR at t = 1 must be finite (not zero terminal SNR)")
+    if hasattr(generator, "standard_normal"):
+        u_np = (torch.arange(N, **f64).numpy() + generator.uniform(size=N)) / N
+        generator.shuffle(u_np)
+        u = torch.from_numpy(u_np)
+
+        def normal():
+            return torch.from_numpy(generator.standard_normal((N, d))).to(x0.device)
+    else:
+        where = generator.device if generator is not None else x0.device
+        u = (
+            torch.arange(N, **f64) + torch.rand(N, generator=generator, device=where, **f64).cpu()
+        ) / N
+        u = u[torch.randperm(N, generator=generator, device=where).cpu()]
+
+        def normal():
+            return torch.randn(N, d, generator=generator, device=where, **f64).to(x0.device)
+
+    lam = lam_lo + (lam_hi - lam_lo) * u
+    t = schedule.t_from_log_snr(lam)
+    a = schedule._alpha(t).to(x0.device)[:, None]
+    s = schedule._sigma(t).to(x0.device)[:, None]
+    x_t = a * x0 + s * normal()
+    pred = getattr(model, "prediction", "eps")
+    kw = {}
+    if pred == "velocity":
+        kw = {
+            "d_alpha": schedule._d_alpha(t).to(x0.device),
+            "d_sigma": schedule._d_sigma(t).to(x0.device),
+        }
+    x0_hat, _ = to_x0_eps(
+        model(x_t, t.to(x0.device)), source=pred, x_t=x_t, alpha=a[:, 0], sigma=s[:, 0], **kw
+    )
+    diffusion = (
+        0.5 * (lam_hi - lam_lo) * torch.exp(lam.to(x0.device)) * ((x0 - x0_hat) ** 2).sum(-1)
+    )
+    tm = torch.tensor(t_min, **f64)
+    a1, s1 = float(schedule._alpha(tm)), float(schedule._sigma(tm))
+    x1 = a1 * x0 + s1 * normal()
+    kw1 = {}
+    if pred == "velocity":
+        kw1 = {"d_alpha": float(schedule._d_alpha(tm)), "d_sigma": float(schedule._d_sigma(tm))}
+    x0_hat1, _ = to_x0_eps(model(x1, t_min), source=pred, x_t=x1, alpha=a1, sigma=s1, **kw1)
+    lv = -lam_hi if decoder_var is None else math.log(float(decoder_var))
+    decoder_term = 0.5 * (
+        d * (math.log(2 * math.pi) + lv) + ((x0 - x0_hat1) ** 2).sum(-1) * math.exp(-lv)
+    )
+    t1 = torch.tensor(1.0, **f64)
+    la, ls = float(schedule._log_alpha(t1)), float(schedule._log_sigma(t1))
+    uu = 2.0 * ls - math.log(prior_var)
+    prior = 0.5 * (d * (math.expm1(uu) - uu) + math.exp(2.0 * la) * (x0 * x0).sum(-1) / prior_var)
+
+    def np_(v):
+        return v.detach().cpu().numpy()
+
+    return ELBOTerms(np_(prior), np_(diffusion)[:, None], np_(decoder_term), d)

@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-from .model import to_x0_eps
+from .model import TorchExactModel, to_x0_eps
 from .schedules import TorchSchedule, torch_schedule
 
 __all__ = [
@@ -200,12 +200,20 @@ class DDPM(TorchSampler):
     x_s = alpha_s e x0 + (alpha_t/alpha_s)(sigma_s/sigma_t)^2 x_t + sqrt(var) z with
     e = -expm1(lambda_t - lambda_s) and var = sigma_s^2 e ("fixed_small"), sigma_t^2 e
     ("fixed_large"), or their log-interpolation with weight v ("learned_range", Nichol &
-    Dhariwal 2021, eq. 15). Weak order 1."""
+    Dhariwal 2021, eq. 15). Weak order 1.
+
+    ``fused`` (default: automatic) runs each step as one Triton kernel (``_fused.
+    fused_ddpm_step``: the mixture's eps, the update and the noise together) when the model is a
+    :class:`TorchExactModel` predicting eps on a CUDA mixture with the fused kernel and the noise
+    comes from a CUDA ``torch.Generator``: the same update, with z drawn in the kernel by
+    Triton's Philox generator (float32 Box-Muller cast to float64, |z| < 6.7) seeded from that
+    generator, so a fused run is reproducible but its draws differ from the unfused path's.
+    ``fused=False`` forces the unfused path."""
 
     stochastic = True
     default_grid = "log_snr"
 
-    def __init__(self, variance: str = "fixed_small", *, v: float = 0.5):
+    def __init__(self, variance: str = "fixed_small", *, v: float = 0.5, fused: bool | None = None):
         if variance not in ("fixed_small", "fixed_large", "learned_range"):
             raise ValueError(
                 "variance must be one of 'fixed_small', 'fixed_large', 'learned_range' in "
@@ -213,7 +221,7 @@ class DDPM(TorchSampler):
             )
         if not 0.0 <= float(v) <= 1.0:
             raise ValueError(f"v must lie in [0, 1], got {v!r}")
-        self.variance, self.v = variance, float(v)
+        self.variance, self.v, self.fused = variance, float(v), fused
         self.name = f"ddpm-{variance.replace('_', '-')}"
         if variance == "learned_range":
             self.name += f"(v={self.v:g})"
@@ -227,15 +235,42 @@ class DDPM(TorchSampler):
             return large
         return math.exp(self.v * math.log(large) + (1.0 - self.v) * math.log(small))
 
+    def _fusable(self, ctx, x):
+        m = ctx.model
+        ok = (
+            isinstance(m, TorchExactModel)
+            and m.prediction == "eps"
+            and m.target.fused
+            and x.is_cuda
+            and isinstance(ctx.rng, torch.Generator)
+            and ctx.rng.device.type == "cuda"
+        )
+        if self.fused and not ok:
+            raise ValueError(
+                "fused=True needs a TorchExactModel predicting eps on a CUDA TorchMixture with "
+                "the fused kernel, and a CUDA torch.Generator"
+            )
+        return ok if self.fused is None else bool(self.fused)
+
     def _step(self, ctx, x, i):
         g = ctx.g
-        x0, _ = ctx.node(x, i)
         e = _frac(g, i)
         c0 = math.exp(g.log_alpha[i + 1]) * e
         ct = math.exp(
             g.log_alpha[i] - g.log_alpha[i + 1] + 2.0 * (g.log_sigma[i + 1] - g.log_sigma[i])
         )
-        return c0 * x0 + ct * x + math.sqrt(self._var(g, i, e)) * ctx.noise(x.shape)
+        std = math.sqrt(self._var(g, i, e))
+        if self._fusable(ctx, x):
+            from ._fused import fused_ddpm_step
+
+            # eps = sigma g and x0 = (x - sigma eps)/alpha, the unfused path's conversion
+            a, s = g.alpha[i], g.sigma[i]
+            ctx.model.n_calls += 1
+            return fused_ddpm_step(
+                ctx.model.target, x, a, s, c0 / a + ct, c0 * s * s / a, std, generator=ctx.rng
+            )
+        x0, _ = ctx.node(x, i)
+        return c0 * x0 + ct * x + std * ctx.noise(x.shape)
 
 
 class DDIM(TorchSampler):

@@ -167,7 +167,7 @@ def _mmd2_batch(tm: TorchMixture, x: torch.Tensor, ell2: float, self_term: float
 
 
 def _mmd2(tm: TorchMixture, x: torch.Tensor, ell2: float, self_term: float) -> float:
-    return float(_mmd2_batch(tm, x[None], ell2, self_term)[0])
+    return float(_mmd2_batch(tm, _x(tm, x)[None], ell2, self_term)[0])
 
 
 def mmd_null(tm: TorchMixture, n: int, *, replicates=199, rng=0):
