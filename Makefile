@@ -18,7 +18,7 @@ $(VENV)/.torch:
 
 # CI tests an installed build, not the source tree: a regular (non-editable) install.
 $(VENV)/.installed: $(VENV)/.torch $(SOURCES)
-	$(PIP) install --quiet ".[test,notebooks]"
+	$(PIP) install --quiet ".[test,notebooks,validation]"
 	$(PIP) install --quiet --no-deps --force-reinstall .
 	touch $@
 

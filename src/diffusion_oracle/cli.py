@@ -5,6 +5,7 @@ Commands
   derive         print a SymPy derivation checked by the CAS
   ground-truth   print the exact ground truth of a target under a schedule and save plots
   likelihood     the exact model's ELBO terms, exact log-likelihood, irreducible loss, plots
+  conformance    check another library's samplers against the reference (diffusers)
   targets        list the built-in targets
   schedules      list the built-in schedules with their log-SNR ranges
 """
@@ -282,6 +283,37 @@ def likelihood_report(
         plt.close(fig)
         lines.append(f"\nplot: {path}")
     return "\n".join(lines)
+
+
+def run_conformance(args) -> int:
+    """The ``conformance`` command: the markdown report of ``validation.conformance``."""
+    try:
+        from diffusion_oracle.validation.conformance import CASES, conformance_report
+    except ImportError as exc:  # pragma: no cover - diffusers missing
+        print(f"error: {exc}; pip install 'diffusion-oracle[validation]'", file=sys.stderr)
+        return 2
+    cases = CASES
+    if args.schedulers:
+        wanted = {w.strip() for w in args.schedulers.split(",") if w.strip()}
+        unknown = wanted - {c.scheduler for c in CASES}
+        if unknown:
+            print(f"error: --schedulers names no catalogued scheduler: {sorted(unknown)}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        cases = tuple(c for c in CASES if c.scheduler in wanted)
+    try:
+        text, rows = conformance_report(cases, args.target)
+    except ImportError as exc:
+        print(f"error: {exc}; pip install 'diffusion-oracle[validation]'", file=sys.stderr)
+        return 2
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / f"conformance_{args.library}.md"
+        path.write_text(text)
+        print(f"report: {path}")
+    failed = any(c.passed is False for _, res in rows for c in res)
+    return 1 if failed else 0
 
 
 def _steps(text: str) -> list[int]:
@@ -574,6 +606,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lk.add_argument("--out", type=Path, default=None, help="folder for the PNG plot")
     lk.add_argument("--seed", type=int, default=0)
+    cf = sub.add_parser(
+        "conformance",
+        help="check a library's samplers against the reference and exact ground truth",
+        description=(
+            "Run every diffusers scheduler configuration of the catalogue with the exact model "
+            "and print a markdown report: schedule invariants, same-grid agreement with the "
+            "reference sampler (tolerance from the scheduler's own float32 precision), "
+            "prediction_type invariance, finiteness over step counts 1..12, and add_noise / "
+            "scale_model_input against the forward process. Exit code 1 if any check fails."
+        ),
+    )
+    cf.add_argument("library", choices=["diffusers"], help="the library to check")
+    cf.add_argument("--target", default="ring8", choices=sorted(DEFAULT_TARGETS))
+    cf.add_argument(
+        "--schedulers", default=None, help="comma-separated scheduler class names (default: all)"
+    )
+    cf.add_argument("--out", type=Path, default=None, help="folder for the markdown report")
     dv = sub.add_parser(
         "derive",
         help="print a SymPy derivation (checked by the CAS when run)",
@@ -626,6 +675,8 @@ def main(argv=None) -> int:
             return 2
         print(text)
         return 0
+    if args.command == "conformance":
+        return run_conformance(args)
     if args.command == "targets":
         for name in sorted(DEFAULT_TARGETS):
             tg = get_target(name)

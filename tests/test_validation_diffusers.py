@@ -1,0 +1,127 @@
+"""validation.diffusers / validation.conformance (issue 6, first part): the driver runs real
+diffusers schedulers with the exact model, matches the reference samplers on the same grid to
+float64 rounding where the scheduler is float64 end to end, and the checks catch planted bugs.
+Runs where the 'validation' extra (diffusers) is installed; CI installs it."""
+
+import numpy as np
+import pytest
+
+diffusers = pytest.importorskip("diffusers", reason="the validation extra is not installed")
+
+from diffusion_oracle import DDIM, Heun  # noqa: E402
+from diffusion_oracle.reference import ExactModel, ring8  # noqa: E402
+from diffusion_oracle.reference.grids import Grid  # noqa: E402
+from diffusion_oracle.validation.conformance import CASES, Case, check_case  # noqa: E402
+from diffusion_oracle.validation.diffusers import (  # noqa: E402
+    frame_of,
+    run_scheduler,
+    training_schedule,
+)
+
+# float64 end to end (betas from the reference, no float32 casts on the path): the scheduler
+# and the reference run the same arithmetic in different association orders, ~N ulps
+RTOL_F64 = 1e-12
+
+
+def _by_name(name):
+    return {c.label: c for c in CASES}[name]
+
+
+@pytest.mark.parametrize(
+    "case,ref",
+    [
+        (Case("DDIMScheduler", {"clip_sample": False}), DDIM(0.0)),
+        (Case("HeunDiscreteScheduler", {}), Heun()),
+    ],
+    ids=["ddim", "heun"],
+)
+def test_float64_scheduler_equals_the_reference_on_its_grid(case, ref):
+    factory = case.factory()
+    sch = training_schedule(factory())
+    model = ExactModel(ring8(), sch)
+    dry = run_scheduler(factory, model, np.ones((1, 2)), 20, rng=0)
+    times = [dry.t[0]] + [b for a, b in zip(dry.t, dry.t[1:], strict=False) if b != a]
+    g = np.random.default_rng(1)
+    x = sch.alpha(times[0]) * ring8().sample(100, rng=g) + sch.sigma(times[0]) * g.standard_normal(
+        (100, 2)
+    )
+    got = run_scheduler(factory, model, x, 20, rng=2).sample
+    want = ref(model, x, Grid(sch, np.array(times), final_zero=True), rng=2)
+    assert np.abs(got - want).max() <= RTOL_F64 * np.abs(want).max()
+
+
+def test_frames_and_training_schedules():
+    assert frame_of(diffusers.DDIMScheduler()) == "vp"
+    assert frame_of(diffusers.EulerDiscreteScheduler()) == "sigma"
+    assert frame_of(diffusers.EDMEulerScheduler()) == "edm"
+    assert frame_of(diffusers.FlowMatchEulerDiscreteScheduler()) == "flow"
+    sch = training_schedule(diffusers.DDPMScheduler(beta_schedule="scaled_linear"))
+    ours = np.exp(sch.log_alpha_bar[1:])
+    theirs = diffusers.DDPMScheduler(beta_schedule="scaled_linear").alphas_cumprod.double().numpy()
+    # theirs: a float32 cumulative product of 1000 factors (relative error up to ~T 2^-24)
+    np.testing.assert_allclose(theirs, ours, rtol=1000 * 2.0**-24)
+
+
+def test_catalogue_passes_where_the_reference_agrees():
+    for label in (
+        "DDIMScheduler(clip_sample=False)",
+        "DDPMScheduler(clip_sample=False)",
+        "DPMSolverMultistepScheduler(solver_order=3)",
+    ):
+        res = check_case(_by_name(label), n=64)
+        assert all(c.passed is not False for c in res), (label, res)
+        same = next(c for c in res if c.name.startswith("same grid"))
+        assert same.passed and same.value < 1e-5  # float64 DDIM/DDPM: ~1e-15; 3M: float32 sigmas
+
+
+def test_planted_bugs_fail_their_checks(monkeypatch):
+    # off-by-one alphas: alpha_bar_prev read one step late fails the same-grid check
+    class Shifted(diffusers.DDIMScheduler):
+        def step(self, model_output, timestep, sample, *args, **kwargs):
+            ac = self.alphas_cumprod
+            self.alphas_cumprod = ac.roll(-1)
+            try:
+                return super().step(model_output, timestep, sample, *args, **kwargs)
+            finally:
+                self.alphas_cumprod = ac
+
+    monkeypatch.setattr(diffusers, "ShiftedDDIM", Shifted, raising=False)
+    res = check_case(Case("ShiftedDDIM", {"clip_sample": False}, "ddim"), n=64)
+    same = next(c for c in res if c.name.startswith("same grid"))
+    assert same.passed is False and same.value > 1e-3
+
+    # a scheduler that returns NaN for an odd step count fails the finiteness sweep
+    class NaNAt7(diffusers.DDIMScheduler):
+        def step(self, model_output, timestep, sample, *args, **kwargs):
+            out = super().step(model_output, timestep, sample, *args, **kwargs)
+            if self.num_inference_steps == 7:
+                out.prev_sample[:] = float("nan")
+            return out
+
+    monkeypatch.setattr(diffusers, "NaNAt7", NaNAt7, raising=False)
+    res = check_case(Case("NaNAt7", {"clip_sample": False}), n=16)
+    fin = next(c for c in res if c.name.startswith("finite"))
+    assert fin.passed is False and "N=7" in fin.detail
+
+
+def test_pndm_v_prediction_is_not_equivalent_to_epsilon():
+    """A deviation found by check 3 (docs/findings.md): PNDM combines the raw model outputs of
+    several steps and converts v to eps afterwards with the current alpha, so with an exact
+    model its samples depend on the parameterization (5e-2 of the sample scale at 10 steps)."""
+    res = check_case(_by_name("PNDMScheduler(skip_prk_steps=True)"), n=64)
+    inv = next(c for c in res if c.name.startswith("prediction_type"))
+    assert inv.passed is False and inv.value > 1e-2
+
+
+def test_cli_conformance_subset(tmp_path, capsys):
+    from diffusion_oracle.cli import main
+
+    code = main(
+        ["conformance", "diffusers", "--schedulers", "DDIMScheduler,EulerDiscreteScheduler",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| `DDIMScheduler(clip_sample=False)` |" in out and "EulerDiscreteScheduler" in out
+    assert (tmp_path / "conformance_diffusers.md").read_text().startswith("# diffusers")
+    assert main(["conformance", "diffusers", "--schedulers", "NoSuchScheduler"]) == 2

@@ -1,0 +1,282 @@
+"""Drive diffusers schedulers with the exact model (issue 6: validation adapters).
+
+:func:`run_scheduler` runs one scheduler the way a diffusers pipeline does (``set_timesteps``,
+``init_noise_sigma``, ``scale_model_input``, the model, ``step``) with the exact model of a
+target in place of the network, and records every model call. Four things make it a
+measurement rather than a demo:
+
+- **The model answers the scheduler's own question.** At each call the time is read from the
+  scheduler's state, not guessed from the loop: for the VP schedulers (DDPM, DDIM, PNDM,
+  DPM-Solver, UniPC, DEIS) timestep k is alpha_bar[k] of the training schedule, our node
+  n = k + 1; for the sigma (VE-frame) schedulers (Euler, Heun, LMS, KDPM2, EDM) the sigma of
+  the current (sub)step is read back from ``scale_model_input`` (1/sqrt(sigma^2 + 1)), which
+  is what the scheduler scales the network's input with; flow matching gives t = sigma. The
+  exact model then predicts in the scheduler's ``prediction_type`` (epsilon, sample,
+  v_prediction, flow velocity; EDM's preconditioned F solved from ``precondition_outputs``).
+- **Noise is the harness's.** Every ``randn_tensor`` the scheduler's module draws (DDPM, the
+  ancestral and SDE samplers) is answered from the caller's NumPy generator, so the affine
+  probe of tier 1 and the same-noise comparisons work.
+- **float64 on request.** ``upcast=True`` converts every floating tensor the scheduler holds
+  (betas, alphas_cumprod, sigmas, timesteps) to float64 after ``set_timesteps``, so what is
+  left of a difference to the reference is the algorithm, not float32 rounding (diffusers
+  stores its schedules in float32, relative error ~6e-8).
+- **Everything is recorded**: the timesteps and sigmas of each call, so schedule invariants
+  (check 1) are measured on what the scheduler did.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from diffusion_oracle.reference.schedules import EDM, DiscreteSchedule, Flow, Schedule
+
+__all__ = ["RunResult", "frame_of", "run_scheduler", "training_schedule"]
+
+
+def _np(a):
+    if hasattr(a, "detach"):
+        return a.detach().cpu().numpy().astype(np.float64)
+    return np.asarray(a, dtype=np.float64)
+
+
+def frame_of(scheduler) -> str:
+    """'vp' (sample = x_t, integer timesteps on alphas_cumprod), 'sigma' (sample = x_t/alpha in
+    the VE frame, sigma from the timestep), 'edm' (VE frame, EDM preconditioning) or 'flow'
+    (x_t = (1 - sigma) x_0 + sigma eps)."""
+    name = type(scheduler).__name__
+    if name.startswith("FlowMatch"):
+        return "flow"
+    if name.startswith("EDM"):
+        return "edm"
+    ins = float(_np(getattr(scheduler, "init_noise_sigma", 1.0)))
+    return "vp" if ins == 1.0 else "sigma"
+
+
+def training_schedule(scheduler) -> Schedule:
+    """The reference schedule the scheduler was configured with: the DiscreteSchedule of its
+    betas (float64, from the config, not from its float32 tensors), EDM(sigma_min, sigma_max,
+    rho) for the EDM schedulers, Flow() for flow matching."""
+    frame = frame_of(scheduler)
+    cfg = scheduler.config
+    if frame == "flow":
+        return Flow()
+    if frame == "edm":
+        return EDM(cfg["sigma_min"], cfg["sigma_max"], cfg["rho"])
+    T = int(cfg["num_train_timesteps"])
+    kind = cfg.get("beta_schedule", "linear")
+    b0, b1 = float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02))
+    if cfg.get("trained_betas") is not None:
+        sch = DiscreteSchedule(np.asarray(cfg["trained_betas"], dtype=np.float64))
+    elif kind == "linear":
+        sch = DiscreteSchedule.linear(T, b0, b1)
+    elif kind == "scaled_linear":
+        sch = DiscreteSchedule.scaled_linear(T, b0, b1)
+    elif kind == "squaredcos_cap_v2":
+        sch = DiscreteSchedule.cosine(T)
+    else:
+        raise ValueError(f"beta_schedule {kind!r} has no reference counterpart yet")
+    if cfg.get("rescale_betas_zero_snr", False):
+        from diffusion_oracle.reference.schedules import rescale_zero_terminal_snr
+
+        sch = rescale_zero_terminal_snr(sch)
+    return sch
+
+
+@dataclass
+class RunResult:
+    """One scheduler run: the final ``sample`` mapped to x (the data frame), and per model call
+    the ``timesteps`` passed, the times ``t`` on the reference schedule, (alpha, sigma)."""
+
+    sample: np.ndarray
+    timesteps: list = field(default_factory=list)
+    t: list = field(default_factory=list)
+    alpha: list = field(default_factory=list)
+    sigma: list = field(default_factory=list)
+    calls: int = 0
+    input_error: float = 0.0  # max |scale_model_input(sample) - x_t| over the run (vp, sigma)
+
+
+@contextmanager
+def _noise_from(rng, scheduler, dtype):
+    """Answer the scheduler module's ``randn_tensor`` from ``rng`` (NumPy)."""
+    import torch
+
+    mod = sys.modules[type(scheduler).__module__]
+    saved = getattr(mod, "randn_tensor", None)
+
+    def randn_tensor(shape, generator=None, device=None, dtype=None, layout=None):
+        return torch.from_numpy(rng.standard_normal(tuple(shape))).to(torch.float64)
+
+    if saved is not None:
+        mod.randn_tensor = randn_tensor
+    try:
+        yield
+    finally:
+        if saved is not None:
+            mod.randn_tensor = saved
+
+
+@contextmanager
+def _keep_float64():
+    """Within set_timesteps: a float64 tensor asked to become float32 (``.to(torch.float32)``,
+    ``.float()``) stays float64, so that sigmas and timesteps computed in float64 NumPy are not
+    rounded on their way into the scheduler."""
+    import torch
+
+    to, flt = torch.Tensor.to, torch.Tensor.float
+
+    def to64(self, *args, **kwargs):
+        want = kwargs.get("dtype", next((a for a in args if isinstance(a, torch.dtype)), None))
+        if want == torch.float32 and self.dtype == torch.float64:
+            kwargs.pop("dtype", None)
+            args = tuple(a for a in args if not isinstance(a, torch.dtype))
+        return to(self, *args, **kwargs)
+
+    def float64(self, *args, **kwargs):
+        return self if self.dtype == torch.float64 else flt(self, *args, **kwargs)
+
+    torch.Tensor.to, torch.Tensor.float = to64, float64
+    try:
+        yield
+    finally:
+        torch.Tensor.to, torch.Tensor.float = to, flt
+
+
+def _upcast(scheduler, ref=None):
+    """Every floating tensor of the scheduler to float64; with the reference DiscreteSchedule
+    ``ref``, betas, alphas and alphas_cumprod are replaced by its float64 values (the float32
+    tensors would otherwise carry their rounding, ~6e-8 relative, into every step)."""
+    import torch
+
+    for k, v in list(vars(scheduler).items()):
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            setattr(scheduler, k, v.to(torch.float64))
+    if isinstance(ref, DiscreteSchedule) and hasattr(scheduler, "alphas_cumprod"):
+        if len(scheduler.alphas_cumprod) == ref.T:
+            scheduler.betas = torch.from_numpy(np.array(ref.betas))
+            scheduler.alphas = 1.0 - scheduler.betas
+            scheduler.alphas_cumprod = torch.from_numpy(np.exp(ref.log_alpha_bar[1:]))
+
+
+def run_scheduler(
+    factory,
+    model,
+    x_init,
+    steps: int,
+    *,
+    rng=None,
+    upcast: bool = True,
+    step_kwargs=None,
+) -> RunResult:
+    """Run the scheduler ``factory()`` for ``steps`` inference steps from ``x_init`` (shape
+    (n, d), in the data frame: x_t = alpha x_0 + sigma eps at the first step; divided by alpha
+    for the VE frames), with ``model`` an exact model (``model.target`` and a reference
+    ``model.schedule`` matching :func:`training_schedule`; ``model.predict(x, t, kind)``).
+    Returns :class:`RunResult` with the final sample in the data frame."""
+    import torch
+
+    from diffusion_oracle.reference.forward import _rng
+
+    rng = _rng(rng)
+    sched = factory()
+    ref = model.schedule
+    if upcast:  # before set_timesteps too, so that sigmas are computed from float64 tensors
+        _upcast(sched, ref)
+    if upcast:
+        with _keep_float64():
+            sched.set_timesteps(int(steps))
+        _upcast(sched)
+    else:
+        sched.set_timesteps(int(steps))
+    frame = frame_of(sched)
+    pred_type = sched.config.get("prediction_type", "epsilon")
+    x0_init = np.asarray(x_init, dtype=np.float64)
+    res = RunResult(sample=None)
+    ts = list(sched.timesteps)
+
+    lo, hi = ref.log_snr_range()
+
+    def t_of_sigma(sig):
+        # the scheduler's sigma may sit outside the schedule's range by its float32 rounding
+        lam = min(max(-2.0 * math.log(sig), lo), hi)
+        return float(ref.t_from_log_snr(lam))
+
+    def time_of(k, i, sample):
+        """(t, alpha, sigma) on the reference schedule at this call: the scheduler's own sigma,
+        read back from ``scale_model_input`` of a tensor of ones (1/sqrt(sigma^2 + 1), or
+        1/sqrt(sigma^2 + sigma_data^2) for EDM), which every sigma scheduler computes from the
+        sigma of the current (sub)step; integer timesteps index alphas_cumprod for VP."""
+        kf = float(_np(k))
+        if frame == "vp":
+            t = (round(kf) + 1) / ref.T
+        elif frame in ("sigma", "edm"):
+            c = float(_np(sched.scale_model_input(torch.ones_like(sample[:1]), k)).ravel()[0])
+            extra = 1.0 if frame == "sigma" else float(sched.config["sigma_data"]) ** 2
+            t = t_of_sigma(math.sqrt(max(1.0 / (c * c) - extra, 0.0)))
+        else:
+            idx = sched.step_index if getattr(sched, "step_index", None) is not None else i
+            t = min(max(float(_np(sched.sigmas[idx])), 0.0), 1.0)
+        return t, float(ref.alpha(t)), float(ref.sigma(t))
+
+    probe = factory()  # the first time, read from a fresh scheduler (state stays untouched)
+    if upcast:
+        _upcast(probe, ref)
+        with _keep_float64():
+            probe.set_timesteps(int(steps))
+        _upcast(probe)
+    else:
+        probe.set_timesteps(int(steps))
+    sched_saved, sched = sched, probe
+    t0, a0, s0 = time_of(ts[0], 0, torch.from_numpy(x0_init[:1] + 1.0))
+    sched = sched_saved
+    if frame in ("sigma", "edm"):
+        sample = torch.from_numpy(x0_init / a0)
+    else:
+        sample = torch.from_numpy(x0_init.copy())
+    kw = dict(step_kwargs or {})
+    with _noise_from(rng, sched, torch.float64):
+        for i, k in enumerate(ts):
+            t, a, s = time_of(k, i, sample)
+            x_vp = _np(sample) * (a if frame in ("sigma", "edm") else 1.0)
+            if hasattr(sched, "scale_model_input"):
+                # what a pipeline feeds the network; for the sigma schedulers it must be x_t
+                # (= alpha x_VE), for the VP ones the sample itself (check 7)
+                scaled = _np(sched.scale_model_input(sample, k))
+                if frame in ("vp", "sigma"):
+                    res.input_error = max(res.input_error, float(np.abs(scaled - x_vp).max()))
+            x0, eps = model.predict(x_vp, t, "x0"), model.predict(x_vp, t, "eps")
+            if frame == "flow":
+                out = eps - x0  # the flow-matching velocity d x_t / d t for alpha = 1 - t
+            elif frame == "edm":
+                D = torch.from_numpy(x0)
+                base = sched.precondition_outputs(sample, torch.zeros_like(sample), s / a)
+                unit = sched.precondition_outputs(sample, torch.ones_like(sample), s / a) - base
+                out = _np((D - base) / unit)
+            else:
+                out = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - s * x0}[pred_type]
+            res.timesteps.append(float(_np(k)))
+            res.t.append(t)
+            res.alpha.append(a)
+            res.sigma.append(s)
+            res.calls += 1
+            step = sched.step(torch.from_numpy(np.ascontiguousarray(out)), k, sample, **kw)
+            sample = step.prev_sample if hasattr(step, "prev_sample") else step[0]
+    out = _np(sample)
+    if frame in ("sigma", "edm"):
+        last = sched.sigmas[-1] if hasattr(sched, "sigmas") else 0.0
+        s_end = float(_np(last))
+        out = out / math.sqrt(1.0 + s_end * s_end) if frame == "sigma" else out
+    res.sample = out
+    return res
+
+
+def scheduler_class(name: str):
+    """The diffusers scheduler class ``name`` (ImportError when diffusers is missing)."""
+    mod = importlib.import_module("diffusers")
+    return getattr(mod, name)
