@@ -125,3 +125,19 @@ def test_cli_conformance_subset(tmp_path, capsys):
     assert "| `DDIMScheduler(clip_sample=False)` |" in out and "EulerDiscreteScheduler" in out
     assert (tmp_path / "conformance_diffusers.md").read_text().startswith("# diffusers")
     assert main(["conformance", "diffusers", "--schedulers", "NoSuchScheduler"]) == 2
+
+
+def test_a_catalogued_scheduler_runs_through_verify():
+    """Tier 1 on the scheduler's own grids: DDIM first order, Heun second order (exact W2 on the
+    moment-matched Gaussian, float64 mode)."""
+    from diffusion_oracle import verify
+
+    for label, lo, hi in (
+        ("DDIMScheduler(clip_sample=False)", 0.9, 1.15),
+        ("HeunDiscreteScheduler()", 1.9, 2.15),
+    ):
+        case = _by_name(label)
+        sch = training_schedule(case.factory()())
+        rep = verify(case.sampler(), "ring8", sch, steps=[20, 40, 80, 160], tiers=(1,),
+                     progress=False)  # fmt: skip
+        assert lo < rep.order_tier1.slope < hi, (label, rep.order_tier1)

@@ -18,8 +18,10 @@ Per configuration (a scheduler class with keyword arguments) and step count:
    ``scale_model_input`` of a run equals the reference x_t, relative to the data scale, within
    T x 2^-24 (diffusers keeps alphas_cumprod as a float32 cumulative product of T factors).
 
-Tier-1 orders and tier-3 statistics of these schedulers run through
-``diffusion_oracle.verify`` with :func:`as_sampler` (next increment of the issue).
+Check 4 (orders) and 5 (tier-3 statistics) per configuration are the next increment: any
+scheduler already runs through ``diffusion_oracle.verify`` as a
+:class:`~diffusion_oracle.validation.diffusers.SchedulerSampler`, but orders measured on
+integer-timestep grids need care (see docs/findings.md, "Measuring diffusers orders").
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Case:
     kwargs: dict = field(default_factory=dict)
     reference: str | None = None
     steps: tuple = (10, 25)
+    order: int | None = None  # the documented convergence order (None: not documented)
+    stochastic: bool = False
 
     @property
     def label(self) -> str:
@@ -57,6 +61,15 @@ class Case:
     def factory(self):
         cls = scheduler_class(self.scheduler)
         return lambda: cls(**self.kwargs)
+
+    def sampler(self):
+        """This configuration as a sampler for ``diffusion_oracle.verify`` (it declares
+        ``order`` and ``stochastic``); verify it on ``training_schedule(case.factory()())``."""
+        from .diffusers import SchedulerSampler
+
+        return SchedulerSampler(
+            self.factory(), name=self.label, order=self.order, stochastic=self.stochastic
+        )
 
 
 def _reference_sampler(name):
@@ -73,25 +86,25 @@ def _reference_sampler(name):
 
 
 CASES = (
-    Case("DDIMScheduler", {"clip_sample": False}, "ddim"),
-    Case("DDIMScheduler", {"clip_sample": False, "timestep_spacing": "trailing"}, "ddim"),
-    Case("DDPMScheduler", {"clip_sample": False}, "ddpm"),
-    Case("EulerDiscreteScheduler", {}, "euler"),
-    Case("EulerDiscreteScheduler", {"use_karras_sigmas": True}, "euler"),
-    Case("HeunDiscreteScheduler", {}, "heun"),
-    Case("DPMSolverMultistepScheduler", {}, "dpmpp2m", (15, 25)),
-    Case("DPMSolverMultistepScheduler", {"solver_order": 3}, "dpmpp3m-published", (15, 25)),
-    Case("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
-    Case("DPMSolverSinglestepScheduler", {}),
-    Case("EulerAncestralDiscreteScheduler", {}),
-    Case("KDPM2DiscreteScheduler", {}),
-    Case("KDPM2AncestralDiscreteScheduler", {}),
+    Case("DDIMScheduler", {"clip_sample": False}, "ddim", order=1),
+    Case("DDIMScheduler", {"clip_sample": False, "timestep_spacing": "trailing"}, "ddim", order=1),
+    Case("DDPMScheduler", {"clip_sample": False}, "ddpm", order=1, stochastic=True),
+    Case("EulerDiscreteScheduler", {}, "euler", order=1),
+    Case("EulerDiscreteScheduler", {"use_karras_sigmas": True}, "euler", order=1),
+    Case("HeunDiscreteScheduler", {}, "heun", order=2),
+    Case("DPMSolverMultistepScheduler", {}, "dpmpp2m", (15, 25), order=2),
+    Case("DPMSolverMultistepScheduler", {"solver_order": 3}, "dpmpp3m-published", (15, 25), 3),
+    Case("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, stochastic=True),
+    Case("DPMSolverSinglestepScheduler", {}, order=2),
+    Case("EulerAncestralDiscreteScheduler", {}, order=1, stochastic=True),
+    Case("KDPM2DiscreteScheduler", {}, order=2),
+    Case("KDPM2AncestralDiscreteScheduler", {}, stochastic=True),
     Case("LMSDiscreteScheduler", {}),
     Case("PNDMScheduler", {"skip_prk_steps": True}),
     Case("UniPCMultistepScheduler", {}),
-    Case("DEISMultistepScheduler", {}),
-    Case("EDMEulerScheduler", {}),
-    Case("FlowMatchEulerDiscreteScheduler", {}),
+    Case("DEISMultistepScheduler", {}, order=2),
+    Case("EDMEulerScheduler", {}, order=1),
+    Case("FlowMatchEulerDiscreteScheduler", {}, order=1),
 )
 
 

@@ -26,6 +26,7 @@ measurement rather than a demo:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import sys
@@ -36,7 +37,7 @@ import numpy as np
 
 from diffusion_oracle.reference.schedules import EDM, DiscreteSchedule, Flow, Schedule
 
-__all__ = ["RunResult", "frame_of", "run_scheduler", "training_schedule"]
+__all__ = ["RunResult", "SchedulerSampler", "frame_of", "run_scheduler", "training_schedule"]
 
 
 def _np(a):
@@ -164,6 +165,19 @@ def _upcast(scheduler, ref=None):
             scheduler.alphas_cumprod = torch.from_numpy(np.exp(ref.log_alpha_bar[1:]))
 
 
+def _prepared(factory, steps, ref, upcast):
+    """A fresh scheduler with ``set_timesteps(steps)`` done, in float64 mode with ``upcast``."""
+    sched = factory()
+    if not upcast:
+        sched.set_timesteps(int(steps))
+        return sched
+    _upcast(sched, ref)  # before set_timesteps, so that sigmas come from float64 tensors
+    with _keep_float64():
+        sched.set_timesteps(int(steps))
+    _upcast(sched)
+    return sched
+
+
 def run_scheduler(
     factory,
     model,
@@ -172,7 +186,6 @@ def run_scheduler(
     *,
     rng=None,
     upcast: bool = True,
-    step_kwargs=None,
 ) -> RunResult:
     """Run the scheduler ``factory()`` for ``steps`` inference steps from ``x_init`` (shape
     (n, d), in the data frame: x_t = alpha x_0 + sigma eps at the first step; divided by alpha
@@ -184,16 +197,8 @@ def run_scheduler(
     from diffusion_oracle.reference.forward import _rng
 
     rng = _rng(rng)
-    sched = factory()
     ref = model.schedule
-    if upcast:  # before set_timesteps too, so that sigmas are computed from float64 tensors
-        _upcast(sched, ref)
-    if upcast:
-        with _keep_float64():
-            sched.set_timesteps(int(steps))
-        _upcast(sched)
-    else:
-        sched.set_timesteps(int(steps))
+    sched = _prepared(factory, steps, ref, upcast)
     frame = frame_of(sched)
     pred_type = sched.config.get("prediction_type", "epsilon")
     x0_init = np.asarray(x_init, dtype=np.float64)
@@ -207,42 +212,37 @@ def run_scheduler(
         lam = min(max(-2.0 * math.log(sig), lo), hi)
         return float(ref.t_from_log_snr(lam))
 
-    def time_of(k, i, sample):
-        """(t, alpha, sigma) on the reference schedule at this call: the scheduler's own sigma,
-        read back from ``scale_model_input`` of a tensor of ones (1/sqrt(sigma^2 + 1), or
-        1/sqrt(sigma^2 + sigma_data^2) for EDM), which every sigma scheduler computes from the
-        sigma of the current (sub)step; integer timesteps index alphas_cumprod for VP."""
+    def time_of(sc, k, i, sample):
+        """(t, alpha, sigma) on the reference schedule at this call of scheduler ``sc``: the
+        scheduler's own sigma, read back from ``scale_model_input`` of a tensor of ones
+        (1/sqrt(sigma^2 + 1), or 1/sqrt(sigma^2 + sigma_data^2) for EDM), which every sigma
+        scheduler computes from the sigma of the current (sub)step; integer timesteps index
+        alphas_cumprod for VP."""
         kf = float(_np(k))
         if frame == "vp":
             t = (round(kf) + 1) / ref.T
         elif frame in ("sigma", "edm"):
-            c = float(_np(sched.scale_model_input(torch.ones_like(sample[:1]), k)).ravel()[0])
-            extra = 1.0 if frame == "sigma" else float(sched.config["sigma_data"]) ** 2
+            c = float(_np(sc.scale_model_input(torch.ones_like(sample[:1]), k)).ravel()[0])
+            extra = 1.0 if frame == "sigma" else float(sc.config["sigma_data"]) ** 2
             t = t_of_sigma(math.sqrt(max(1.0 / (c * c) - extra, 0.0)))
         else:
-            idx = sched.step_index if getattr(sched, "step_index", None) is not None else i
-            t = min(max(float(_np(sched.sigmas[idx])), 0.0), 1.0)
+            idx = sc.step_index if getattr(sc, "step_index", None) is not None else i
+            t = min(max(float(_np(sc.sigmas[idx])), 0.0), 1.0)
         return t, float(ref.alpha(t)), float(ref.sigma(t))
 
-    probe = factory()  # the first time, read from a fresh scheduler (state stays untouched)
-    if upcast:
-        _upcast(probe, ref)
-        with _keep_float64():
-            probe.set_timesteps(int(steps))
-        _upcast(probe)
-    else:
-        probe.set_timesteps(int(steps))
-    sched_saved, sched = sched, probe
-    t0, a0, s0 = time_of(ts[0], 0, torch.from_numpy(x0_init[:1] + 1.0))
-    sched = sched_saved
+    # the first time, read from a fresh scheduler (scale_model_input may start its state)
+    probe = _prepared(factory, steps, ref, upcast)
+    _, a0, _ = time_of(probe, ts[0], 0, torch.from_numpy(x0_init[:1] + 1.0))
     if frame in ("sigma", "edm"):
         sample = torch.from_numpy(x0_init / a0)
     else:
         sample = torch.from_numpy(x0_init.copy())
-    kw = dict(step_kwargs or {})
-    with _noise_from(rng, sched, torch.float64):
+    # float64 mode also inside step(): several schedulers cast the sample to float32 there
+    # ("upcast" for fp16 models), which for float64 input is a downcast
+    precision = _keep_float64() if upcast else contextlib.nullcontext()
+    with _noise_from(rng, sched, torch.float64), precision:
         for i, k in enumerate(ts):
-            t, a, s = time_of(k, i, sample)
+            t, a, s = time_of(sched, k, i, sample)
             x_vp = _np(sample) * (a if frame in ("sigma", "edm") else 1.0)
             if hasattr(sched, "scale_model_input"):
                 # what a pipeline feeds the network; for the sigma schedulers it must be x_t
@@ -265,7 +265,7 @@ def run_scheduler(
             res.alpha.append(a)
             res.sigma.append(s)
             res.calls += 1
-            step = sched.step(torch.from_numpy(np.ascontiguousarray(out)), k, sample, **kw)
+            step = sched.step(torch.from_numpy(np.ascontiguousarray(out)), k, sample)
             sample = step.prev_sample if hasattr(step, "prev_sample") else step[0]
     out = _np(sample)
     if frame in ("sigma", "edm"):
@@ -280,3 +280,67 @@ def scheduler_class(name: str):
     """The diffusers scheduler class ``name`` (ImportError when diffusers is missing)."""
     mod = importlib.import_module("diffusers")
     return getattr(mod, name)
+
+
+class SchedulerSampler:
+    """A diffusers scheduler as a sampler for :func:`diffusion_oracle.verify`:
+    ``sampler(model, x_init, grid, *, rng)`` runs :func:`run_scheduler` for the number of
+    inference steps that produced ``grid``, and ``make_grid(schedule, steps)`` returns the grid
+    the scheduler really runs (its model-call times, without the repeated second stages,
+    ending with the jump to the data when its last sigma is 0), which is what tier 1 compares
+    against. ``order`` is the declared convergence order (None: measured, not judged)."""
+
+    default_grid = "uniform"
+
+    def __init__(self, factory, *, name=None, order=None, stochastic=False):
+        self.factory = factory
+        self.name = name or type(factory()).__name__
+        self.order = order
+        self.stochastic = stochastic
+        self._steps = {}
+
+    def __repr__(self):
+        return self.name
+
+    def make_grid(self, schedule: Schedule, steps: int):
+        from diffusion_oracle.reference.grids import Grid
+        from diffusion_oracle.reference.model import ExactModel
+        from diffusion_oracle.reference.targets import Gaussian
+
+        probe = ExactModel(Gaussian(np.zeros(1), np.eye(1)), schedule)
+        r = run_scheduler(self.factory, probe, np.ones((1, 1)), int(steps), rng=0)
+        times = [r.t[0]]
+        for t in r.t[1:]:
+            if t < times[-1]:  # second stages and ancestral re-noising are not grid nodes
+                times.append(t)
+        sched = self.factory()
+        sched.set_timesteps(int(steps))
+        sig = getattr(sched, "sigmas", None)
+        if sig is not None and frame_of(sched) != "flow":
+            land = float(_np(sig[-1]))  # sigma_EDM where the last step lands
+            lam_land = math.inf if land == 0.0 else -2.0 * math.log(land)
+        elif sig is not None:
+            land = float(_np(sig[-1]))  # flow: t = sigma
+            lam_land = math.inf if land == 0.0 else 2.0 * math.log((1.0 - land) / land)
+        elif sched.config.get("set_alpha_to_one", True) or not hasattr(
+            sched, "final_alpha_cumprod"
+        ):
+            lam_land = math.inf  # DDIM / DDPM / PNDM: the last step lands on the data
+        else:  # final_alpha_cumprod = alphas_cumprod[0]: the last step lands on node n = 1
+            lam_land = float(schedule.log_snr(1.0 / schedule.T))
+        final_zero = lam_land == math.inf
+        if not final_zero:
+            t_land = float(schedule.t_from_log_snr(lam_land))
+            if t_land < times[-1]:
+                times.append(t_land)
+        grid = Grid(schedule, np.asarray(times), final_zero=final_zero)
+        self._steps[tuple(np.round(grid.t, 15))] = int(steps)
+        return grid
+
+    def __call__(self, model, x_init, grid, *, rng=None):
+        key = tuple(np.round(grid.t, 15))
+        if key not in self._steps:
+            raise ValueError(
+                "grid must come from this sampler's make_grid (the scheduler picks its times)"
+            )
+        return run_scheduler(self.factory, model, x_init, self._steps[key], rng=rng).sample
