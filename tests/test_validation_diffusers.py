@@ -141,3 +141,19 @@ def test_a_catalogued_scheduler_runs_through_verify():
         rep = verify(case.sampler(), "ring8", sch, steps=[20, 40, 80, 160], tiers=(1,),
                      progress=False)  # fmt: skip
         assert lo < rep.order_tier1.slope < hi, (label, rep.order_tier1)
+
+
+def test_from_diffusers_runs_sigma_schedulers_and_checks_the_schedule():
+    """The adapter used to pass loop indices as timesteps, which Euler-type schedulers reject;
+    real diffusers schedulers now run through the validation driver."""
+    from diffusion_oracle import DiscreteSchedule, from_diffusers, verify
+
+    sch = DiscreteSchedule.linear(1000)
+    s = from_diffusers(
+        lambda: diffusers.EulerDiscreteScheduler(num_train_timesteps=1000), sch, order=1
+    )
+    rep = verify(s, "ring8", sch, steps=[10, 20, 40, 80], tiers=(1,), progress=False)
+    assert rep.passed and 0.9 < rep.order_tier1.slope < 1.15
+    assert [r.nfe for r in rep.rows] == [10, 20, 40, 80]  # one model call per step
+    with pytest.raises(ValueError, match="schedule must match the scheduler's betas"):
+        from_diffusers(lambda: diffusers.DDIMScheduler(), DiscreteSchedule.cosine(1000))

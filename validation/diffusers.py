@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from diffusion_oracle.reference.parameterization import to_x0_eps
 from diffusion_oracle.reference.schedules import EDM, DiscreteSchedule, Flow, Schedule
 
 __all__ = ["RunResult", "SchedulerSampler", "frame_of", "run_scheduler", "training_schedule"]
@@ -189,8 +190,9 @@ def run_scheduler(
 ) -> RunResult:
     """Run the scheduler ``factory()`` for ``steps`` inference steps from ``x_init`` (shape
     (n, d), in the data frame: x_t = alpha x_0 + sigma eps at the first step; divided by alpha
-    for the VE frames), with ``model`` an exact model (``model.target`` and a reference
-    ``model.schedule`` matching :func:`training_schedule`; ``model.predict(x, t, kind)``).
+    for the VE frames), with ``model`` the sampler protocol's model: ``model(x, t)`` returns its
+    ``prediction`` (eps, x0, v, score or velocity) at time t of ``model.schedule``, a reference
+    schedule matching :func:`training_schedule` (an ExactModel, or the harness's).
     Returns :class:`RunResult` with the final sample in the data frame."""
     import torch
 
@@ -250,7 +252,16 @@ def run_scheduler(
                 scaled = _np(sched.scale_model_input(sample, k))
                 if frame in ("vp", "sigma"):
                     res.input_error = max(res.input_error, float(np.abs(scaled - x_vp).max()))
-            x0, eps = model.predict(x_vp, t, "x0"), model.predict(x_vp, t, "eps")
+            # one call of the model in its own parameterization (the sampler protocol), then
+            # the exact conversion to (x0, eps)
+            pred = getattr(model, "prediction", "eps")
+            kw = {}
+            if pred == "velocity":
+                kw = {"d_alpha": ref.d_alpha(t), "d_sigma": ref.d_sigma(t)}
+            x0, eps = to_x0_eps(
+                np.asarray(model(x_vp, t), dtype=np.float64), source=pred, x_t=x_vp, alpha=a,
+                sigma=s, **kw,
+            )  # fmt: skip
             if frame == "flow":
                 out = eps - x0  # the flow-matching velocity d x_t / d t for alpha = 1 - t
             elif frame == "edm":

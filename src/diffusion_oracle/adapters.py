@@ -188,7 +188,11 @@ def from_diffusers(
     prediction_type: str = "epsilon",
     framework: str = "numpy",
 ):
-    """Wrap a diffusers-style scheduler. ``scheduler_factory()`` returns a fresh scheduler;
+    """Wrap a diffusers scheduler (or a diffusers-style object). A real diffusers scheduler runs
+    through :class:`diffusion_oracle.validation.diffusers.SchedulerSampler` (times read from the
+    scheduler's state, float64, its configured prediction_type); any other object with
+    ``set_timesteps`` / ``step`` through the generic loop below. ``scheduler_factory()`` returns
+    a fresh scheduler;
     ``schedule`` is the matching :class:`DiscreteSchedule` (same betas, T = num_train_timesteps);
     ``prediction_type`` what the scheduler expects ("epsilon", "sample", "v_prediction");
     ``stochastic=True`` passes ``variance_noise`` drawn from the harness's rng to ``step``.
@@ -212,7 +216,30 @@ def from_diffusers(
         )
     if framework not in ("numpy", "torch"):
         raise ValueError(f"framework must be 'numpy' or 'torch', got {framework!r}")
-    nm = name or type(scheduler_factory()).__name__
+    probe = scheduler_factory()
+    nm = name or type(probe).__name__
+    if type(probe).__module__.startswith("diffusers."):
+        # a real diffusers scheduler: the validation driver reads each call's time from the
+        # scheduler's state (sigma schedulers take fractional timesteps), runs in float64 and
+        # answers the scheduler's own prediction_type
+        from diffusion_oracle.validation.diffusers import SchedulerSampler, training_schedule
+
+        theirs = training_schedule(probe)
+        if (
+            not isinstance(theirs, DiscreteSchedule)
+            or theirs.T != schedule.T
+            or not np.allclose(theirs.log_alpha_bar, schedule.log_alpha_bar, rtol=1e-10, atol=1e-12)
+        ):
+            raise ValueError(
+                f"schedule must match the scheduler's betas ({theirs!r}), got {schedule!r}"
+            )
+        their_pred = probe.config.get("prediction_type", "epsilon")
+        if prediction_type != "epsilon" and prediction_type != their_pred:
+            raise ValueError(
+                f"prediction_type {prediction_type!r} differs from the scheduler's configured "
+                f"{their_pred!r}; configure the scheduler instead"
+            )
+        return SchedulerSampler(scheduler_factory, name=nm, order=order, stochastic=stochastic)
     return _DiffusersSampler(
         scheduler_factory, schedule, nm, order, stochastic, prediction_type, framework
     )

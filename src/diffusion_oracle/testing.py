@@ -1,13 +1,22 @@
 """Assertions for a project's own test suite: check your code against exact answers.
 
 Each helper draws its inputs from the exact target, calls your function, compares with the
-closed form or the exact flow map of :mod:`diffusion_oracle.reference`, and fails with a
-numpy.testing-style message (how many points disagree, the worst one, both values).
+closed form, the exact flow map or the reference samplers of :mod:`diffusion_oracle.reference`,
+and fails with a numpy.testing-style message (how many points disagree, the worst one, both
+values) or with the failing verdicts of the verification report.
 
+- :func:`assert_sampler_converges`: a sampler converges at its order (tiers 1 and 2 of
+  :func:`diffusion_oracle.verify`: exact Gaussian W2 and pathwise error against the exact flow).
+- :func:`assert_matches_reference`: a sampler equals a reference sampler on the same grid, from
+  the same start, with the same noise.
+- :func:`assert_distribution_matches`: samples pass the four tier-3 tests against a target.
 - :func:`assert_log_likelihood_matches`: a log-likelihood function (an ODE likelihood, a
   Hutchinson estimator, a normalizing flow's log p) against the exact log-density.
 - :func:`flow_map_error` / :func:`assert_flow_map_matches`: a one-step, distilled or
   consistency model x_t -> x_0 against the exact probability-flow map.
+
+The pytest plugin (:mod:`diffusion_oracle.pytest_plugin`, loaded automatically once the package
+is installed) offers these as the ``oracle`` fixture.
 
 Functions may return NumPy arrays or torch tensors (moved to the CPU)."""
 
@@ -24,8 +33,11 @@ from diffusion_oracle.reference.forward import _rng
 
 __all__ = [
     "FlowMapError",
+    "assert_distribution_matches",
     "assert_flow_map_matches",
     "assert_log_likelihood_matches",
+    "assert_matches_reference",
+    "assert_sampler_converges",
     "flow_map_error",
 ]
 
@@ -207,3 +219,150 @@ def assert_flow_map_matches(
             )
         )
     return res
+
+
+class _Declared:
+    """``sampler`` with the declared order ``order`` (everything else forwarded)."""
+
+    def __init__(self, sampler, order):
+        self._sampler, self.order = sampler, order
+        self.name = getattr(sampler, "name", getattr(sampler, "__name__", repr(sampler)))
+
+    def __getattr__(self, item):
+        return getattr(self._sampler, item)
+
+    def __call__(self, *args, **kwargs):
+        return self._sampler(*args, **kwargs)
+
+
+def assert_sampler_converges(
+    sampler, order=None, *, target="ring8", schedule=None, steps=None, tiers=(1, 2), **verify_kw
+):
+    """Assert that ``sampler`` (the protocol of :func:`diffusion_oracle.verify`:
+    ``sampler(model, x_init, grid, *, rng)``) converges at ``order`` (default: its ``order``
+    attribute): the least-squares slope of the exact tier-1 W2 (moment-matched Gaussian) and of
+    the tier-2 pathwise error against the exact PF-ODE flow map, over geometric step counts,
+    must lie in [order - 0.2, order + 0.35] (tier 1 may superconverge). Also fails when the
+    sampler raises, returns NaN or the wrong shape. Returns the :class:`Report`.
+
+    Example::
+
+        assert_sampler_converges(my_heun, order=2)
+    """
+    from diffusion_oracle.harness import DEFAULT_STEPS, verify
+
+    declared = getattr(sampler, "order", None) if order is None else order
+    if declared is None:
+        raise ValueError("order must be given (or the sampler must have an 'order' attribute)")
+    run = sampler if order is None else _Declared(sampler, order)
+    report = verify(
+        run, target, schedule, steps=DEFAULT_STEPS if steps is None else steps, tiers=tiers,
+        progress=False, **verify_kw,
+    )  # fmt: skip
+    failed = [v for v in report.verdicts if not v.passed]
+    measured = [f for f in (report.order_tier1, report.order_tier2) if f is not None]
+    exact = any("exact on this problem" in v.reason for v in report.verdicts)
+    if not failed and not measured and not exact:
+        failed_text = "no order could be measured (see the notes of the report)"
+    elif failed:
+        failed_text = "\n".join(f"  {v.name}: {v.reason}" for v in failed)
+    else:
+        return report
+    raise AssertionError(
+        f"Sampler {report.sampler} does not converge at order {declared}:\n{failed_text}\n\n"
+        f"{report}"
+    )
+
+
+def assert_matches_reference(
+    sampler,
+    reference,
+    *,
+    target="ring8",
+    schedule=None,
+    steps=(10, 25),
+    grid: str = "uniform",
+    prediction: str = "eps",
+    n: int = 256,
+    rtol: float = 1e-9,
+    seed: int = 0,
+):
+    """Assert that ``sampler`` produces the samples of ``reference`` (a built-in sampler such
+    as ``DDIM(0.0)`` or ``DPMSolverPP2M()``) on the same grid, from the same ``n`` exact draws of
+    p_{t_0} and the same noise stream: max |x - x_ref| <= rtol * max(1, max |x_ref|) at every
+    step count. A sampler that chooses its own times (``make_grid``) runs on its grid, and so
+    does the reference. ``rtol`` 1e-9 suits float64 code; float32 code needs about 1e-5.
+
+    Example::
+
+        assert_matches_reference(my_ddim, DDIM(0.0), steps=(10, 50))
+    """
+    from diffusion_oracle.reference import ExactModel, VPLinear, get_target
+    from diffusion_oracle.reference.grids import make_grid
+
+    tgt = get_target(target) if isinstance(target, str) else target
+    sch = VPLinear() if schedule is None else schedule
+    rtol = _tol(rtol, "rtol")
+    model = ExactModel(tgt, sch, prediction=prediction)
+    for N in steps:
+        g = sampler.make_grid(sch, N) if hasattr(sampler, "make_grid") else make_grid(sch, N, grid)
+        gen = np.random.default_rng(seed)
+        x_init = tgt.diffuse(g.alpha[0], g.sigma[0]).sample(positive_int(n, "n"), gen)
+        got = _numpy(
+            sampler(model, x_init.copy(), g, rng=np.random.default_rng(seed + 1)), "sampler"
+        )
+        want = reference(model, x_init.copy(), g, rng=np.random.default_rng(seed + 1))
+        if got.shape != want.shape:
+            raise AssertionError(f"sampler must return shape {want.shape}, got {got.shape}")
+        scale = max(1.0, float(np.abs(want).max()))
+        err = np.abs(got - want).max(axis=1)
+        if (err > rtol * scale).any():
+            raise AssertionError(
+                _report(
+                    f"Not equal to the reference {reference!r} within rtol={rtol:g} of the "
+                    f"sample scale {scale:.3g} at {N} steps ({g.steps} grid intervals; same "
+                    f"start and noise)",
+                    got,
+                    want,
+                    x_init,
+                    err,
+                    np.full(err.shape, rtol * scale),
+                )
+            )
+
+
+def assert_distribution_matches(samples, target, *, alpha: float = 0.01, seed: int = 0):
+    """Assert that ``samples`` (n, d) are draws from ``target`` (a GaussianMixture or a built-in
+    name): the four tier-3 tests of :func:`diffusion_oracle.verify` (responsibilities,
+    projected KS against the exact CDFs, two-sided NLL, MMD with the exact mean embedding), each
+    at ``alpha``/4 so that the family false-alarm rate is ``alpha``. The failure message lists
+    the failing tests with their statistics. Returns the four test results.
+
+    Example::
+
+        assert_distribution_matches(my_sampler_output, "ring8")
+    """
+    from diffusion_oracle.reference import get_target
+    from diffusion_oracle.reference import stats as rstats
+
+    tgt = get_target(target) if isinstance(target, str) else target
+    x = _numpy(samples, "samples")
+    if x.ndim != 2 or x.shape[1] != tgt.d:
+        raise ValueError(f"samples must have shape (n, {tgt.d}), got {x.shape}")
+    if x.shape[0] < 20:
+        raise ValueError(f"samples must hold at least 20 draws, got {x.shape[0]}")
+    a = _tol(alpha, "alpha") / 4
+    n_mmd = min(x.shape[0], 500)
+    results = [
+        rstats.responsibility_test(tgt, x, alpha=a, rng=seed + 1),
+        rstats.projected_ks_test(tgt, x, alpha=a, rng=seed + 2),
+        rstats.nll_test(tgt, x, alpha=a, rng=seed + 3),
+        rstats.mmd_test(tgt, x[:n_mmd], alpha=a, replicates=int(2 / a) - 1, rng=seed + 4),
+    ]
+    failed = [r for r in results if not r.passed]
+    if failed:
+        raise AssertionError(
+            f"Samples ({x.shape[0]} x {x.shape[1]}) are not from {tgt!r} (family false-alarm "
+            f"rate {alpha:g}, {a:g} per test):\n" + "\n".join(f"  {r}" for r in failed)
+        )
+    return results
