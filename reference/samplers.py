@@ -487,16 +487,25 @@ class DPMSolverPP3M(Sampler):
     ``variant="published"`` uses ``- alpha_i phi_3 D2`` as the authors' code and its copies do
     (DPM-Solver, diffusers' DPMSolverMultistep order 3, k-diffusion's dpmpp_3m_sde); that term is
     then half its Taylor coefficient and the method is second order, which the tier-1 and tier-2
-    measurements show (docs/findings.md). Warm-up: the first step is a DPM-Solver-3 singlestep
-    step and the second a 2M step, so that the start does not cap the order. Order 3
-    ("corrected"), 2 ("published")."""
+    measurements show (docs/findings.md). Order 3 ("corrected"), 2 ("published").
+
+    ``warmup`` sets the first two steps, before three predictions exist: "dpm-solver-3" (a
+    DPM-Solver-3 singlestep step, then a 2M step, so that the start does not cap the order), or
+    the implementations' own: "diffusers" (DPM-Solver++(1), then the 2M midpoint step
+    x_i = ratio x - alpha_i phi_1 (D0 + D1/2), D1 = (x0 - x0_prev)/r, as
+    ``DPMSolverMultistepScheduler`` does) and "k-diffusion" (DPM-Solver++(1), then
+    x_i = ratio x - alpha_i phi_1 x0 + alpha_i phi_2 (x0 - x0_prev)/r, as ``sample_dpmpp_3m_sde``
+    does). The two published warm-ups differ from each other at O(h^3) per step."""
 
     default_grid = "log_snr"
 
-    def __init__(self, variant: str = "corrected"):
+    def __init__(self, variant: str = "corrected", *, warmup: str = "dpm-solver-3"):
         self.variant = choice(variant, "variant", {"corrected", "published"})
+        self.warmup = choice(warmup, "warmup", {"dpm-solver-3", "diffusers", "k-diffusion"})
         self.order = 3 if variant == "corrected" else 2
         self.name = "dpm-solver++(3m)" + ("" if variant == "corrected" else "-published")
+        if warmup != "dpm-solver-3":
+            self.name += f"[{warmup} warm-up]"
 
     def _run(self, model, x, grid, rng):
         c2 = 2.0 if self.variant == "corrected" else 1.0
@@ -509,8 +518,14 @@ class DPMSolverPP3M(Sampler):
             ratio = math.exp(grid.log_sigma[i + 1] - grid.log_sigma[i])
             a_s = grid.alpha[i + 1]
             phi_1 = math.expm1(-h)
-            if not hist:
+            if not hist and self.warmup == "dpm-solver-3":
                 x_next = DPMSolver3().step(model, x, grid, i, eps_t=eps)
+            elif not hist:  # DPM-Solver++(1)
+                x_next = ratio * x - a_s * phi_1 * x0
+            elif len(hist) == 1 and self.warmup == "k-diffusion":
+                r = hist[-1][1] / h
+                phi_2 = phi_1 / h + 1.0
+                x_next = ratio * x - a_s * phi_1 * x0 + a_s * phi_2 * (x0 - hist[-1][0]) / r
             elif len(hist) == 1:
                 r = hist[-1][1] / h
                 D = (1.0 + 0.5 / r) * x0 - (0.5 / r) * hist[-1][0]

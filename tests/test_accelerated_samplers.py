@@ -264,3 +264,10 @@ def test_fused_ddpm_run_samples_the_target():
         assert test(model.target, out, alpha=1e-3, rng=3).passed
     with pytest.raises(ValueError, match="fused=True needs"):
         tsamp.DDPM(fused=True)(model, x_init[:10], grid, rng=np.random.default_rng(0))
+
+
+def test_library_warmups_have_no_torch_counterpart():
+    from diffusion_oracle.reference.samplers import DPMSolverPP3M
+
+    assert tsamp.torch_sampler(DPMSolverPP3M("published")) is not None
+    assert tsamp.torch_sampler(DPMSolverPP3M("published", warmup="diffusers")) is None

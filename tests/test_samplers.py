@@ -319,3 +319,24 @@ def test_edm_karras_grid_is_karras_sigmas():
     assert np.allclose(
         e.sigma(1 - np.arange(12) / 11), e.karras_grid(12, append_zero=False), rtol=1e-13
     )
+
+
+def test_dpmpp3m_warmups_differ_only_at_higher_order():
+    """The libraries' warm-ups (diffusers: DPM-Solver++(1) then the 2M midpoint step;
+    k-diffusion: DPM-Solver++(1) then the phi_2 form) change the first two steps only: the
+    samples differ by O(h^3) per warm-up step, so the difference falls with the step count."""
+    from diffusion_oracle.reference.grids import make_grid
+    from diffusion_oracle.reference.samplers import DPMSolverPP3M
+
+    target, sch = ring8(), VPLinear()
+    model = ExactModel(target, sch)
+    diffs = []
+    for N in (20, 40, 80):
+        g = make_grid(sch, N, "log_snr")
+        x = target.diffuse(g.alpha[0], g.sigma[0]).sample(200, np.random.default_rng(0))
+        outs = [DPMSolverPP3M("published", warmup=w)(model, x, g) for w in
+                ("dpm-solver-3", "diffusers", "k-diffusion")]  # fmt: skip
+        diffs.append(max(np.abs(o - outs[0]).max() for o in outs[1:]))
+    assert diffs[0] > diffs[1] > diffs[2] > 0
+    with pytest.raises(ValueError, match="warmup"):
+        DPMSolverPP3M(warmup="pndm")

@@ -81,7 +81,7 @@ def _reference_sampler(name):
         "euler": Euler,
         "heun": Heun,
         "dpmpp2m": DPMSolverPP2M,
-        "dpmpp3m-published": lambda: DPMSolverPP3M("published"),
+        "dpmpp3m-published": lambda: DPMSolverPP3M("published", warmup="diffusers"),
     }[name]()
 
 

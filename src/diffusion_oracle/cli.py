@@ -292,6 +292,19 @@ def run_conformance(args) -> int:
     except ImportError as exc:  # pragma: no cover - diffusers missing
         print(f"error: {exc}; pip install 'diffusion-oracle[validation]'", file=sys.stderr)
         return 2
+    if args.library == "k-diffusion":
+        try:
+            from diffusion_oracle.validation.k_diffusion import conformance_report as kd_report
+
+            text, rows = kd_report(args.target)
+        except ImportError as exc:
+            print(
+                f"error: {exc}; pip install torchsde torchdiffeq && pip install --no-deps "
+                "k-diffusion",
+                file=sys.stderr,
+            )
+            return 2
+        return _emit_report(args, text, rows)
     cases = CASES
     if args.schedulers:
         wanted = {w.strip() for w in args.schedulers.split(",") if w.strip()}
@@ -306,6 +319,10 @@ def run_conformance(args) -> int:
     except ImportError as exc:
         print(f"error: {exc}; pip install 'diffusion-oracle[validation]'", file=sys.stderr)
         return 2
+    return _emit_report(args, text, rows)
+
+
+def _emit_report(args, text, rows) -> int:
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -610,14 +627,16 @@ def build_parser() -> argparse.ArgumentParser:
         "conformance",
         help="check a library's samplers against the reference and exact ground truth",
         description=(
-            "Run every diffusers scheduler configuration of the catalogue with the exact model "
-            "and print a markdown report: schedule invariants, same-grid agreement with the "
-            "reference sampler (tolerance from the scheduler's own float32 precision), "
+            "diffusers: run every scheduler configuration of the catalogue with the exact "
+            "model and print a markdown report: schedule invariants, same-grid agreement with "
+            "the reference sampler (tolerance from the scheduler's own float32 precision), "
             "prediction_type invariance, finiteness over step counts 1..12, and add_noise / "
-            "scale_model_input against the forward process. Exit code 1 if any check fails."
+            "scale_model_input against the forward process. k-diffusion: its samplers against "
+            "the reference on the same grid (float64) and its sigma schedules. Exit code 1 if "
+            "any check fails."
         ),
     )
-    cf.add_argument("library", choices=["diffusers"], help="the library to check")
+    cf.add_argument("library", choices=["diffusers", "k-diffusion"], help="the library to check")
     cf.add_argument("--target", default="ring8", choices=sorted(DEFAULT_TARGETS))
     cf.add_argument(
         "--schedulers", default=None, help="comma-separated scheduler class names (default: all)"

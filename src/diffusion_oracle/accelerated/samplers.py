@@ -800,10 +800,14 @@ _BY_CLASS = {
 def torch_sampler(sampler):
     """The torch counterpart of a built-in reference sampler (same settings, same name), or
     None when there is none (ExactODE; DDPM with the analytic variance, whose Monte Carlo
-    variance estimate is the reference's own)."""
+    variance estimate is the reference's own; DPM-Solver++(3M) with a library's warm-up)."""
     cls = type(sampler)
     if cls.__module__ != "diffusion_oracle.reference.samplers" or cls.__name__ not in _BY_CLASS:
         return None
     if cls.__name__ == "DDPM" and sampler.variance == "analytic":
         return None
+    if cls.__name__ == "DPMSolverPP3M" and getattr(sampler, "warmup", "dpm-solver-3") != (
+        "dpm-solver-3"
+    ):
+        return None  # the libraries' warm-ups exist in the reference only
     return _BY_CLASS[cls.__name__](sampler)

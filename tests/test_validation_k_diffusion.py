@@ -1,0 +1,69 @@
+"""validation.k_diffusion (issue 6): the installed k-diffusion release's samplers, loaded without
+its training stack, agree with the reference samplers on the same grid in float64; its sigma
+schedules against the reference. Runs where k-diffusion, torchsde and torchdiffeq are installed
+(CI installs them)."""
+
+import pytest
+
+pytest.importorskip("torchsde", reason="the validation extra is not installed")
+pytest.importorskip("torchdiffeq", reason="the validation extra is not installed")
+kd = pytest.importorskip("diffusion_oracle.validation.k_diffusion")
+try:
+    SAMPLING = kd.load_sampling()
+except ImportError:  # pragma: no cover - k-diffusion itself missing
+    pytest.skip("k-diffusion is not installed", allow_module_level=True)
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in kd.conformance_cases() if c[3] is not None], ids=lambda c: c[0]
+)
+def test_samplers_equal_the_reference_on_the_same_grid(case):
+    """Euler, Heun, DPM++(2M), DPM++(3M) SDE at eta = 0 (= the published third-order update
+    with k-diffusion's warm-up) and LMS-4 agree with the reference to float64 rounding."""
+    res = kd.check_sampler(*case, n=64)
+    assert all(c.passed for c in res), res
+    same = res[1]
+    assert same.value < 1e-12
+
+
+def test_lms_differs_only_in_the_step_into_sigma_zero():
+    """k-diffusion's LMS extrapolates its polynomial into sigma = 0 where the reference jumps to
+    D(x, sigma_min): 1e-14 on grids ending at sigma_min, 5e-3 with the final step (a convention,
+    reported but not judged)."""
+    case = next(c for c in kd.conformance_cases() if c[0].startswith("sample_lms"))
+    same = kd.check_sampler(*case, n=64)[1]
+    final = float(same.detail.rsplit(":", 1)[1])
+    assert same.value < 1e-12 and final > 1e-4
+
+
+def test_sigma_schedules():
+    res = {c.name: c for c in kd.check_schedules()}
+    assert res["get_sigmas_karras"].passed and res["get_sigmas_exponential"].passed
+    # get_sigmas_vp computes exp(B) - 1 in float32, not expm1: 2e-4 relative at eps_s = 1e-3
+    assert res["get_sigmas_vp"].passed is False and res["get_sigmas_vp"].value > 1e-5
+
+
+def test_the_third_order_update_is_second_order():
+    """finding 1: k-diffusion's dpmpp_3m_sde at eta = 0 measures about 2.4 on tier 2 (ring8,
+    Karras grids of VP-linear, 16..256 steps), not 3."""
+    import functools
+
+    from diffusion_oracle import VPLinear, from_k_diffusion, verify
+
+    s = from_k_diffusion(
+        functools.partial(SAMPLING.sample_dpmpp_3m_sde, eta=0.0), framework="torch", order=3,
+        disable=True,
+    )  # fmt: skip
+    rep = verify(s, "ring8", VPLinear(), steps=[16, 32, 64, 128, 256], tiers=(2,),
+                 grid="karras", progress=False)  # fmt: skip
+    assert 1.8 < rep.order_tier2.slope < 2.8 and not rep.passed
+
+
+def test_cli_conformance_k_diffusion(tmp_path, capsys):
+    from diffusion_oracle.cli import main
+
+    code = main(["conformance", "k-diffusion", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1  # get_sigmas_vp fails its float32 tolerance
+    assert "| `sample_heun` | PASS" in out and "get_sigmas_vp" in out
+    assert (tmp_path / "conformance_k-diffusion.md").exists()
