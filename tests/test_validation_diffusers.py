@@ -121,8 +121,10 @@ def test_cli_conformance_subset(tmp_path, capsys):
          "--out", str(tmp_path)]
     )  # fmt: skip
     out = capsys.readouterr().out
-    assert code == 0
+    assert code == 1  # DDIM with linspace spacing fails the landing check (finding 7)
     assert "| `DDIMScheduler(clip_sample=False)` |" in out and "EulerDiscreteScheduler" in out
+    row = next(ln for ln in out.splitlines() if "timestep_spacing=linspace" in ln)
+    assert row.endswith("| FAIL |")
     assert (tmp_path / "conformance_diffusers.md").read_text().startswith("# diffusers")
     assert main(["conformance", "diffusers", "--schedulers", "NoSuchScheduler"]) == 2
 
@@ -157,3 +159,31 @@ def test_from_diffusers_runs_sigma_schedulers_and_checks_the_schedule():
     assert [r.nfe for r in rep.rows] == [10, 20, 40, 80]  # one model call per step
     with pytest.raises(ValueError, match="schedule must match the scheduler's betas"):
         from_diffusers(lambda: diffusers.DDIMScheduler(), DiscreteSchedule.cosine(1000))
+
+
+def test_config_space_findings_and_fixes():
+    """Three deviations of diffusers 0.42.1 that the checks find (docs/findings.md), and the
+    Karras-sigma VP solver that the driver reads correctly."""
+    # DDIM with timestep_spacing="linspace" steps to t - T//N, not to the next scheduled
+    # timestep: the landing check sees it, and the same-grid check
+    res = check_case(_by_name("DDIMScheduler(clip_sample=False, timestep_spacing=linspace)"), n=32)
+    inv = next(c for c in res if c.name.startswith("invariants"))
+    assert inv.passed is False and "land off" in inv.detail
+    # UniPC bh1 returns NaN at its last step into sigma = 0 (B_h = h = -inf), fine with sigma_min
+    res = check_case(_by_name("UniPCMultistepScheduler(solver_type=bh1)"), n=16)
+    fin = next(c for c in res if c.name.startswith("finite"))
+    assert fin.passed is False and "13 of 13" in fin.detail
+    ok = check_case(
+        Case("UniPCMultistepScheduler", {"solver_type": "bh1", "final_sigmas_type": "sigma_min"}),
+        n=16,
+    )
+    assert next(c for c in ok if c.name.startswith("finite")).passed
+    # Karras sigmas in a VP multistep solver: the update uses sigmas[step_index], not the
+    # integer timestep's alpha_bar; read that way it equals DPM-Solver++(2M) on its grid
+    res = check_case(_by_name("DPMSolverMultistepScheduler(use_karras_sigmas=True)"), n=32)
+    assert all(c.passed is not False for c in res), res
+    # zero terminal SNR with v-prediction runs and matches DDIM (eps is undefined there)
+    label = ("DDIMScheduler(clip_sample=False, rescale_betas_zero_snr=True, "
+             "timestep_spacing=trailing, prediction_type=v_prediction)")  # fmt: skip
+    res = check_case(_by_name(label), n=32)
+    assert all(c.passed is not False for c in res), res

@@ -3,7 +3,10 @@
 Per configuration (a scheduler class with keyword arguments) and step count:
 
 1. **invariants**: timesteps finite, within the training range, non-increasing; model calls per
-   run equal to ``len(scheduler.timesteps)``; the run ends at sigma = 0 (the data).
+   run equal to ``len(scheduler.timesteps)``; the run ends at sigma = 0 (the data) where the
+   scheduler says so; and each step lands on the time the next call evaluates (the previous
+   timestep is the next scheduled one), measured with a point-mass model, for which every
+   consistent deterministic step maps x_t = sigma_t eps to sigma_s eps exactly.
 2. **same grid**: for schedulers with a reference counterpart, the run against the reference
    sampler on the times the scheduler used, from the same start (and the same noise): maximum
    difference relative to the sample scale. The tolerance is derived from the implementation's
@@ -105,7 +108,29 @@ CASES = (
     Case("DEISMultistepScheduler", {}, order=2),
     Case("EDMEulerScheduler", {}, order=1),
     Case("FlowMatchEulerDiscreteScheduler", {}, order=1),
-)
+    # the configuration space: beta schedules, spacings, sigma options, final sigmas, solvers
+    Case("DDIMScheduler", {"clip_sample": False, "beta_schedule": "scaled_linear",
+                           "beta_start": 0.00085, "beta_end": 0.012}, "ddim", order=1),
+    Case("DDIMScheduler", {"clip_sample": False, "beta_schedule": "squaredcos_cap_v2"}, "ddim",
+         order=1),
+    Case("DDIMScheduler", {"clip_sample": False, "timestep_spacing": "linspace"}, "ddim", order=1),
+    Case("DDIMScheduler", {"clip_sample": False, "rescale_betas_zero_snr": True,
+                           "timestep_spacing": "trailing", "prediction_type": "v_prediction"},
+         "ddim", order=1),
+    Case("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}, "euler", order=1),
+    Case("EulerDiscreteScheduler", {"use_exponential_sigmas": True}, "euler", order=1),
+    Case("EulerDiscreteScheduler", {"final_sigmas_type": "sigma_min"}, order=1),
+    Case("HeunDiscreteScheduler", {"use_karras_sigmas": True}, "heun", order=2),
+    Case("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, "dpmpp2m", (15, 25), 2),
+    Case("DPMSolverMultistepScheduler", {"final_sigmas_type": "sigma_min"}, order=2),
+    Case("DPMSolverMultistepScheduler", {"solver_type": "heun"}, order=2),
+    Case("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver",
+                                         "final_sigmas_type": "sigma_min"}, order=2),
+    Case("UniPCMultistepScheduler", {"solver_type": "bh1"}),
+    Case("EDMDPMSolverMultistepScheduler", {}),
+    Case("LCMScheduler", {}, stochastic=True),
+    Case("TCDScheduler", {}, stochastic=True),
+)  # fmt: skip
 
 
 @dataclass
@@ -139,7 +164,8 @@ def check_case(case: Case, target="ring8", *, n: int = 256, seed: int = 0) -> li
     probe = factory()
     frame = frame_of(probe)
     ref_sch = training_schedule(probe)
-    model = ExactModel(tgt, ref_sch, prediction="eps")
+    # v: its conversions divide by neither alpha nor sigma alone (zero terminal SNR works)
+    model = ExactModel(tgt, ref_sch, prediction="v")
     out = []
     # 1 and 6: invariants and finiteness over step counts
     bad, detail = [], ""
@@ -149,11 +175,13 @@ def check_case(case: Case, target="ring8", *, n: int = 256, seed: int = 0) -> li
             r = run_scheduler(factory, model, np.zeros((2, tgt.d)) + 0.1, N, rng=seed)
         except Exception as exc:  # noqa: BLE001 - any failure is a finding
             bad.append(N)
-            detail = f"N={N}: {type(exc).__name__}: {exc}"[:160]
+            detail = detail or f"N={N}: {type(exc).__name__}: {exc}"[:160]
             continue
         if not np.isfinite(r.sample).all():
             bad.append(N)
-            detail = f"N={N}: non-finite output"
+            detail = detail or f"N={N}: non-finite output"
+    if bad:
+        detail = f"{len(bad)} of {len(counts)} step counts fail, first {detail}"
     out.append(
         CheckResult(
             "finite (N = 1..12 and the tested counts)",
@@ -188,6 +216,15 @@ def check_case(case: Case, target="ring8", *, n: int = 256, seed: int = 0) -> li
                 problems.append(f"final sigma {last:.3g} with final_sigmas_type='zero'")
             elif last != 0.0:
                 notes.append(f"ends at sigma {last:.3g}, not at the data (no zero option)")
+        if not case.stochastic:
+            land = _landing_error(factory, ref_sch, tgt.d, N)
+            inv_val_land = max(land, 0.0)
+            if land > 1e-5:
+                problems.append(
+                    f"steps land off the next call's sigma (relative {land:.1e}): the "
+                    "previous timestep is not the next scheduled one"
+                )
+            notes.append(f"landing error {inv_val_land:.1e}")
         if problems:
             inv_ok, inv_detail = False, f"N={N}: " + "; ".join(problems)
         elif notes:
@@ -241,6 +278,30 @@ def check_case(case: Case, target="ring8", *, n: int = 256, seed: int = 0) -> li
     return out
 
 
+class _PointMass:
+    """The exact model of a point mass at 0: x0 = 0, eps = x/sigma. Every consistent
+    deterministic step maps x_t = sigma_t eps to sigma_s eps exactly, so the ratio of |x| between
+    consecutive calls measures where each step landed."""
+
+    prediction = "x0"
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def __call__(self, x, t):
+        return np.zeros_like(x)
+
+
+def _landing_error(factory, schedule, d, N):
+    """max_i | |x_{i+1}|/|x_i| / (sigma_{i+1}/sigma_i) - 1 | over consecutive model calls."""
+    r = run_scheduler(factory, _PointMass(schedule), np.full((1, d), 0.5), N, rng=0)
+    nrm, sig = np.asarray(r.norms), np.asarray(r.sigma)
+    if len(nrm) < 2:
+        return 0.0
+    ratio = (nrm[1:] / nrm[:-1]) / (sig[1:] / sig[:-1])
+    return float(np.abs(ratio - 1.0).max())
+
+
 def _check_invariance(case, model, tgt, n, seed):
     name = "prediction_type invariance (eps, x0, v)"
     N = case.steps[0]
@@ -249,7 +310,11 @@ def _check_invariance(case, model, tgt, n, seed):
     x = _start(model, t0, n, seed)
     cls = scheduler_class(case.scheduler)
     outs, skipped = {}, []
+    zero_snr = float(model.schedule.alpha(1.0)) == 0.0
     for pt in ("epsilon", "sample", "v_prediction"):
+        if zero_snr and pt == "epsilon":
+            skipped.append("epsilon (undefined at zero terminal SNR)")
+            continue
         fac = lambda pt=pt: cls(**{**case.kwargs, "prediction_type": pt})  # noqa: E731
         try:
             outs[pt] = run_scheduler(fac, model, x, N, rng=np.random.default_rng(seed + 2)).sample
@@ -289,7 +354,13 @@ def _check_forward(factory, model, frame, seed):
         for k in ks:
             kk = k.reshape(1).repeat(len(x0))
             got = sched.add_noise(torch.from_numpy(x0), torch.from_numpy(eps), kk).double().numpy()
-            if frame == "vp":
+            sigmas = getattr(sched, "sigmas", None)
+            if frame == "vp" and sigmas is not None:  # VE sigma of timestep k -> (alpha, sigma)
+                ts_list = [float(v) for v in np.asarray(sched.timesteps)]
+                sv = float(np.asarray(sigmas)[ts_list.index(float(k))])
+                a = 1.0 / np.sqrt(1.0 + sv * sv)
+                want = a * x0 + a * sv * eps
+            elif frame == "vp":
                 t = (round(float(k)) + 1) / model.schedule.T
                 want = model.schedule.alpha(t) * x0 + model.schedule.sigma(t) * eps
             else:

@@ -102,6 +102,7 @@ class RunResult:
     sigma: list = field(default_factory=list)
     calls: int = 0
     input_error: float = 0.0  # max |scale_model_input(sample) - x_t| over the run (vp, sigma)
+    norms: list = field(default_factory=list)  # |x_t| at each call (the landing check)
 
 
 @contextmanager
@@ -221,7 +222,13 @@ def run_scheduler(
         scheduler computes from the sigma of the current (sub)step; integer timesteps index
         alphas_cumprod for VP."""
         kf = float(_np(k))
-        if frame == "vp":
+        sig = getattr(sc, "sigmas", None)
+        if frame == "vp" and sig is not None:
+            # multistep VP solvers keep VE sigmas (Karras / exponential options make them
+            # differ from the integer timesteps' alpha_bar): the update uses sigmas[step_index]
+            idx = sc.step_index if getattr(sc, "step_index", None) is not None else i
+            t = t_of_sigma(float(_np(sig[idx])))
+        elif frame == "vp":
             t = (round(kf) + 1) / ref.T
         elif frame in ("sigma", "edm"):
             c = float(_np(sc.scale_model_input(torch.ones_like(sample[:1]), k)).ravel()[0])
@@ -271,6 +278,7 @@ def run_scheduler(
                 out = _np((D - base) / unit)
             else:
                 out = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - s * x0}[pred_type]
+            res.norms.append(float(np.linalg.norm(x_vp)))
             res.timesteps.append(float(_np(k)))
             res.t.append(t)
             res.alpha.append(a)
