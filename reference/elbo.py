@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_ndtr
 
-from ._checks import _r, choice, finite, finite_scalar, in_interval, positive_int
+from ._checks import _r, choice, finite, finite_scalar, in_interval, positive_int, positive_scalar
 from .forward import _rng
 from .parameterization import PREDICTIONS, to_x0_eps
 from .posterior import ddpm_posterior
@@ -265,9 +265,7 @@ def ddpm_elbo(
     if x0.ndim != 2:
         raise ValueError(f"x0 must have shape (n, d), got {x0.shape}")
     choice(decoder, "decoder", {"gaussian", "discretized"})
-    prior_var = float(finite_scalar(prior_var, "prior_var"))
-    if prior_var <= 0:
-        raise ValueError(f"prior_var must be > 0, got {_r(prior_var)}")
+    prior_var = positive_scalar(prior_var, "prior_var")
     gen = _rng(rng)
     T, (N, d) = schedule.T, x0.shape
     log_vars = _log_variances(schedule, variance, v)
@@ -292,10 +290,7 @@ def ddpm_elbo(
             diffusion[:, m - 2] = kl.sum(-1)
         else:
             if decoder_var is not None:
-                dv = float(finite_scalar(decoder_var, "decoder_var"))
-                if dv <= 0:
-                    raise ValueError(f"decoder_var must be > 0, got {_r(dv)}")
-                lv = math.log(dv)
+                lv = math.log(positive_scalar(decoder_var, "decoder_var"))
             lv = np.broadcast_to(lv, x0.shape)
             if decoder == "gaussian":
                 ll = -0.5 * (LOG_2PI + lv + (x0 - x0_hat) ** 2 * np.exp(-lv))
@@ -356,12 +351,10 @@ def gaussian_ddpm_elbo(
     if decoder_var is None:
         lv_dec = float(log_var[0])
     else:
-        dv = float(finite_scalar(decoder_var, "decoder_var"))
-        if dv <= 0:
-            raise ValueError(f"decoder_var must be > 0, got {_r(dv)}")
-        lv_dec = math.log(dv)
+        lv_dec = math.log(positive_scalar(decoder_var, "decoder_var"))
     decoder_term = 0.5 * (d * (LOG_2PI + lv_dec) + post_var[0].sum() * math.exp(-lv_dec))
     la, ls = float(schedule.log_alpha(1.0)), float(schedule.log_sigma(1.0))
+    prior_var = positive_scalar(prior_var, "prior_var")
     u = 2.0 * ls - math.log(prior_var)
     second = float(np.trace(target.cov) + target.mean_vec @ target.mean_vec)
     prior = 0.5 * (d * (math.expm1(u) - u) + math.exp(2.0 * la) * second / prior_var)
@@ -406,8 +399,9 @@ def loss_weights(schedule: DiscreteSchedule, *, prediction: str = "eps", varianc
 
 def l_simple(model, schedule: DiscreteSchedule, x0, *, rng=None, n_timesteps=None):
     """L_simple = E_{n ~ U{1..T}, eps} |eps - eps_hat(x_n, n)|^2 (Ho et al. 2020, eq. 14),
-    summed over coordinates. Each example draws its own n (uniform) and eps; returns (value,
-    standard error) in squared units of eps. Its floor with the exact model is the mean over n of
+    summed over coordinates. Each example draws its own n (uniform; or ``n_timesteps``, one
+    integer in 1..T per example) and eps; returns (value, standard error) in squared units of
+    eps. Its floor with the exact model is the mean over n of
     :func:`~diffusion_oracle.reference.likelihood.irreducible_loss`."""
     if not isinstance(schedule, DiscreteSchedule):
         raise TypeError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
@@ -416,7 +410,19 @@ def l_simple(model, schedule: DiscreteSchedule, x0, *, rng=None, n_timesteps=Non
         raise ValueError(f"x0 must have shape (n, d), got {x0.shape}")
     gen = _rng(rng)
     T = schedule.T
-    ns = gen.integers(1, T + 1, size=x0.shape[0]) if n_timesteps is None else n_timesteps
+    if n_timesteps is None:
+        ns = gen.integers(1, T + 1, size=x0.shape[0])
+    else:
+        ns = np.asarray(n_timesteps)
+        if ns.shape != (x0.shape[0],) or not np.issubdtype(ns.dtype, np.integer):
+            raise ValueError(
+                f"n_timesteps must be {x0.shape[0]} integers (one per example), got shape "
+                f"{ns.shape} of {ns.dtype}"
+            )
+        if (ns < 1).any() or (ns > T).any():
+            raise ValueError(
+                f"n_timesteps must lie in 1..{T}, got {_r(ns[(ns < 1) | (ns > T)][0])}"
+            )
     eps = gen.standard_normal(x0.shape)
     losses = np.empty(x0.shape[0])
     for m in np.unique(ns):
@@ -484,15 +490,12 @@ def vdm_elbo(
     a1, s1 = float(schedule.alpha(t_min)), float(schedule.sigma(t_min))
     x1 = a1 * x0 + s1 * gen.standard_normal(x0.shape)
     x0_hat1 = _x0_hat(model, x1, t_min, a1, s1, schedule)
-    lv = (
-        -lam_hi
-        if decoder_var is None
-        else math.log(float(finite_scalar(decoder_var, "decoder_var")))
-    )
+    lv = -lam_hi if decoder_var is None else math.log(positive_scalar(decoder_var, "decoder_var"))
     decoder_term = 0.5 * (
         x0.shape[1] * (LOG_2PI + lv) + ((x0 - x0_hat1) ** 2).sum(-1) * math.exp(-lv)
     )
-    prior = np.broadcast_to(_prior_kl(schedule, x0, float(prior_var)), (N,)).astype(np.float64)
+    prior_var = positive_scalar(prior_var, "prior_var")
+    prior = np.broadcast_to(_prior_kl(schedule, x0, prior_var), (N,)).astype(np.float64)
     return ELBOTerms(prior, diffusion[:, None], decoder_term, x0.shape[1])
 
 
@@ -516,15 +519,14 @@ def gaussian_vdm_elbo(
     lam = np.linalg.eigvalsh(target.cov)
     l_hi, l_lo = float(schedule.log_snr(t_min)), float(schedule.log_snr(1.0))
     diffusion = 0.5 * (np.log1p(lam * math.exp(l_hi)) - np.log1p(lam * math.exp(l_lo))).sum()
-    lv = (
-        -l_hi if decoder_var is None else math.log(float(finite_scalar(decoder_var, "decoder_var")))
-    )
+    lv = -l_hi if decoder_var is None else math.log(positive_scalar(decoder_var, "decoder_var"))
     post_var = lam / (
         1.0 + lam * math.exp(l_hi)
     )  # Var[x_0 | x_t] = lambda sigma^2/(a^2 lambda + s^2)
     decoder_term = 0.5 * (target.d * (LOG_2PI + lv) + post_var.sum() * math.exp(-lv))
     la, ls = float(schedule.log_alpha(1.0)), float(schedule.log_sigma(1.0))
-    u = 2.0 * ls - math.log(float(prior_var))
+    prior_var = positive_scalar(prior_var, "prior_var")
+    u = 2.0 * ls - math.log(prior_var)
     second = float(np.trace(target.cov) + target.mean_vec @ target.mean_vec)
     prior = 0.5 * (target.d * (math.expm1(u) - u) + math.exp(2.0 * la) * second / prior_var)
     return ELBOTerms(np.array([prior]), np.array([[diffusion]]), np.array([decoder_term]), target.d)

@@ -309,6 +309,26 @@ def test_bad_inputs_are_named():
         vdm_elbo(m, VPLinear(), ANISO.sample(4, rng=0), t_min=0.0)
     with pytest.raises(TypeError, match="Gaussian"):
         gaussian_ddpm_elbo(ring8(), sch)
+    x = ANISO.sample(4, rng=0)
+    for call in (
+        lambda: ddpm_elbo(m, sch, x, decoder_var=-1.0),
+        lambda: gaussian_ddpm_elbo(ANISO, sch, decoder_var=0.0),
+        lambda: vdm_elbo(m, VPLinear(), x, t_min=1e-3, decoder_var=-2.0),
+        lambda: gaussian_vdm_elbo(ANISO, VPLinear(), t_min=1e-3, decoder_var=0.0),
+    ):
+        with pytest.raises(ValueError, match="decoder_var must be > 0"):
+            call()
+    for call in (
+        lambda: gaussian_ddpm_elbo(ANISO, sch, prior_var=0.0),
+        lambda: vdm_elbo(m, VPLinear(), x, t_min=1e-3, prior_var=-1.0),
+        lambda: gaussian_vdm_elbo(ANISO, VPLinear(), t_min=1e-3, prior_var=0.0),
+    ):
+        with pytest.raises(ValueError, match="prior_var must be > 0"):
+            call()
+    with pytest.raises(ValueError, match="n_timesteps must lie in 1..10"):
+        l_simple(m, sch, x, n_timesteps=np.array([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="n_timesteps must be 4 integers"):
+        l_simple(m, sch, x, n_timesteps=np.array([1.5, 1, 2, 3]))
 
 
 def test_learned_variance_callables_equal_their_fixed_counterparts():

@@ -187,3 +187,18 @@ def test_config_space_findings_and_fixes():
              "timestep_spacing=trailing, prediction_type=v_prediction)")  # fmt: skip
     res = check_case(_by_name(label), n=32)
     assert all(c.passed is not False for c in res), res
+
+
+def test_run_scheduler_input_errors_are_named():
+    model = ExactModel(ring8(), training_schedule(diffusers.DDIMScheduler()))
+    with pytest.raises(ValueError, match="steps must be"):
+        run_scheduler(diffusers.DDIMScheduler, model, np.zeros((1, 2)), 0)
+
+    class NoSchedule:
+        prediction = "eps"
+
+        def __call__(self, x, t):
+            return x
+
+    with pytest.raises(TypeError, match="model.schedule"):
+        run_scheduler(diffusers.DDIMScheduler, NoSchedule(), np.zeros((1, 2)), 5)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from diffusion_oracle.reference._checks import positive_int
 from diffusion_oracle.reference.parameterization import to_x0_eps
 from diffusion_oracle.reference.schedules import EDM, DiscreteSchedule, Flow, Schedule
 
@@ -200,7 +201,12 @@ def run_scheduler(
     from diffusion_oracle.reference.forward import _rng
 
     rng = _rng(rng)
-    ref = model.schedule
+    steps = positive_int(steps, "steps")
+    ref = getattr(model, "schedule", None)
+    if not isinstance(ref, Schedule):
+        raise TypeError(
+            f"model must carry its reference schedule as model.schedule, got {type(ref).__name__}"
+        )
     sched = _prepared(factory, steps, ref, upcast)
     frame = frame_of(sched)
     pred_type = sched.config.get("prediction_type", "epsilon")

@@ -263,6 +263,13 @@ def irreducible_loss(
     return Estimate(float(vals.mean()), float(vals.std() / math.sqrt(n)), False)
 
 
+def _positive(value, name: str) -> float:
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return v
+
+
 def gaussian_kl(mean1, log_var1, mean2, log_var2):
     """KL(N(mean1, e^{log_var1}) || N(mean2, e^{log_var2})) per coordinate (nats), in the expm1
     form (1/2)[expm1(u) - u + (mean1 - mean2)^2 e^{-log_var2}], u = log_var1 - log_var2."""
@@ -274,6 +281,8 @@ def discretized_gaussian_log_likelihood(x, mean, log_var, *, levels: int = 256):
     """log P(x) of ``levels``-level data on [-1, 1] under N(mean, e^{log_var}) integrated over
     its bin (Ho et al. 2020, eq. 13), from exact log-CDFs on the side of 0 where they do not
     round (reference.discretized_gaussian_log_likelihood). Per coordinate, nats."""
+    if int(levels) != levels or levels < 2:
+        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
     half = 1.0 / (levels - 1)
     k = (x + 1.0) / (2.0 * half)
     if bool(((k - torch.round(k)).abs() > 1e-6).any()) or bool((x.abs() > 1 + 1e-12).any()):
@@ -380,7 +389,7 @@ def ddpm_elbo(
                 diffusion[:, m - 2] = kl
         else:
             if decoder_var is not None:
-                lv = math.log(float(decoder_var))
+                lv = math.log(_positive(decoder_var, "decoder_var"))
             lvt = torch.broadcast_to(
                 torch.as_tensor(lv, dtype=x0.dtype, device=x0.device), x0.shape
             )
@@ -391,6 +400,7 @@ def ddpm_elbo(
             decoder_term = -ll.sum(-1)
     t1 = torch.tensor(1.0, **f64)
     la, ls = float(schedule._log_alpha(t1)), float(schedule._log_sigma(t1))
+    prior_var = _positive(prior_var, "prior_var")
     u = 2.0 * ls - math.log(prior_var)
     mean_part = math.exp(2.0 * la) * (x0 * x0).sum(-1) / prior_var if math.isfinite(la) else 0.0
     prior = 0.5 * (d * (math.expm1(u) - u) + mean_part) + torch.zeros(N, **f64).to(x0.device)
@@ -474,12 +484,13 @@ def vdm_elbo(
     if pred == "velocity":
         kw1 = {"d_alpha": float(schedule._d_alpha(tm)), "d_sigma": float(schedule._d_sigma(tm))}
     x0_hat1, _ = to_x0_eps(model(x1, t_min), source=pred, x_t=x1, alpha=a1, sigma=s1, **kw1)
-    lv = -lam_hi if decoder_var is None else math.log(float(decoder_var))
+    lv = -lam_hi if decoder_var is None else math.log(_positive(decoder_var, "decoder_var"))
     decoder_term = 0.5 * (
         d * (math.log(2 * math.pi) + lv) + ((x0 - x0_hat1) ** 2).sum(-1) * math.exp(-lv)
     )
     t1 = torch.tensor(1.0, **f64)
     la, ls = float(schedule._log_alpha(t1)), float(schedule._log_sigma(t1))
+    prior_var = _positive(prior_var, "prior_var")
     uu = 2.0 * ls - math.log(prior_var)
     prior = 0.5 * (d * (math.expm1(uu) - uu) + math.exp(2.0 * la) * (x0 * x0).sum(-1) / prior_var)
 
