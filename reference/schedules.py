@@ -742,6 +742,7 @@ class DiscreteSchedule(Schedule):
         log_ab = np.concatenate([[0.0], _compensated_cumsum(self._ell)])
         self.log_alpha_bar = log_ab
         self.log_alpha_bar.setflags(write=False)
+        self._lam_grid = None  # lambda_n for n = 0..T, computed on first inversion
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -949,7 +950,10 @@ class DiscreteSchedule(Schedule):
         return -self.T * self._interval(t)[1]
 
     def _t_from_log_snr(self, lam):
-        lam_grid = self.log_snr_at(np.arange(self.T + 1))  # decreasing, +inf first
+        if self._lam_grid is None:  # O(T): computed once, not per call (T can be 10^6)
+            self._lam_grid = self.log_snr_at(np.arange(self.T + 1))  # decreasing, +inf first
+            self._neg_lam_grid = -self._lam_grid  # increasing, for searchsorted
+        lam_grid = self._lam_grid
         if np.isneginf(self._ell[-1]):
             gap = np.isfinite(lam) & (lam < lam_grid[-2])
             if gap.any():
@@ -960,7 +964,7 @@ class DiscreteSchedule(Schedule):
                     f"got {_r(lam[gap].ravel()[0])}"
                 )
         # number of grid points with lambda_n >= lam gives the interval (n-1, n]
-        n = np.searchsorted(-lam_grid, -lam, side="right")
+        n = np.searchsorted(self._neg_lam_grid, -lam, side="right")
         n = np.clip(n, 1, self.T)
         target = log_sigmoid(lam)  # log alpha_bar at the solution
         ell = self._ell[n - 1]

@@ -11,7 +11,15 @@ diffusers = pytest.importorskip("diffusers", reason="the validation extra is not
 from diffusion_oracle import DDIM, Heun  # noqa: E402
 from diffusion_oracle.reference import ExactModel, ring8  # noqa: E402
 from diffusion_oracle.reference.grids import Grid  # noqa: E402
-from diffusion_oracle.validation.conformance import CASES, Case, check_case  # noqa: E402
+from diffusion_oracle.validation.conformance import (  # noqa: E402
+    CASES,
+    Case,
+    check_case,
+    check_narrow_modes,
+    check_order,
+    narrow_mode_check,
+    plot_report,
+)
 from diffusion_oracle.validation.diffusers import (  # noqa: E402
     frame_of,
     run_scheduler,
@@ -21,6 +29,9 @@ from diffusion_oracle.validation.diffusers import (  # noqa: E402
 # float64 end to end (betas from the reference, no float32 casts on the path): the scheduler
 # and the reference run the same arithmetic in different association orders, ~N ulps
 RTOL_F64 = 1e-12
+
+
+FAST = (1, 2, 3, 6, 7)  # the checks without the order ladder and the tier-3 sample
 
 
 def _by_name(name):
@@ -68,7 +79,7 @@ def test_catalogue_passes_where_the_reference_agrees():
         "DDPMScheduler(clip_sample=False)",
         "DPMSolverMultistepScheduler(solver_order=3)",
     ):
-        res = check_case(_by_name(label), n=64)
+        res = check_case(_by_name(label), n=64, checks=FAST)
         assert all(c.passed is not False for c in res), (label, res)
         same = next(c for c in res if c.name.startswith("same grid"))
         assert same.passed and same.value < 1e-5  # float64 DDIM/DDPM: ~1e-15; 3M: float32 sigmas
@@ -86,7 +97,7 @@ def test_planted_bugs_fail_their_checks(monkeypatch):
                 self.alphas_cumprod = ac
 
     monkeypatch.setattr(diffusers, "ShiftedDDIM", Shifted, raising=False)
-    res = check_case(Case("ShiftedDDIM", {"clip_sample": False}, "ddim"), n=64)
+    res = check_case(Case("ShiftedDDIM", {"clip_sample": False}, "ddim"), n=64, checks=(2,))
     same = next(c for c in res if c.name.startswith("same grid"))
     assert same.passed is False and same.value > 1e-3
 
@@ -99,7 +110,7 @@ def test_planted_bugs_fail_their_checks(monkeypatch):
             return out
 
     monkeypatch.setattr(diffusers, "NaNAt7", NaNAt7, raising=False)
-    res = check_case(Case("NaNAt7", {"clip_sample": False}), n=16)
+    res = check_case(Case("NaNAt7", {"clip_sample": False}), n=16, checks=(6,))
     fin = next(c for c in res if c.name.startswith("finite"))
     assert fin.passed is False and "N=7" in fin.detail
 
@@ -108,7 +119,7 @@ def test_pndm_v_prediction_is_not_equivalent_to_epsilon():
     """A deviation found by check 3 (docs/findings.md): PNDM combines the raw model outputs of
     several steps and converts v to eps afterwards with the current alpha, so with an exact
     model its samples depend on the parameterization (5e-2 of the sample scale at 10 steps)."""
-    res = check_case(_by_name("PNDMScheduler(skip_prk_steps=True)"), n=64)
+    res = check_case(_by_name("PNDMScheduler(skip_prk_steps=True)"), n=64, checks=(3,))
     inv = next(c for c in res if c.name.startswith("prediction_type"))
     assert inv.passed is False and inv.value > 1e-2
 
@@ -118,7 +129,7 @@ def test_cli_conformance_subset(tmp_path, capsys):
 
     code = main(
         ["conformance", "diffusers", "--schedulers", "DDIMScheduler,EulerDiscreteScheduler",
-         "--out", str(tmp_path)]
+         "--checks", "1,2,3,6,7", "--out", str(tmp_path)]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 1  # DDIM with linspace spacing fails the landing check (finding 7)
@@ -166,26 +177,31 @@ def test_config_space_findings_and_fixes():
     Karras-sigma VP solver that the driver reads correctly."""
     # DDIM with timestep_spacing="linspace" steps to t - T//N, not to the next scheduled
     # timestep: the landing check sees it, and the same-grid check
-    res = check_case(_by_name("DDIMScheduler(clip_sample=False, timestep_spacing=linspace)"), n=32)
+    res = check_case(
+        _by_name("DDIMScheduler(clip_sample=False, timestep_spacing=linspace)"), n=32, checks=FAST
+    )
     inv = next(c for c in res if c.name.startswith("invariants"))
     assert inv.passed is False and "land off" in inv.detail
     # UniPC bh1 returns NaN at its last step into sigma = 0 (B_h = h = -inf), fine with sigma_min
-    res = check_case(_by_name("UniPCMultistepScheduler(solver_type=bh1)"), n=16)
+    res = check_case(_by_name("UniPCMultistepScheduler(solver_type=bh1)"), n=16, checks=FAST)
     fin = next(c for c in res if c.name.startswith("finite"))
     assert fin.passed is False and "13 of 13" in fin.detail
     ok = check_case(
         Case("UniPCMultistepScheduler", {"solver_type": "bh1", "final_sigmas_type": "sigma_min"}),
         n=16,
+        checks=FAST,
     )
     assert next(c for c in ok if c.name.startswith("finite")).passed
     # Karras sigmas in a VP multistep solver: the update uses sigmas[step_index], not the
     # integer timestep's alpha_bar; read that way it equals DPM-Solver++(2M) on its grid
-    res = check_case(_by_name("DPMSolverMultistepScheduler(use_karras_sigmas=True)"), n=32)
+    res = check_case(
+        _by_name("DPMSolverMultistepScheduler(use_karras_sigmas=True)"), n=32, checks=FAST
+    )
     assert all(c.passed is not False for c in res), res
     # zero terminal SNR with v-prediction runs and matches DDIM (eps is undefined there)
     label = ("DDIMScheduler(clip_sample=False, rescale_betas_zero_snr=True, "
              "timestep_spacing=trailing, prediction_type=v_prediction)")  # fmt: skip
-    res = check_case(_by_name(label), n=32)
+    res = check_case(_by_name(label), n=32, checks=FAST)
     assert all(c.passed is not False for c in res), res
 
 
@@ -202,3 +218,57 @@ def test_run_scheduler_input_errors_are_named():
 
     with pytest.raises(TypeError, match="model.schedule"):
         run_scheduler(diffusers.DDIMScheduler, NoSchedule(), np.zeros((1, 2)), 5)
+
+
+def test_order_check_judges_the_declared_order():
+    """Check 4: Euler on Karras sigmas (a grid family that refines in lambda) measures order 1
+    on the exact Gaussian and passes; declared second order, the same run fails; DDIM's
+    'leading' grids do not refine in lambda (last step k = T/N -> 0), so a wrong declaration is
+    reported, not judged."""
+    steps = (16, 32, 64, 128)
+    euler = _by_name("EulerDiscreteScheduler(use_karras_sigmas=True)")
+    ok = check_order(euler, steps=steps)
+    assert ok.passed is True and 0.8 <= ok.value <= 1.35, ok
+    wrong = Case(euler.scheduler, euler.kwargs, order=2)
+    bad = check_order(wrong, steps=steps)
+    assert bad.passed is False and abs(bad.value - ok.value) < 1e-12, bad
+    ddim = Case("DDIMScheduler", {"clip_sample": False}, order=2)
+    res = check_order(ddim, steps=steps)
+    assert res.passed is None and "do not refine" in res.detail, res
+
+
+def test_narrow_mode_check_sees_residual_noise():
+    """Check 5's two-sample tests: a correct sampler on a fine log-SNR grid passes against the
+    ideal law on its grid; the same sampler leaving noise of std 0.01 in its output (a last
+    sigma of 0.01 not removed) widens the std-0.025 modes by ~8% and fails."""
+    from diffusion_oracle.reference import VPLinear
+    from diffusion_oracle.reference.grids import make_grid
+
+    sch = VPLinear()
+    grid = make_grid(sch, 256, "log_snr", t_end=float(sch.t_from_log_snr(2 * np.log(1 / 2e-3))))
+    good = narrow_mode_check(Heun(), sch, grid, n=3000)
+    assert good.passed is True, good.detail
+
+    def noisy(model, x, g, *, rng=None):
+        return Heun()(model, x, g, rng=rng) + 0.01 * np.random.default_rng(5).standard_normal(
+            x.shape
+        )
+
+    bad = narrow_mode_check(noisy, sch, grid, n=3000)
+    assert bad.passed is False and "mode width / ideal 1.0" in bad.detail, bad.detail
+
+
+def test_narrow_mode_check_on_a_scheduler_and_the_plots(tmp_path):
+    """Check 5 on a diffusers scheduler (refined schedule, trailing spacing, 512 steps: passes),
+    and the report's plots from check 4 and check 2 results."""
+    case = _by_name("DDIMScheduler(clip_sample=False, timestep_spacing=trailing)")
+    res = check_narrow_modes(case, steps=512, n=2000)
+    assert res.passed is True, res.detail
+    rows = [(case, [check_order(case, steps=(16, 32, 64)),
+                    *check_case(case, n=16, checks=(2,))])]  # fmt: skip
+    paths = plot_report(rows, tmp_path)
+    assert {p.name for p in paths} == {
+        "conformance_diffusers_orders.png",
+        "conformance_diffusers_same_grid.png",
+    }
+    assert all(p.stat().st_size > 5000 for p in paths)

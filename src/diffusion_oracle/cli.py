@@ -296,7 +296,7 @@ def run_conformance(args) -> int:
         try:
             from diffusion_oracle.validation.k_diffusion import conformance_report as kd_report
 
-            text, rows = kd_report(args.target)
+            text, rows = kd_report(args.target, checks=args.checks)
         except ImportError as exc:
             print(
                 f"error: {exc}; pip install torchsde torchdiffeq && pip install --no-deps "
@@ -315,7 +315,7 @@ def run_conformance(args) -> int:
             return 2
         cases = tuple(c for c in CASES if c.scheduler in wanted)
     try:
-        text, rows = conformance_report(cases, args.target)
+        text, rows = conformance_report(cases, args.target, checks=args.checks)
     except ImportError as exc:
         print(f"error: {exc}; pip install 'diffusion-oracle[validation]'", file=sys.stderr)
         return 2
@@ -329,8 +329,24 @@ def _emit_report(args, text, rows) -> int:
         path = args.out / f"conformance_{args.library}.md"
         path.write_text(text)
         print(f"report: {path}")
+        from diffusion_oracle.validation.conformance import plot_report
+
+        for p in plot_report(rows, args.out, args.library.replace("-", "_")):
+            print(f"plot: {p}")
     failed = any(c.passed is False for _, res in rows for c in res)
     return 1 if failed else 0
+
+
+def _checks(text: str) -> tuple:
+    try:
+        vals = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--checks must be comma-separated integers in 1..7, got {text!r}"
+        ) from None
+    if not vals or any(v < 1 or v > 7 for v in vals):
+        raise argparse.ArgumentTypeError(f"--checks must name checks 1..7, got {text!r}")
+    return vals
 
 
 def _steps(text: str) -> list[int]:
@@ -630,10 +646,11 @@ def build_parser() -> argparse.ArgumentParser:
             "diffusers: run every scheduler configuration of the catalogue with the exact "
             "model and print a markdown report: schedule invariants, same-grid agreement with "
             "the reference sampler (tolerance from the scheduler's own float32 precision), "
-            "prediction_type invariance, finiteness over step counts 1..12, and add_noise / "
+            "prediction_type invariance, measured orders (tier 1, exact Gaussian), tier-3 "
+            "statistics on narrow modes, finiteness over step counts 1..12, and add_noise / "
             "scale_model_input against the forward process. k-diffusion: its samplers against "
-            "the reference on the same grid (float64) and its sigma schedules. Exit code 1 if "
-            "any check fails."
+            "the reference on the same grid (float64), their orders and narrow-mode statistics, "
+            "its model wrappers and its sigma schedules. Exit code 1 if any check fails."
         ),
     )
     cf.add_argument("library", choices=["diffusers", "k-diffusion"], help="the library to check")
@@ -641,7 +658,16 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument(
         "--schedulers", default=None, help="comma-separated scheduler class names (default: all)"
     )
-    cf.add_argument("--out", type=Path, default=None, help="folder for the markdown report")
+    cf.add_argument(
+        "--checks",
+        type=_checks,
+        default=(1, 2, 3, 4, 5, 6, 7),
+        help="comma-separated check numbers 1..7 (default all; 4 (orders) and 5 (narrow modes) "
+        "take most of the time)",
+    )
+    cf.add_argument(
+        "--out", type=Path, default=None, help="folder for the markdown report and its plots"
+    )
     dv = sub.add_parser(
         "derive",
         help="print a SymPy derivation (checked by the CAS when run)",
