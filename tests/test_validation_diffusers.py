@@ -272,3 +272,16 @@ def test_narrow_mode_check_on_a_scheduler_and_the_plots(tmp_path):
         "conformance_diffusers_same_grid.png",
     }
     assert all(p.stat().st_size > 5000 for p in paths)
+
+
+def test_law_check_input_errors_are_named():
+    from diffusion_oracle.reference import VPLinear
+    from diffusion_oracle.reference.grids import make_grid
+
+    grid = make_grid(VPLinear(), 8, "log_snr")
+    with pytest.raises(ValueError, match="n must be"):
+        narrow_mode_check(Heun(), VPLinear(), grid, n=0)
+    with pytest.raises(TypeError, match="grid must be a Grid"):
+        narrow_mode_check(Heun(), VPLinear(), [1.0, 0.5], n=10)
+    with pytest.raises(ValueError, match="steps must be"):
+        check_order(_by_name("EDMEulerScheduler()"), steps=(32, 16))

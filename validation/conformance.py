@@ -382,6 +382,9 @@ def check_order(case: Case, target="ring8", steps=ORDER_STEPS) -> CheckResult:
     from diffusion_oracle.reference.exact import gaussian_w2, ideal_output_law, probe_affine
 
     name = "order (tier 1, exact Gaussian)"
+    steps = [int(v) for v in steps]
+    if len(steps) < 3 or steps != sorted(set(steps)) or steps[0] < 2:
+        raise ValueError(f"steps must be >= 3 increasing step counts >= 2, got {steps}")
     if case.scheduler in CONSISTENCY:
         return CheckResult(name, None, None, "consistency sampler: no convergence order")
     oc = refined_case(case)
@@ -416,11 +419,10 @@ def check_order(case: Case, target="ring8", steps=ORDER_STEPS) -> CheckResult:
         gauss = _moment_gaussian(tgt)
         model = ExactModel(gauss, sch)
         ref = _reference_sampler(case.reference)
-        a0 = [g.alpha[0] for g in grids]
-        s0 = [g.sigma[0] for g in grids]
         ref_w2 = []
-        for g, a, sg in zip(grids, a0, s0, strict=True):
+        for g in grids:  # the reference's exact output law on the same grids (tier 1)
             A = probe_affine(ref, model, g, tgt.d)
+            a, sg = g.alpha[0], g.sigma[0]
             m, S = A.output_law(a * gauss.mean_vec, a * a * gauss.cov + sg * sg * np.eye(tgt.d))
             ref_w2.append(gaussian_w2(m, S, *ideal_output_law(gauss, g)))
         rfit = fit_order(list(steps), ref_w2, case.order)
@@ -477,10 +479,15 @@ def narrow_mode_check(sampler, sch, grid, reference=None, ref_name=None, *, n=40
     """The core of check 5 for any sampler ``sampler(model, x_init, grid, *, rng)`` on ``grid``
     of schedule ``sch`` (see :func:`check_narrow_modes`); ``reference`` the same algorithm's
     reference sampler, run on the same grid when the sampler fails."""
+    from diffusion_oracle.reference._checks import positive_int
+    from diffusion_oracle.reference.grids import Grid
     from diffusion_oracle.reference.stats import nll_test
     from diffusion_oracle.reference.targets import ring8
 
     name = "tier 3 on narrow modes"
+    n = positive_int(n, "n")
+    if not isinstance(grid, Grid):
+        raise TypeError(f"grid must be a Grid, got {type(grid).__name__}")
     N = grid.steps
     tgt = ring8(std=NARROW_STD)
     g = np.random.default_rng(seed)
@@ -524,8 +531,9 @@ def narrow_mode_check(sampler, sch, grid, reference=None, ref_name=None, *, n=40
 
 def _two_sample(tgt, out, ideal, alpha=0.01):
     """Two-sample tests of ``out`` against ``ideal`` on a narrow-mode mixture (alpha split over
-    three): mode counts (chi-square homogeneity), distance to the nearest mode in units of the
-    mode std (KS), a fixed random projection (KS). Returns (passed, p-values, RMS mode width of
+    three, Bonferroni): mode counts (Pearson's chi-square test of homogeneity), distance to the
+    nearest mode in units of the mode std and a fixed random projection (two-sample
+    Kolmogorov-Smirnov, Smirnov 1939). Returns (passed, p-values, RMS mode width of
     out relative to ideal)."""
     from scipy import stats as st
 

@@ -415,8 +415,6 @@ def check_wrappers(target="ring8", *, seed: int = 0):
     judged); and samplers run end to end on a wrapper against the reference sampler on the same
     grid. The discrete wrappers use the reference's DiscreteSchedule.linear(1000) levels
     (float64, except OpenAIDenoiser, which casts them to float32)."""
-    import types as _types
-
     import torch
 
     from diffusion_oracle import DPMSolverPP2M, Euler
@@ -453,7 +451,7 @@ def check_wrappers(target="ring8", *, seed: int = 0):
             _ExactInner(tgt, levels.sigma, "v", alphas_cumprod=ab)), WRAPPER_RTOL_F64),
         ("OpenAIDenoiser(has_learned_sigmas=True)", lambda: ext.OpenAIDenoiser(
             _ExactInner(tgt, levels.sigma, "eps", learned_sigmas=True),
-            _types.SimpleNamespace(alphas_cumprod=ab.numpy())), WRAPPER_RTOL_F32),
+            types.SimpleNamespace(alphas_cumprod=ab.numpy())), WRAPPER_RTOL_F32),
         ("VDenoiser", lambda: ext.VDenoiser(_ExactInner(tgt, vtan, "v")), WRAPPER_RTOL_F64),
     ]  # fmt: skip
     out = []
