@@ -230,16 +230,34 @@ class DPMSolver1(DDIM):
         self.name = "dpm-solver-1"
 
 
-def ddim_invert(model, x0, grid: Grid):
+def ddim_invert(model, x0, grid: Grid, *, model_time: str = "current"):
     """Deterministic DDIM inversion (Song et al. 2021a, Sec. 4.3; Dhariwal & Nichol 2021, App. F):
-    walk ``grid`` from its last time to its first, x_{t'} = alpha_{t'} x0_hat(x_t) +
-    sigma_{t'} eps_hat(x_t) for t' > t. ``x0`` lies at ``grid.t[-1]``, which must have sigma > 0
-    (use ``final_zero=False``). Returns the latent at ``grid.t[0]``. Order 1."""
+    walk ``grid`` from its last node to its first, each step from level (alpha, sigma) at t to
+    (alpha', sigma') at t' > t:
+
+        x_{t'} = alpha' x0_hat + sigma' eps_hat,   x0_hat = (x_t - sigma eps_hat) / alpha.
+
+    ``model_time="current"``: eps_hat = eps(x_t, t), the model at the level the sample is at
+    (Dhariwal & Nichol 2021, App. F); ``x0`` lies at ``grid.t[-1]``, which must have sigma > 0
+    (a grid with ``final_zero=False``). ``model_time="next"``: eps_hat = eps(x_t, t'), the model
+    called at the destination time (the convention of diffusers' DDIMInverseScheduler, which
+    steps from timestep k - T/N to k calling the network at k); then the walk may start at the
+    data itself, the ``final_zero`` node (alpha = 1, sigma = 0: x0_hat = x). Returns the latent
+    at ``grid.t[0]``. Order 1 (both: the time offset of "next" changes eps_hat by O(h), and
+    eps_hat enters with the O(h) weight sigma' - alpha' sigma / alpha)."""
     x = _check_inputs(x0, grid)
-    if grid.final_zero:
-        raise ValueError("ddim_invert needs a grid without the final jump (final_zero=False)")
+    model_time = choice(model_time, "model_time", ("current", "next"))
+    if grid.final_zero and model_time == "current":
+        raise ValueError(
+            "ddim_invert with model_time='current' needs a grid without the final jump "
+            "(final_zero=False): the model cannot be evaluated at sigma = 0"
+        )
     for i in range(grid.steps, 0, -1):
-        x0_hat, eps = _predict(model, x, grid, i)
+        if model_time == "current":
+            x0_hat, eps = _predict(model, x, grid, i)
+        else:
+            _, eps = _predict(model, x, grid, i - 1)  # eps(x_t, t'), x taken at level t'
+            x0_hat = (x - grid.sigma[i] * eps) / grid.alpha[i]
         x = grid.alpha[i - 1] * x0_hat + grid.sigma[i - 1] * eps
     return x
 
@@ -841,8 +859,10 @@ class ExactODE(Sampler):
     """A high-accuracy solve of the probability-flow ODE between the grid's first and last
     sigma > 0 nodes, then the final jump: the exact flow map up to ``rtol``. Integrates the EDM
     form dy/d log(sigma) = y - D(y, sigma), y = x/alpha (Karras et al. 2022, eq. 3; smooth in
-    log sigma), with scipy's DOP853 (Hairer et al.), ``rtol`` = ``atol`` = 1e-12 by default.
-    Only the grid's endpoints matter. Order: exact (reported as 0: no discretisation)."""
+    log sigma), with scipy's DOP853 (Hairer et al.), ``rtol`` = ``atol`` = 1e-12 by default;
+    from a first node with alpha = 0 (flow matching at t = 1), where y does not exist, the
+    angle form of ``reference.flow_map`` on the exact model's target. Only the grid's endpoints
+    matter. Order: exact (reported as 0: no discretisation)."""
 
     name = "exact-ode"
     order = 0
@@ -874,7 +894,21 @@ class ExactODE(Sampler):
 
     def _run(self, model, x, grid, rng):
         last = grid.steps - 1 if grid.final_zero else grid.steps
-        if last > 0:
+        if last > 0 and grid.alpha[0] == 0.0:
+            # a path that starts at alpha = 0 (flow matching at t = 1): y = x/alpha does not
+            # exist there; the angle form of reference.flow_map starts anywhere, and needs the
+            # exact model's target
+            target = getattr(model, "target", None)
+            if target is None:
+                raise ValueError(
+                    "ExactODE from a node with alpha = 0 needs an exact model with a .target "
+                    f"(the angle form of flow_map), got {type(model).__name__}"
+                )
+            from .likelihood import flow_map
+
+            x = flow_map(target, grid.schedule, x, grid.t[0], grid.t[last], rtol=self.rtol,
+                         atol=self.atol)  # fmt: skip
+        elif last > 0:
             x = self.flow(model, x, grid, 0, last)
         if grid.final_zero:
             x = self._jump(model, x, grid, last)

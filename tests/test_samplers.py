@@ -10,6 +10,7 @@ from scipy.linalg import sqrtm
 from diffusion_oracle.harness import fit_order, verify
 from diffusion_oracle.reference import EDM, ExactModel, Gaussian, VPCosine, VPLinear, ring8
 from diffusion_oracle.reference.exact import (
+    exact_flow_gaussian,
     gaussian_w2,
     ideal_output_law,
     probe_affine,
@@ -151,6 +152,49 @@ def test_ddim_inversion_round_trip_is_first_order():
         errs.append(float(np.sqrt(((back - x0) ** 2).sum(1).mean())))
     fit = fit_order((32, 64, 128, 256), errs, 1)
     assert abs(fit.slope - 1.0) <= 0.2, errs
+
+
+def test_ddim_inversion_from_the_data_with_the_model_at_the_destination():
+    """ddim_invert(model_time="next") (diffusers' DDIMInverseScheduler convention) starts at
+    the data itself (the final_zero node) and carries the data law to the exact law at the
+    grid's first time at order 1: tier 1 on a Gaussian against the closed form
+    N(alpha mu, alpha^2 Sigma + sigma^2 I). "current" refuses a grid with the data node."""
+    sch = VPLinear()
+    m = ExactModel(GAUSS, sch)
+    w2 = []
+    steps = (16, 32, 64, 128)
+    for n in steps:
+        g = make_grid(sch, n, "uniform", t_start=0.9)  # final_zero: the walk starts at the data
+
+        def inv(model, x, grid, *, rng=None, g=g):
+            return ddim_invert(model, x, g, model_time="next")
+
+        A = probe_affine(inv, m, g, 2)
+        a, s = g.alpha[0], g.sigma[0]
+        mean, cov = A.output_law(GAUSS.mean_vec, GAUSS.cov)
+        w2.append(gaussian_w2(mean, cov, a * GAUSS.mean_vec, a * a * GAUSS.cov + s * s * np.eye(2)))
+    fit = fit_order(steps, w2, 1)
+    assert abs(fit.slope - 1.0) <= 0.2, w2
+    with pytest.raises(ValueError, match="model_time='current' needs a grid without"):
+        ddim_invert(m, np.zeros((1, 2)), make_grid(sch, 8, "uniform"))
+    with pytest.raises(ValueError, match="model_time"):
+        ddim_invert(m, np.zeros((1, 2)), make_grid(sch, 8, "uniform"), model_time="later")
+
+
+def test_exact_ode_from_alpha_zero_is_the_closed_form_flow():
+    """ExactODE from t = 1 of the flow path (alpha = 0) integrates the angle form; on a
+    Gaussian it equals the closed-form flow map from (0, 1) to the grid's last node."""
+    from diffusion_oracle.reference import Flow
+    from diffusion_oracle.reference.grids import Grid
+
+    sch = Flow()
+    m = ExactModel(GAUSS, sch, prediction="velocity")
+    g = Grid(sch, np.array([1.0, 0.5, 0.02]))
+    x = np.random.default_rng(3).standard_normal((8, 2))
+    A, b = exact_flow_gaussian(GAUSS, 0.0, 1.0, float(sch.alpha(0.02)), float(sch.sigma(0.02)))
+    np.testing.assert_allclose(ExactODE()(m, x, g), x @ A.T + b, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="needs an exact model with a .target"):
+        ExactODE()(lambda x, t: x, x, g)
 
 
 def test_edm_stochastic_without_churn_is_heun():

@@ -39,7 +39,14 @@ from diffusion_oracle.reference._checks import positive_int
 from diffusion_oracle.reference.parameterization import to_x0_eps
 from diffusion_oracle.reference.schedules import EDM, DiscreteSchedule, Flow, Schedule
 
-__all__ = ["RunResult", "SchedulerSampler", "frame_of", "run_scheduler", "training_schedule"]
+__all__ = [
+    "ConsistencyModel",
+    "RunResult",
+    "SchedulerSampler",
+    "frame_of",
+    "run_scheduler",
+    "training_schedule",
+]
 
 
 def _np(a):
@@ -217,9 +224,10 @@ def run_scheduler(
     lo, hi = ref.log_snr_range()
 
     def t_of_sigma(sig):
-        # the scheduler's sigma may sit outside the schedule's range by its float32 rounding
-        lam = min(max(-2.0 * math.log(sig), lo), hi)
-        return float(ref.t_from_log_snr(lam))
+        """(t, clamped): the scheduler's sigma may sit outside the schedule's range by its
+        float32 rounding (diffusers rounds its sigmas with numpy's astype(float32))."""
+        lam = -2.0 * math.log(sig) if sig > 0 else math.inf
+        return float(ref.t_from_log_snr(min(max(lam, lo), hi))), not lo <= lam <= hi
 
     def time_of(sc, k, i, sample):
         """(t, alpha, sigma) on the reference schedule at this call of scheduler ``sc``: the
@@ -229,20 +237,32 @@ def run_scheduler(
         alphas_cumprod for VP."""
         kf = float(_np(k))
         sig = getattr(sc, "sigmas", None)
+        sig_ve, clamped = None, False
         if frame == "vp" and sig is not None:
             # multistep VP solvers keep VE sigmas (Karras / exponential options make them
             # differ from the integer timesteps' alpha_bar): the update uses sigmas[step_index]
             idx = sc.step_index if getattr(sc, "step_index", None) is not None else i
-            t = t_of_sigma(float(_np(sig[idx])))
+            sig_ve = float(_np(sig[idx]))
+            t, clamped = t_of_sigma(sig_ve)
         elif frame == "vp":
             t = (round(kf) + 1) / ref.T
         elif frame in ("sigma", "edm"):
             c = float(_np(sc.scale_model_input(torch.ones_like(sample[:1]), k)).ravel()[0])
             extra = 1.0 if frame == "sigma" else float(sc.config["sigma_data"]) ** 2
-            t = t_of_sigma(math.sqrt(max(1.0 / (c * c) - extra, 0.0)))
+            sig_ve = math.sqrt(max(1.0 / (c * c) - extra, 0.0))
+            t, clamped = t_of_sigma(sig_ve)
         else:
             idx = sc.step_index if getattr(sc, "step_index", None) is not None else i
             t = min(max(float(_np(sc.sigmas[idx])), 0.0), 1.0)
+        if clamped and frame in ("vp", "sigma"):
+            # the model answers at the range's end; its prediction is converted at the
+            # scheduler's own level (VP: alpha = 1/sqrt(1 + sigma^2), sigma_VP = sigma alpha),
+            # so that a float32-rounded sigma_max does not become an inconsistent model output
+            # (amplified by cancellation in a long first step: 6.8e-4 for Euler at N = 2)
+            a = 1.0 / math.sqrt(1.0 + sig_ve * sig_ve)
+            return t, a, sig_ve * a
+        if clamped and isinstance(ref, EDM):
+            return t, 1.0, sig_ve
         return t, float(ref.alpha(t)), float(ref.sigma(t))
 
     # the first time, read from a fresh scheduler (scale_model_input may start its state)
@@ -264,7 +284,9 @@ def run_scheduler(
                 # (= alpha x_VE), for the VP ones the sample itself (check 7)
                 scaled = _np(sched.scale_model_input(sample, k))
                 if frame in ("vp", "sigma"):
-                    res.input_error = max(res.input_error, float(np.abs(scaled - x_vp).max()))
+                    with np.errstate(invalid="ignore"):  # a non-finite run is check 6's
+                        err = float(np.abs(scaled - x_vp).max())
+                    res.input_error = max(res.input_error, err)
             # one call of the model in its own parameterization (the sampler protocol), then
             # the exact conversion to (x0, eps)
             pred = getattr(model, "prediction", "eps")
@@ -332,7 +354,7 @@ class SchedulerSampler:
         from diffusion_oracle.reference.model import ExactModel
         from diffusion_oracle.reference.targets import Gaussian
 
-        probe = ExactModel(Gaussian(np.zeros(1), np.eye(1)), schedule)
+        probe = ExactModel(Gaussian(np.zeros(1), np.eye(1)), schedule, prediction="v")
         r = run_scheduler(self.factory, probe, np.ones((1, 1)), int(steps), rng=0)
         times = [r.t[0]]
         for t in r.t[1:]:
@@ -369,3 +391,82 @@ class SchedulerSampler:
                 "grid must come from this sampler's make_grid (the scheduler picks its times)"
             )
         return run_scheduler(self.factory, model, x_init, self._steps[key], rng=rng).sample
+
+
+class ConsistencyModel:
+    """The exact consistency model of ``target`` for diffusers' LCMScheduler or TCDScheduler,
+    running ``steps`` inference steps of ``factory()``: a model in the sampler protocol
+    (x0 prediction, so the driver hands the scheduler the matching epsilon) whose output makes
+    the scheduler's denoised value the exact probability-flow map:
+
+    - LCM (Luo et al. 2023, arXiv:2310.04378, Sec. 4, the epsilon parameterization of the
+      consistency function; Song et al. 2023, arXiv:2303.01469, Sec. 3, its boundary condition):
+      c_skip(k) x_t + c_out(k) x0_hat = F(x_t, t -> 0), the consistency function, with the
+      boundary scalings c_skip = sigma_data^2 / ((s k)^2 + sigma_data^2),
+      c_out = s k / sqrt((s k)^2 + sigma_data^2), sigma_data = 0.5, s = timestep_scaling;
+    - TCD (Zheng et al. 2024, arXiv:2402.19159, Sec. 4, trajectory consistency function and
+      strategic stochastic sampling): the trajectory consistency function
+      alpha_s x0_hat + sigma_s eps_hat = F(x_t, t -> s), with s = floor((1 - gamma) k_prev)
+      the scheduler's intermediate timestep (k_prev the next scheduled timestep, 0 after the
+      last) and x_t = alpha_t x0_hat + sigma_t eps_hat.
+
+    F is the exact flow map: closed form for a Gaussian (``exact_flow_gaussian``, so that the
+    whole run stays affine for tier 1), ``reference.flow_map`` (DOP853 at ``rtol``) for a
+    mixture. With it an exact sampler's output is the data law at every step count."""
+
+    prediction = "x0"
+
+    def __init__(self, target, schedule, factory, steps: int, *, gamma=None, rtol=1e-10):
+        import inspect
+
+        sched = factory()
+        sched.set_timesteps(positive_int(steps, "steps"))
+        kinds = [
+            c.__name__
+            for c in type(sched).__mro__
+            if c.__name__ in ("LCMScheduler", "TCDScheduler")
+        ]
+        if not kinds:
+            raise TypeError(
+                f"factory must build an LCMScheduler or TCDScheduler, got {type(sched).__name__}"
+            )
+        name = kinds[0]
+        if not isinstance(schedule, DiscreteSchedule):
+            raise TypeError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
+        self.target, self.schedule, self.kind = target, schedule, name[:3].lower()
+        self.timesteps = [int(k) for k in sched.timesteps]
+        self.scaling = float(sched.config["timestep_scaling"])
+        self.gamma = None
+        if self.kind == "tcd":  # TCD's step(eta=...) default is the paper's gamma
+            default = inspect.signature(type(sched).step).parameters["eta"].default
+            self.gamma = float(default if gamma is None else gamma)
+        self.rtol = rtol
+
+    def flow(self, x, t, s):
+        """The exact PF-ODE map of the target from time t to time s."""
+        from diffusion_oracle.reference.exact import exact_flow_gaussian
+        from diffusion_oracle.reference.likelihood import flow_map
+        from diffusion_oracle.reference.targets import Gaussian
+
+        sch = self.schedule
+        if isinstance(self.target, Gaussian):
+            A, b = exact_flow_gaussian(self.target, sch.alpha(t), sch.sigma(t), sch.alpha(s),
+                                       sch.sigma(s))  # fmt: skip
+            return x @ A.T + b
+        return flow_map(self.target, sch, x, t, s, rtol=self.rtol, atol=self.rtol)
+
+    def __call__(self, x, t):
+        sch = self.schedule
+        k = int(round(t * sch.T)) - 1
+        a, sg = float(sch.alpha(t)), float(sch.sigma(t))
+        if self.kind == "lcm":
+            sd, z = 0.5, k * self.scaling
+            c_skip, c_out = sd * sd / (z * z + sd * sd), z / math.sqrt(z * z + sd * sd)
+            return (self.flow(x, t, 0.0) - c_skip * x) / c_out
+        i = self.timesteps.index(k)
+        k_prev = self.timesteps[i + 1] if i + 1 < len(self.timesteps) else 0
+        t_s = (math.floor((1.0 - self.gamma) * k_prev) + 1) / sch.T
+        a_s, s_s = float(sch.alpha(t_s)), float(sch.sigma(t_s))
+        F = self.flow(x, t, t_s)
+        eps = (a * F - a_s * x) / (a * s_s - a_s * sg)
+        return (x - sg * eps) / a

@@ -648,7 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
             "the reference sampler (tolerance from the scheduler's own float32 precision), "
             "prediction_type invariance, measured orders (tier 1, exact Gaussian), tier-3 "
             "statistics on narrow modes, finiteness over step counts 1..12, and add_noise / "
-            "scale_model_input against the forward process. k-diffusion: its samplers against "
+            "scale_model_input against the forward process; the DDIM inversion as an "
+            "inversion, LCM and TCD with the exact consistency model. k-diffusion: its samplers "
+            "against "
             "the reference on the same grid (float64), their orders and narrow-mode statistics, "
             "its model wrappers and its sigma schedules. Exit code 1 if any check fails."
         ),
