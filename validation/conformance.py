@@ -546,8 +546,8 @@ def check_consistency(case: Case, target="ring8", steps=CONSISTENCY_STEPS) -> Ch
             f"; equal to the exact law at sigma {end_sig[0]:.3g} to {max(w2_end):.1e}: the last "
             "step lands on training timestep 0 (alphas_cumprod[0]), not on the data"
         )
-    return CheckResult(name, worst <= CONSISTENCY_W2_TOL, worst, detail,
-                       {"steps": list(steps), "w2": w2, "declared": None})  # fmt: skip
+    data = {"steps": list(steps), "w2": w2, "declared": None, "exact": True}
+    return CheckResult(name, worst <= CONSISTENCY_W2_TOL, worst, detail, data)
 
 
 def consistency_narrow_modes(case: Case, *, steps: int = 4, n: int = 4000, seed: int = 0):
@@ -1086,7 +1086,11 @@ def plot_report(rows, folder, library: str = "diffusers") -> list:
         for lab, r in orders:
             n, w = np.asarray(r.data["steps"], float), np.asarray(r.data["w2"], float)
             style = "-" if r.passed is not False else ":"
-            line = ax.loglog(n, w, style, marker="o", ms=3, label=f"{lab[:48]} ({r.value:.2f})")
+            if r.data.get("exact"):  # a consistency sampler: exact at every N, no slope
+                tag = f"exact: max W2 {r.value:.1e}"
+            else:
+                tag = f"{r.value:.2f}" if r.value is not None else "n/a"
+            line = ax.loglog(n, w, style, marker="o", ms=3, label=f"{lab[:48]} ({tag})")
             p = r.data.get("declared")
             if p:
                 ax.loglog(n, w[-1] * (n / n[-1]) ** -p, "--", lw=0.6, color=line[0].get_color())
