@@ -129,9 +129,11 @@ def _next_pow2(n: int) -> int:
     return 1 << max(4, (n - 1).bit_length())  # tl.dot needs at least 16
 
 
-def default_config(dp: int, full: bool, dtype: torch.dtype) -> tuple[int, int, int]:
+def default_config(dp: int, full: bool) -> tuple[int, int, int]:
     """(BM, num_warps, num_stages): the fastest of a sweep over BM in 16..128, 4 or 8 warps,
-    1 or 2 stages on an H200 (``bench_mixture_score.py --sweep``, benchmarks/RESULTS.md).
+    1 or 2 stages on an H200 in float64 (``bench_mixture_score.py --sweep``,
+    benchmarks/RESULTS.md); float32 uses the same blocks (not swept: it needs half the
+    registers and shared memory, so every float64 configuration fits).
     Register and shared-memory use grow with BM x DP and DP^2 (BM = 128 at DP = 128 does not
     fit; BM = 32 with 4 warps and 1 stage spills)."""
     if not full:
@@ -183,7 +185,7 @@ def fused_eval(tm, x: torch.Tensor, alpha: float, sigma: float, what, *, config=
     out_lap = torch.empty(n, **cast) if want_lap else torch.empty(1, **cast)
     out_logit = torch.empty(n, K, **cast) if want_logit else torch.empty(1, **cast)
     out_logp = torch.empty(n, **cast)
-    bm, warps, stages = config or default_config(dp, full, dt)
+    bm, warps, stages = config or default_config(dp, full)
     # the denoiser's second matrix doubles the shared memory per component: if a configuration
     # does not fit, fall back to one stage, then to smaller point blocks
     tries = [(bm, warps, stages), (bm, warps, 1), (max(16, bm // 2), warps, 1), (16, 4, 1)]
@@ -302,7 +304,7 @@ def fused_ddpm_step(tm, x, alpha: float, sigma: float, cx: float, cg: float, std
         seed = torch.zeros(1, device=x.device, dtype=torch.int32)
         z = noise.contiguous()
     out = torch.empty_like(x)
-    bm, warps, stages = (32, 4, 2) if full and dp <= 64 else default_config(dp, full, dt)
+    bm, warps, stages = (32, 4, 2) if full and dp <= 64 else default_config(dp, full)
     _ddpm_kernel[(triton.cdiv(n, bm),)](
         x.contiguous(), am.to(dt), P.to(dt).contiguous(), const.to(dt), z, seed, coef, out, n, K,
         d, DP=dp, BM=bm, FULL=full, HAVE_Z=noise is not None, num_warps=warps, num_stages=stages,
