@@ -24,6 +24,7 @@ from diffusion_oracle.validation.conformance import (  # noqa: E402
     plot_report,
 )
 from diffusion_oracle.validation.diffusers import (  # noqa: E402
+    ConsistencyModel,
     frame_of,
     run_scheduler,
     training_schedule,
@@ -292,6 +293,16 @@ def test_law_check_input_errors_are_named():
         narrow_mode_check(Heun(), VPLinear(), [1.0, 0.5], n=10)
     with pytest.raises(ValueError, match="steps must be"):
         check_order(_by_name("EDMEulerScheduler()"), steps=(32, 16))
+    lcm = _by_name("LCMScheduler()")
+    with pytest.raises(ValueError, match="steps must be"):
+        check_consistency(lcm, steps=(0, 2))
+    with pytest.raises(ValueError, match="n must be"):
+        consistency_narrow_modes(lcm, steps=2, n=-1)
+    with pytest.raises(ValueError, match="steps must be"):
+        check_inverse_order([c for c in CASES if c.inverse][0], steps=(8, 4, 16))
+    with pytest.raises(TypeError, match="LCMScheduler or TCDScheduler"):
+        ConsistencyModel(ring8(), training_schedule(lcm.factory()()), _by_name(
+            "DDIMScheduler(clip_sample=False)").factory(), 4)  # fmt: skip
 
 
 def test_landing_check_over_every_step_count():

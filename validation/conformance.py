@@ -504,11 +504,13 @@ def check_consistency(case: Case, target="ring8", steps=CONSISTENCY_STEPS) -> Ch
     Also reported: W2 to the exact law at the level the run ends on (0 when the only deviation
     is where the last step lands)."""
     from diffusion_oracle.harness import _moment_gaussian
+    from diffusion_oracle.reference._checks import positive_int
     from diffusion_oracle.reference.exact import gaussian_w2, probe_affine
 
     from .diffusers import ConsistencyModel
 
     name = "order (tier 1, exact Gaussian)"
+    steps = [positive_int(v, "steps") for v in steps]
     tgt = get_target(target) if isinstance(target, str) else target
     factory = case.factory()
     sch = training_schedule(factory())
@@ -555,11 +557,13 @@ def consistency_narrow_modes(case: Case, *, steps: int = 4, n: int = 4000, seed:
     model (``reference.flow_map`` per step), ``n`` samples from the exact law at the first
     timestep; two-sample tests (:func:`_two_sample`) against 5n draws of the data law itself,
     which an exact consistency sampler returns at every step count."""
+    from diffusion_oracle.reference._checks import positive_int
     from diffusion_oracle.reference.targets import ring8
 
     from .diffusers import ConsistencyModel
 
     name = "tier 3 on narrow modes"
+    steps, n = positive_int(steps, "steps"), positive_int(n, "n")
     tgt = ring8(std=NARROW_STD)
     factory = case.factory()
     sch = training_schedule(factory())
@@ -722,10 +726,10 @@ class _ZeroEps:
         return np.zeros_like(x)
 
 
-def _inverse_grid(ref_sch, times, start_at_data=True):
+def _inverse_grid(ref_sch, times):
     """The reference grid of an inversion whose destinations are ``times`` (increasing), walked
-    from its last node (the data) to its first."""
-    return Grid(ref_sch, np.asarray(times[::-1], dtype=np.float64), final_zero=start_at_data)
+    from its last node (the data: DDIMInverseScheduler's set_alpha_to_one start) to its first."""
+    return Grid(ref_sch, np.asarray(times[::-1], dtype=np.float64), final_zero=True)
 
 
 def _check_inverse(case, factory, model, tgt, ref_sch, n, seed, checks):
