@@ -300,6 +300,8 @@ def test_law_check_input_errors_are_named():
         consistency_narrow_modes(lcm, steps=2, n=-1)
     with pytest.raises(ValueError, match="steps must be"):
         check_inverse_order([c for c in CASES if c.inverse][0], steps=(8, 4, 16))
+    with pytest.raises(ValueError, match="case must be an inversion"):
+        check_inverse_order(lcm)
     with pytest.raises(TypeError, match="LCMScheduler or TCDScheduler"):
         ConsistencyModel(ring8(), training_schedule(lcm.factory()()), _by_name(
             "DDIMScheduler(clip_sample=False)").factory(), 4)  # fmt: skip

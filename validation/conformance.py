@@ -523,8 +523,7 @@ def check_consistency(case: Case, target="ring8", steps=CONSISTENCY_STEPS) -> Ch
         def run(model, x, grid, *, rng=None, N=N, cm=cm):
             return run_scheduler(factory, cm, x, N, rng=rng).sample
 
-        r0 = run_scheduler(factory, cm, np.zeros((1, gauss.d)), N, rng=0)
-        t0 = r0.t[0]
+        t0 = (cm.timesteps[0] + 1) / sch.T  # the first call: training timestep k is node k + 1
         a0, s0 = float(sch.alpha(t0)), float(sch.sigma(t0))
         A = probe_affine(run, cm, None, gauss.d)
         m, S = A.output_law(a0 * gauss.mean_vec, a0 * a0 * gauss.cov + s0 * s0 * np.eye(gauss.d))
@@ -569,8 +568,7 @@ def consistency_narrow_modes(case: Case, *, steps: int = 4, n: int = 4000, seed:
     sch = training_schedule(factory())
     cm = ConsistencyModel(tgt, sch, factory, steps)
     g = np.random.default_rng(seed)
-    t0 = run_scheduler(factory, ConsistencyModel(tgt, sch, factory, steps, rtol=1e-6),
-                       np.zeros((1, 2)), steps, rng=0).t[0]  # fmt: skip
+    t0 = (cm.timesteps[0] + 1) / sch.T  # the first call: training timestep k is node k + 1
     x_init = tgt.diffuse(float(sch.alpha(t0)), float(sch.sigma(t0))).sample(n, g)
     try:
         out = run_scheduler(factory, cm, x_init, steps, rng=g).sample
@@ -839,11 +837,15 @@ def check_inverse_order(case: Case, target="ring8", steps=ORDER_STEPS) -> CheckR
     W2 at each N and the least-squares slope over the last three, judged against the declared
     order in the harness's window (the configuration refined, :func:`refined_case`). Also
     reported: the round trip, the inversion followed by the forward scheduler (DDIMScheduler
-    with the same configuration and N), RMS distance to the start relative to the data scale."""
+    with the same configuration and N), RMS distance to the start relative to the data scale.
+    DDIM inversion: Song et al. 2021a (arXiv:2010.02502), Sec. 4.3; Dhariwal & Nichol 2021,
+    App. F; the exact Gaussian flow map: docs/design.md (ground truth, tier 1)."""
     from diffusion_oracle.harness import ORDER_WINDOW, _moment_gaussian, fit_order
     from diffusion_oracle.reference.exact import gaussian_w2, probe_affine
 
     name = "order (tier 1, exact Gaussian)"
+    if not case.inverse:
+        raise ValueError(f"case must be an inversion (Case.inverse = True), got {case.label}")
     steps = [int(v) for v in steps]
     if len(steps) < 3 or steps != sorted(set(steps)) or steps[0] < 2:
         raise ValueError(f"steps must be >= 3 increasing step counts >= 2, got {steps}")

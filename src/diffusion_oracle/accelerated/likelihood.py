@@ -298,6 +298,15 @@ def discretized_gaussian_log_likelihood(x, mean, log_var, *, levels: int = 256):
     return lhi + torch.log(-torch.expm1(llo - lhi))
 
 
+def _examples(model, x0) -> torch.Tensor:
+    """x0 as a finite float64 (n, d) tensor on the model's device (CPU when it has none)."""
+    dev = getattr(model, "device", None)
+    x0 = check_finite(as_tensor(x0, "x0", device=dev or "cpu", dtype=torch.float64), "x0")
+    if x0.ndim != 2:
+        raise ValueError(f"x0 must have shape (n, d), got {tuple(x0.shape)}")
+    return x0
+
+
 def ddpm_elbo(
     model,
     schedule,
@@ -331,10 +340,7 @@ def ddpm_elbo(
         )
     if decoder not in ("gaussian", "discretized"):
         raise ValueError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
-    dev = getattr(model, "device", None)
-    x0 = check_finite(as_tensor(x0, "x0", device=dev or "cpu", dtype=torch.float64), "x0")
-    if x0.ndim != 2:
-        raise ValueError(f"x0 must have shape (n, d), got {tuple(x0.shape)}")
+    x0 = _examples(model, x0)
     N, d = x0.shape
     T = schedule.T
     pred = getattr(model, "prediction", "eps")
@@ -432,10 +438,7 @@ def vdm_elbo(
     t_min = float(t_min)
     if not 0.0 < t_min < 1.0:
         raise ValueError(f"t_min must lie in (0, 1), got {t_min!r}")
-    dev = getattr(model, "device", None)
-    x0 = check_finite(as_tensor(x0, "x0", device=dev or "cpu", dtype=torch.float64), "x0")
-    if x0.ndim != 2:
-        raise ValueError(f"x0 must have shape (n, d), got {tuple(x0.shape)}")
+    x0 = _examples(model, x0)
     N, d = x0.shape
     f64 = {"dtype": torch.float64}
     lam_hi = float(schedule._log_snr(torch.tensor(t_min, **f64)))
