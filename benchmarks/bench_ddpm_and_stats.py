@@ -11,7 +11,8 @@
    of ring8 (verify's default target): cold (nulls drawn and the MMD null simulated) and warm
    (the MMD null cached, as verify caches it).
 
-Run: ``python benchmarks/bench_ddpm_and_stats.py [--device cuda] [--quick] [--json out.json]``.
+Run: ``python benchmarks/bench_ddpm_and_stats.py [--device cuda] [--quick] [--json out.json]``
+(``--sweep``: also time one fused step per kernel configuration).
 """
 
 from __future__ import annotations
@@ -31,8 +32,32 @@ from diffusion_oracle.accelerated.samplers import DDPM, TorchGrid
 from diffusion_oracle.reference import ring8
 from diffusion_oracle.reference.schedules import VPLinear
 
+SWEEP = [(b, w, st) for b in (32, 64, 128) for w in (4, 8) for st in (1, 2, 3)]
 
-def bench_ddpm(device, rate, N, steps, K=16, d=64):
+
+def sweep_step(tm, x, device):
+    """One fused DDPM step (at alpha = 0.8, sigma = 0.6) per kernel configuration (BM, warps,
+    stages): seconds, or the error of a configuration that does not compile."""
+    from diffusion_oracle.accelerated._fused import fused_ddpm_step
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    out = {}
+    for cfg in SWEEP:
+        key = f"BM={cfg[0]},warps={cfg[1]},stages={cfg[2]}"
+        try:
+            out[key] = timeit(
+                lambda cfg=cfg: fused_ddpm_step(
+                    tm, x, 0.8, 0.6, 1.0, 0.1, 0.1, generator=gen, config=cfg
+                ),
+                device,
+            )
+        except Exception as err:  # a configuration that does not compile: reported
+            out[key] = f"failed: {str(err)[:120]}"
+        print(f"  step {key}: {out[key]}", flush=True)
+    return out
+
+
+def bench_ddpm(device, rate, N, steps, K=16, d=64, sweep=False):
     mixture = make_mixture(K, d, "full")
     tm = TorchMixture.from_reference(mixture, device=device)
     model = TorchExactModel(tm, torch_schedule(VPLinear()), prediction="eps")
@@ -41,6 +66,7 @@ def bench_ddpm(device, rate, N, steps, K=16, d=64):
     gen = torch.Generator(device=device).manual_seed(0)
     x = tm.sample(N, gen, alpha=grid.alpha[0], sigma=grid.sigma[0])
     t_call = timeit(lambda: model(x, 0.5), device)
+    configs = sweep_step(tm, x, device) if sweep and tm.fused else {}
     walls = {}
     for fused in (False, None):  # unfused, then the default (fused on CUDA)
         DDPM(fused=fused)(model, x[:1024], grid, rng=gen)  # warm-up (kernel compilation)
@@ -56,7 +82,7 @@ def bench_ddpm(device, rate, N, steps, K=16, d=64):
         N=N, K=K, d=d, steps=steps, model_calls=calls, wall_s=wall, floor_s=floor,
         ratio_to_floor=wall / floor, one_call_s=t_call, calls_x_one_call_s=calls * t_call,
         unfused_wall_s=walls[False], unfused_ratio_to_floor=walls[False] / floor,
-        finite=bool(torch.isfinite(out).all()),
+        finite=bool(torch.isfinite(out).all()), step_configs=configs,
     )  # fmt: skip
 
 
@@ -88,13 +114,14 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run on a CPU)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--sweep", action="store_true", help="time one fused step per configuration")
     args = ap.parse_args()
     device = torch.device(args.device)
     rate = dgemm_rate(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {name}, torch {torch.__version__}, fp64 GEMM {rate / 1e12:.1f} TFLOP/s")
     N, steps, n = (1 << 12, 20, 10**5) if args.quick else (1 << 20, 1000, 10**7)
-    b2 = bench_ddpm(device, rate, N, steps)
+    b2 = bench_ddpm(device, rate, N, steps, sweep=args.sweep)
     print(
         f"[2] DDPM {b2['steps']} steps, N=2^{N.bit_length() - 1}, K=16, d=64 full: "
         f"{b2['wall_s']:.2f} s, floor {b2['floor_s']:.2f} s (x{b2['ratio_to_floor']:.2f}); "

@@ -16,7 +16,7 @@ from tolerances import EPS64, TORCH_RTOL  # noqa: E402
 from diffusion_oracle import strategies as dst  # noqa: E402
 from diffusion_oracle.accelerated.schedules import torch_schedule  # noqa: E402
 from diffusion_oracle.accelerated.targets import TorchMixture  # noqa: E402
-from diffusion_oracle.reference import DiscreteSchedule, aniso64, ring8  # noqa: E402
+from diffusion_oracle.reference import DiscreteSchedule, GaussianMixture, aniso64, ring8  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 device_param = pytest.mark.parametrize("device", DEVICES)
@@ -152,8 +152,14 @@ def test_chunking_does_not_change_results(device):
     assert bool(((whole - tiny).abs() <= 100 * EPS64 * S_g).all())
 
 
-def test_bad_input_is_named():
-    tm = TorchMixture.from_reference(ring8(), device="cpu")
+@pytest.mark.parametrize("device", DEVICES)
+def test_bad_input_is_named(device):
+    tm = TorchMixture.from_reference(ring8(), device=device)  # fused kernel on CUDA
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="x must be finite"):
+            tm.score(torch.tensor([[0.3, 0.1], [0.0, bad]], device=device), 0.5, 0.5)
+        with pytest.raises(ValueError, match="x must be finite"):
+            tm.denoise(torch.tensor([[bad, 0.0]], device=device), torch.tensor(0.5), 0.5)
     with pytest.raises(ValueError, match="x must have shape"):
         tm.score(torch.zeros(3, 5), 0.5, 0.5)
     with pytest.raises(ValueError, match="sigma must be >= 0"):
@@ -176,3 +182,68 @@ def test_bad_input_is_named():
         torch_schedule(DiscreteSchedule.linear()).alpha(torch.tensor([1.5]))
     with pytest.raises(TypeError, match="schedule must be a built-in"):
         torch_schedule(object())
+
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda_only
+@pytest.mark.parametrize("target", [ring8, aniso64], ids=["ring8", "aniso64"])
+def test_fused_far_points_take_the_online_sweep(target):
+    """Points so far from every component that every exp(logit_k - m_ref) underflows the fixed
+    shift's threshold (m_ref = max_k of the logits' constants): the kernel redoes their block
+    with the online recurrence and still equals the reference."""
+    from diffusion_oracle.accelerated._fused import LOG_TINY
+
+    mixture = target()
+    alpha, sigma = 0.9, math.sqrt(1 - 0.81)
+    g = np.random.default_rng(7)
+    x = _points(mixture, alpha, sigma, 64, 7)
+    direction = g.standard_normal((8, mixture.d))
+    x[:8] = 200.0 * direction / np.linalg.norm(direction, axis=1, keepdims=True)
+    # the precondition, from the reference: log sum_k exp(logit_k - m_ref) < log TINY
+    covs = alpha**2 * mixture.covs + sigma**2 * np.eye(mixture.d)
+    const = np.log(mixture.weights) - 0.5 * (
+        mixture.d * math.log(2 * math.pi) + np.linalg.slogdet(covs)[1]
+    )
+    lp = mixture.log_prob(x, alpha, sigma)
+    assert np.all(lp[:8] - const.max() < LOG_TINY[torch.float64]), lp[:8] - const.max()
+    tm = TorchMixture.from_reference(mixture, device="cuda")
+    assert tm.fused
+    _compare(mixture, tm, x, alpha, sigma, TORCH_RTOL["float64"], "cuda")
+
+
+@cuda_only
+def test_fused_eval_score_and_eps_together():
+    """One kernel call asked for the score and eps: eps = -sigma score, both against the
+    reference."""
+    from diffusion_oracle.accelerated._fused import fused_eval
+
+    mixture = aniso64()
+    x = _points(mixture, 0.6, 0.8, 200, 11)
+    tm = TorchMixture.from_reference(mixture, device="cuda")
+    out = fused_eval(tm, torch.tensor(x, device="cuda"), 0.6, 0.8, ("score", "eps", "log_prob"))
+    S_g = _scales(mixture, x, 0.6, 0.8)[0][:, None]
+    for name, ref, scale in (
+        ("score", mixture.score(x, 0.6, 0.8), S_g),
+        ("eps", mixture.eps(x, 0.6, 0.8), 0.8 * S_g),
+    ):
+        err = np.abs(out[name].cpu().numpy() - ref)
+        assert np.all(err <= TORCH_RTOL["float64"] * scale), (name, float(err.max()))
+
+
+@cuda_only
+def test_fused_kernel_limits_its_dimension():
+    """Full covariances beyond d = 128 (the kernel's d x d tiles would not fit in shared memory)
+    take the chunked torch path by default; asking for the kernel is a named error."""
+    g = np.random.default_rng(3)
+    d = 130
+    mixture = GaussianMixture(
+        np.array([0.4, 0.6]), g.standard_normal((2, d)), np.stack([np.eye(d), 0.5 * np.eye(d)])
+    )
+    tm = TorchMixture.from_reference(mixture, device="cuda")
+    assert not tm.fused
+    x = _points(mixture, 0.8, 0.6, 20, 0)
+    _compare(mixture, tm, x, 0.8, 0.6, TORCH_RTOL["float64"], "cuda")
+    with pytest.raises(ValueError, match="fused=True needs d <= 128"):
+        TorchMixture.from_reference(mixture, device="cuda", fused=True)

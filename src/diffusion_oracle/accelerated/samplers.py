@@ -206,9 +206,10 @@ class DDPM(TorchSampler):
     fused_ddpm_step``: the mixture's eps, the update and the noise together) when the model is a
     :class:`TorchExactModel` predicting eps on a CUDA mixture with the fused kernel and the noise
     comes from a CUDA ``torch.Generator``: the same update, with z drawn in the kernel by
-    Triton's Philox generator (float32 Box-Muller cast to float64, |z| < 6.7) seeded from that
-    generator, so a fused run is reproducible but its draws differ from the unfused path's.
-    ``fused=False`` forces the unfused path."""
+    Triton's Philox generator (four float32 Box-Muller normals per counter, cast to float64;
+    Triton clamps the Box-Muller uniform at 1e-7, which caps the radius at 5.68 with probability
+    1e-7, so |z| <= 5.68) seeded from that generator, so a fused run is reproducible but its
+    draws differ from the unfused path's. ``fused=False`` forces the unfused path."""
 
     stochastic = True
     default_grid = "log_snr"
@@ -252,23 +253,35 @@ class DDPM(TorchSampler):
             )
         return ok if self.fused is None else bool(self.fused)
 
-    def _step(self, ctx, x, i):
-        g = ctx.g
+    def _coefs(self, g, i):
+        """(c0, ct, std) of step i: x' = c0 x0 + ct x + std z."""
         e = _frac(g, i)
         c0 = math.exp(g.log_alpha[i + 1]) * e
         ct = math.exp(
             g.log_alpha[i] - g.log_alpha[i + 1] + 2.0 * (g.log_sigma[i + 1] - g.log_sigma[i])
         )
-        std = math.sqrt(self._var(g, i, e))
-        if self._fusable(ctx, x):
-            from ._fused import fused_ddpm_step
+        return c0, ct, math.sqrt(self._var(g, i, e))
 
-            # eps = sigma g and x0 = (x - sigma eps)/alpha, the unfused path's conversion
+    def _run(self, ctx, x):
+        g = ctx.g
+        if not self._fusable(ctx, x):
+            return super()._run(ctx, x)
+        from ._fused import fused_ddpm_steps
+
+        # the fused steps, up to the final jump to sigma = 0 (a model call, as unfused);
+        # eps = sigma g and x0 = (x - sigma eps)/alpha, the unfused path's conversion
+        end = next((i for i in range(g.steps) if g.sigma[i + 1] == 0), g.steps)
+        steps = []
+        for i in range(end):
+            c0, ct, std = self._coefs(g, i)
             a, s = g.alpha[i], g.sigma[i]
-            ctx.model.n_calls += 1
-            return fused_ddpm_step(
-                ctx.model.target, x, a, s, c0 / a + ct, c0 * s * s / a, std, generator=ctx.rng
-            )
+            steps.append((a, s, c0 / a + ct, c0 * s * s / a, std))
+        x = fused_ddpm_steps(ctx.model.target, x, steps, generator=ctx.rng)
+        ctx.model.n_calls += end
+        return ctx.node(x, end)[0] if end < g.steps else x
+
+    def _step(self, ctx, x, i):
+        c0, ct, std = self._coefs(ctx.g, i)
         x0, _ = ctx.node(x, i)
         return c0 * x0 + ct * x + std * ctx.noise(x.shape)
 

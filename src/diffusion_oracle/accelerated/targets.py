@@ -25,11 +25,22 @@ This is an independent implementation: it takes the mixture's parameters, never 
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from ._common import LOG_2PI, as_tensor, check_finite, resolve
 
 __all__ = ["TorchMixture"]
+
+
+def _host_scalar(v) -> bool:
+    """A Python or NumPy real number, or a 0-d tensor on the CPU."""
+    if isinstance(v, torch.Tensor):
+        return v.ndim == 0 and v.device.type == "cpu" and not v.is_complex()
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
 
 _QUANTITIES = ("log_prob", "resp", "score", "eps", "x0", "laplacian")
 
@@ -110,7 +121,7 @@ class TorchMixture:
         if covariance_type == "full":
             lam, Q = torch.linalg.eigh(0.5 * (cv + cv.transpose(1, 2)))
             lam = torch.clamp(lam, min=0.0)
-            self._Q64 = Q
+            self._Q64 = Q.contiguous()  # row-major: the fused kernel indexes it directly
             self._Qcat = Q.permute(1, 0, 2).reshape(self.d, self.K * self.d)  # [Q_1 ... Q_K]
             self._QcatT = self._Qcat.T.contiguous()
             self._mrot = torch.einsum("kij,ki->kj", Q, mu)  # Q_k^T mu_k
@@ -124,12 +135,24 @@ class TorchMixture:
         if bool((lam < 0).any()):
             raise ValueError("covs must be positive semi-definite")
         self._lam = lam.to(self.dtype).contiguous()  # (K, d) eigenvalues / variances
-        self._lam64, self._mu64, self._logw64 = lam.contiguous(), mu, torch.log(w)
+        self._singular = bool((lam == 0).any())
+        self._lam64, self._mu64, self._logw64 = lam.contiguous(), mu.contiguous(), torch.log(w)
         self._iso_var = cv.to(self.dtype) if covariance_type == "iso" else None
         self.weights = w.to(self.dtype)
         self.log_weights = torch.log(w).to(self.dtype)
         self.means = mu.to(self.dtype).contiguous()
         self._mu_sq = (mu * mu).sum(1).to(self.dtype)  # |mu_k|^2
+        if self.fused:
+            from ._fused import MAX_DP_DIAG, MAX_DP_FULL, fusable
+
+            if not fusable(self):  # the kernel's tiles would not fit: the chunked torch path
+                if fused:
+                    limit = MAX_DP_FULL if covariance_type == "full" else MAX_DP_DIAG
+                    raise ValueError(
+                        f"fused=True needs d <= {limit} for {covariance_type!r} covariances, "
+                        f"got d = {self.d}"
+                    )
+                self.fused = False
 
     @classmethod
     def from_reference(
@@ -177,8 +200,14 @@ class TorchMixture:
         return alpha * x0 + sigma * torch.randn(n, self.d, **kw)
 
     # ------------------------------------------------------------------ evaluation
-    def _prep(self, x, alpha, sigma):
-        x = check_finite(as_tensor(x, "x", device=self.device, dtype=self.dtype), "x")
+    def _prep(self, x, alpha, sigma, *, check_x=True):
+        """(points (n, d), n, alpha, sigma, batch shape), validated. A host scalar alpha or
+        sigma (a Python or NumPy number, a 0-d CPU tensor) is checked on the host and returned
+        as a float, so the fused path needs no device round trip; otherwise a tensor on the
+        mixture's device. ``check_x=False`` leaves the finiteness of x to the caller."""
+        x = as_tensor(x, "x", device=self.device, dtype=self.dtype)
+        if check_x:
+            check_finite(x, "x")
         if x.ndim < 1 or x.shape[-1] != self.d:
             raise ValueError(f"x must have shape (..., d) with d = {self.d}, got {tuple(x.shape)}")
         batch = x.shape[:-1]
@@ -186,6 +215,14 @@ class TorchMixture:
         n = xf.shape[0]
         out = []
         for name, v in (("alpha", alpha), ("sigma", sigma)):
+            if _host_scalar(v):
+                f = float(v)
+                if not math.isfinite(f):
+                    raise ValueError(f"{name} must be finite, got {f!r}")
+                if f < 0:
+                    raise ValueError(f"{name} must be >= 0, got {f!r}")
+                out.append(f)
+                continue
             v = as_tensor(v, name, device=self.device, dtype=self.dtype)
             if v.ndim and tuple(v.shape) != tuple(batch):
                 raise ValueError(
@@ -197,16 +234,28 @@ class TorchMixture:
                 raise ValueError(f"{name} must be >= 0, got {v[v < 0].reshape(-1)[0].item()!r}")
             out.append(v.reshape(-1) if v.ndim else v)
         a, s = out
-        if bool((s == 0).any()) and bool((self._lam == 0).any()):
+        s_zero = s == 0 if isinstance(s, float) else bool((s == 0).any())
+        if s_zero and self._singular:
             raise ValueError("sigma must be > 0 for a mixture with singular covariances")
         return xf, n, a, s, batch
 
     def _eval(self, x, alpha, sigma, what):
-        xf, n, a, s, batch = self._prep(x, alpha, sigma)
-        if self.fused and a.ndim == 0 and s.ndim == 0 and n > 0 and not set(what) & _SECOND:
+        fused = self.fused and not set(what) & _SECOND
+        xf, n, a, s, batch = self._prep(x, alpha, sigma, check_x=not fused)
+        if fused and n > 0 and getattr(a, "ndim", 0) == 0 and getattr(s, "ndim", 0) == 0:
             from ._fused import fused_eval
 
-            return fused_eval(self, xf, float(a), float(s), what), batch
+            out = fused_eval(self, xf, float(a), float(s), what)
+            # a non-finite entry of x makes its log-density NaN: checking the (N,) output
+            # instead of the (N, d) input saves a pass over x, which is read again only to name
+            # the bad entry
+            if not bool(torch.isfinite(out["log_prob"]).all()):
+                check_finite(xf, "x")
+            return out, batch
+        if fused:
+            check_finite(xf, "x")
+        a = as_tensor(a, "alpha", device=self.device, dtype=self.dtype)
+        s = as_tensor(s, "sigma", device=self.device, dtype=self.dtype)
         iso_only = self.covariance_type == "iso" and not set(what) & _SECOND
         per_row = self.K if iso_only else self.K * self.d  # intermediates per point
         rows = max(1, self.chunk_elems // per_row)
