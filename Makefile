@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 # Everything that goes into the wheel: reinstall when any of it changes.
 SOURCES := pyproject.toml $(shell find src theory reference validation -name '*.py' -o -name 'py.typed' 2>/dev/null)
 
-.PHONY: demo test lint notebooks clean
+.PHONY: demo test test-kernels lint notebooks clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -23,13 +23,32 @@ $(VENV)/.installed: $(VENV)/.torch $(SOURCES)
 	$(PIP) install --quiet --no-deps --force-reinstall .
 	touch $@
 
+# The Triton kernels (accelerated/_fused.py) run by Triton's interpreter on the CPU, so their
+# logic is tested on machines without a GPU too: an environment of its own, because Triton
+# 3.6's interpreter needs NumPy < 2.4 (tests/test_fused_interpreter.py).
+KVENV := .venv-kernels
+KPY   := $(KVENV)/bin/python
+
+$(KVENV)/.torch:
+	$(PYTHON) -m venv $(KVENV)
+	$(KPY) -m pip install --quiet torch==2.13.0
+	touch $@
+
+$(KVENV)/.installed: $(KVENV)/.torch $(SOURCES)
+	$(KPY) -m pip install --quiet "triton==3.6.0" "numpy<2.4" ".[test]"
+	$(KPY) -m pip install --quiet --no-deps --force-reinstall .
+	touch $@
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/diffusion-oracle verify --out demo-output
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-test: lint
+test-kernels: $(KVENV)/.installed
+	cd tests && TRITON_INTERPRET=1 ../$(KPY) -m pytest -q -p no:cacheprovider -W "ignore:::triton.runtime.interpreter" --rootdir=.. -c ../pyproject.toml test_fused_interpreter.py
+
+test: lint test-kernels
 	cd tests && HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} ../$(PY) -m pytest -q -n 2 -p no:cacheprovider --rootdir=.. -c ../pyproject.toml .
 
 # Re-execute the notebooks in place (stored outputs); the tests execute them without writing.
@@ -37,4 +56,4 @@ notebooks: $(VENV)/.installed
 	$(PY) tools/run_notebooks.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info demo-output
+	rm -rf $(VENV) $(KVENV) build dist *.egg-info demo-output

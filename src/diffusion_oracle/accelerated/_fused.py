@@ -342,11 +342,14 @@ def fusable(tm) -> bool:
 
 
 def _scalars(values, device) -> torch.Tensor:
-    """Python floats (a list, or a list of rows) as a float64 tensor on ``device``, copied from
-    pinned memory without a host synchronisation (``torch.tensor(..., device=cuda)`` would copy
-    from pageable memory and wait for the stream; Triton would pass Python floats to a kernel
-    as float32)."""
-    host = torch.tensor(values, dtype=torch.float64).pin_memory()
+    """Python floats (a list, or a list of rows) as a float64 tensor on ``device``; to CUDA,
+    copied from pinned memory without a host synchronisation (``torch.tensor(...,
+    device=cuda)`` would copy from pageable memory and wait for the stream; Triton would pass
+    Python floats to a kernel as float32). The CPU case serves Triton's interpreter (tests)."""
+    host = torch.tensor(values, dtype=torch.float64)
+    if torch.device(device).type != "cuda":
+        return host.to(device)
+    host = host.pin_memory()
     return host.to(device, non_blocking=True)
 
 
