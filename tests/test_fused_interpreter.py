@@ -153,3 +153,22 @@ def test_fused_ddpm_steps_runs_a_schedule():
     for a, s, cx, cg, _ in steps:
         want = cx * want + cg * torch.tensor(mixture.score(want.numpy(), a, s))
     assert float((got - want).abs().max()) <= 1e-12 * float(want.abs().max() + 1.0)
+
+
+def test_int64_offsets(monkeypatch):
+    """The int64 offsets (taken once N d or N K reaches 2^31, too large to test directly) give
+    the int32 results: forced on for a small N, for the mixture and the DDPM kernels."""
+    mixture = aniso64()
+    tm = TorchMixture.from_reference(mixture, device="cpu", fused=False)
+    x = torch.tensor(_far(mixture, _points(mixture, 0.8, 0.6, 70, 1), 6, 2))
+    what = ("score", "log_prob", "x0", "laplacian", "resp")
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    before = F.fused_eval(tm, x, 0.8, 0.6, what)
+    step_before = F.fused_ddpm_step(tm, x, 0.8, 0.6, 1.1, 0.2, 0.3, noise=z)
+    flags = F._flags
+    monkeypatch.setattr(F, "_flags", lambda *a: {**flags(*a), "I64": True})
+    assert F._flags(tm, 70, 64)["I64"]
+    after = F.fused_eval(tm, x, 0.8, 0.6, what)
+    for key in what:
+        assert torch.equal(before[key], after[key]), key
+    assert torch.equal(step_before, F.fused_ddpm_step(tm, x, 0.8, 0.6, 1.1, 0.2, 0.3, noise=z))
