@@ -6,7 +6,7 @@
    over the fp64 GEMM rate measured in the same run; also one model call alone, so the time
    outside the score (the update, the noise) is visible. Run twice: the unfused sampler
    (model call, then the update and torch noise) and the default, which on CUDA fuses each step
-   into one kernel (``_fused.fused_ddpm_step``).
+   into one kernel (``_fused.fused_ddpm_steps``).
 3. verify()'s four tier-3 statistics (responsibilities, projected KS, NLL, MMD) on 10^7 samples
    of ring8 (verify's default target): cold (nulls drawn and the MMD null simulated) and warm
    (the MMD null cached, as verify caches it).

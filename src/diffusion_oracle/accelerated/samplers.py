@@ -203,7 +203,7 @@ class DDPM(TorchSampler):
     Dhariwal 2021, eq. 15). Weak order 1.
 
     ``fused`` (default: automatic) runs each step as one Triton kernel (``_fused.
-    fused_ddpm_step``: the mixture's eps, the update and the noise together) when the model is a
+    fused_ddpm_steps``: the mixture's eps, the update and the noise together) when the model is a
     :class:`TorchExactModel` predicting eps on a CUDA mixture with the fused kernel and the noise
     comes from a CUDA ``torch.Generator``: the same update, with z drawn in the kernel by
     Triton's Philox generator (four float32 Box-Muller normals per counter, cast to float64;
