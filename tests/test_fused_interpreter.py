@@ -172,3 +172,23 @@ def test_int64_offsets(monkeypatch):
     for key in what:
         assert torch.equal(before[key], after[key]), key
     assert torch.equal(step_before, F.fused_ddpm_step(tm, x, 0.8, 0.6, 1.1, 0.2, 0.3, noise=z))
+
+
+def test_the_second_launch_runs_only_when_needed(monkeypatch):
+    """fused_eval launches FIXUP only when some point is below the fixed shift's threshold (one
+    synchronisation reads min log p and m_ref); a non-finite x is a named error."""
+    mixture = aniso64()
+    tm = TorchMixture.from_reference(mixture, device="cpu", fused=False)
+    calls = []
+    launch = F._launch_fixup
+    monkeypatch.setattr(F, "_launch_fixup", lambda *a: calls.append(1) or launch(*a))
+    near = _points(mixture, 0.8, 0.6, 40, 1)
+    F.fused_eval(tm, torch.tensor(near), 0.8, 0.6, ("score",))
+    assert calls == []
+    out = F.fused_eval(tm, torch.tensor(_far(mixture, near.copy(), 3, 2)), 0.8, 0.6, ("score",))
+    assert calls == [1] and bool(torch.isfinite(out["score"]).all())
+    for bad in (float("nan"), float("inf")):
+        x = torch.tensor(near)
+        x[5, 3] = bad
+        with pytest.raises(ValueError, match="x must be finite"):
+            F.fused_eval(tm, x, 0.8, 0.6, ("score",))

@@ -14,7 +14,9 @@ log-sum-exp over k uses a fixed shift: every logit is at most m_ref = max_k (log
 + log det C_k)/2), because the Mahalanobis term is >= 0. So p_k = exp(logit_k - m_ref) <= 1 never
 overflows and no accumulator is ever rescaled: one exp per point and component, and
 l = sum_k p_k, sum_k p_k g_k (and x0, Laplacian terms) accumulate directly. A second launch
-(FIXUP) reads the log-densities back and evaluates again, with the online recurrence (running
+(FIXUP: by ``fused_eval`` only when its one synchronisation finds such a point, by the DDPM
+step always, since it does not synchronise) reads the log-densities back and evaluates again,
+with the online recurrence (running
 maximum m, rescaling when m grows: Milakov & Gimelshein 2018, "Online normalizer calculation for
 softmax", the flash-attention recurrence), every block in which some point has l < TINY (a point
 far from every component, where the fixed shift's exponentials underflow); other blocks return
@@ -41,6 +43,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from ._common import check_finite
 
 try:  # Triton ships with CUDA builds of torch; absent on CPU-only installs
     import triton
@@ -374,28 +378,37 @@ def _params(tm, sc: torch.Tensor, dp: int, want_x0: bool) -> dict:
     return out
 
 
-def _launch(kernel, n: int, config, dp: int, full: bool, args, flags) -> None:
-    """Both launches of ``kernel`` (the fixed-shift pass, then FIXUP) on blocks of the same
-    size. A configuration that does not fit (the denoiser's second matrix doubles the shared
-    memory per component) falls back to one stage, then to smaller point blocks, unless
-    ``config`` was given explicitly."""
+def _launch(kernel, n: int, config, dp: int, full: bool, args, flags, *, fixup=True):
+    """The first launch of ``kernel`` (the fixed-shift pass) and, with ``fixup``, the second
+    (FIXUP) on blocks of the same size; returns the (BM, num_warps, num_stages) used. A
+    configuration that does not fit (the denoiser's second matrix doubles the shared memory per
+    component) falls back to one stage, then to smaller point blocks, unless ``config`` was
+    given explicitly."""
     bm, warps, stages = config or default_config(dp, full)
     tries = [(bm, warps, stages), (bm, warps, 1), (max(16, bm // 2), warps, 1), (16, 4, 1)]
-    for i, (bm, warps, stages) in enumerate(tries):
-        blocks = triton.cdiv(n, bm)
+    for i, cfg in enumerate(tries):
         try:
-            for fixup in (False, True):
-                # the second launch: one program per FIXUP_CH blocks (a program per block cost
-                # 53 us of launch waves at N = 2^20 on an H200, for nothing when no block is
-                # below LOG_TINY)
-                kernel[(triton.cdiv(blocks, FIXUP_CH) if fixup else blocks,)](
-                    *args, BM=bm, num_warps=warps, num_stages=stages, FIXUP=fixup, CH=FIXUP_CH,
-                    **flags,
-                )  # fmt: skip
-            return
+            bm, warps, stages = cfg
+            kernel[(triton.cdiv(n, bm),)](
+                *args, BM=bm, num_warps=warps, num_stages=stages, FIXUP=False, CH=FIXUP_CH,
+                **flags,
+            )  # fmt: skip
+            if fixup:
+                _launch_fixup(kernel, n, cfg, args, flags)
+            return cfg
         except OutOfResources:
             if config is not None or i == len(tries) - 1:
                 raise
+
+
+def _launch_fixup(kernel, n: int, cfg, args, flags) -> None:
+    """The second launch, on the first's blocks: one program per FIXUP_CH blocks (a program
+    per block cost 53 us of launch waves at N = 2^20 on an H200, for nothing when no block is
+    below LOG_TINY)."""
+    bm, warps, stages = cfg
+    kernel[(triton.cdiv(triton.cdiv(n, bm), FIXUP_CH),)](
+        *args, BM=bm, num_warps=warps, num_stages=stages, FIXUP=True, CH=FIXUP_CH, **flags
+    )
 
 
 def _flags(tm, n: int, dp: int) -> dict:
@@ -409,7 +422,8 @@ def fused_eval(tm, x: torch.Tensor, alpha: float, sigma: float, what, *, config=
     """Evaluate the quantities in ``what`` (subset of log_prob, resp, score, eps, x0,
     laplacian) of TorchMixture ``tm`` at points x (N, d) on CUDA, scalar (alpha, sigma). The
     score (-g) or eps (sigma g) is scaled in the kernel; a call asking for both derives eps from
-    the score. ``config`` = (BM, num_warps, num_stages) overrides ``default_config``."""
+    the score. ``config`` = (BM, num_warps, num_stages) overrides ``default_config``. A
+    non-finite entry of x is a ValueError naming it (found through the log-densities)."""
     n, d, K = x.shape[0], tm.d, tm.K
     dp = _next_pow2(d)
     dt, dev = tm.dtype, x.device
@@ -430,7 +444,19 @@ def fused_eval(tm, x: torch.Tensor, alpha: float, sigma: float, what, *, config=
             out_g, out_x0, out_logp, out_lap, out_logit, n, K, d)  # fmt: skip
     flags = dict(WANT_G=want_g, WANT_X0=want_x0, WANT_LAP=want_lap, WANT_LOGIT=want_logit)
     full = tm.covariance_type == "full"
-    _launch(_mixture_kernel, n, config, dp, full, args, {**_flags(tm, n, dp), **flags})
+    flags = {**_flags(tm, n, dp), **flags}
+    cfg = _launch(_mixture_kernel, n, config, dp, full, args, flags, fixup=False)
+    # one synchronisation: the second launch only when some point fell below the fixed shift's
+    # threshold, and the finiteness of x read off its log-densities (a non-finite entry makes
+    # its log-density NaN), so x is read again only to name the bad entry
+    lo, mref = torch.stack([out_logp.min(), prm["const"].max()]).tolist()
+    if math.isnan(lo):
+        check_finite(x, "x")
+    elif lo - mref < LOG_TINY[dt]:
+        try:
+            _launch_fixup(_mixture_kernel, n, cfg, args, flags)
+        except OutOfResources:  # the online variant did not fit: both launches, smaller blocks
+            _launch(_mixture_kernel, n, (16, 4, 1), dp, full, args, flags)
     out = {"log_prob": out_logp}
     if want_logit:
         out["resp"] = torch.exp(out_logit - out_logp[:, None])

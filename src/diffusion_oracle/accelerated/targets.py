@@ -245,13 +245,8 @@ class TorchMixture:
         if fused and n > 0 and getattr(a, "ndim", 0) == 0 and getattr(s, "ndim", 0) == 0:
             from ._fused import fused_eval
 
-            out = fused_eval(self, xf, float(a), float(s), what)
-            # a non-finite entry of x makes its log-density NaN: checking the (N,) output
-            # instead of the (N, d) input saves a pass over x, which is read again only to name
-            # the bad entry
-            if not bool(torch.isfinite(out["log_prob"]).all()):
-                check_finite(xf, "x")
-            return out, batch
+            # fused_eval checks x's finiteness through the log-densities it computes
+            return fused_eval(self, xf, float(a), float(s), what), batch
         if fused:
             check_finite(xf, "x")
         a = as_tensor(a, "alpha", device=self.device, dtype=self.dtype)
