@@ -142,8 +142,8 @@ def test_fused_ddpm_step_and_its_noise(name):
 
 
 def test_fused_ddpm_steps_runs_a_schedule():
-    """Several steps through fused_ddpm_steps (one scalar table, one seed draw) equal the same
-    steps one by one with the noise those seeds give (std = 0: deterministic)."""
+    """Several steps through fused_ddpm_steps (one scalar table, one seed draw, std = 0 so the
+    run is deterministic) equal the same steps taken with the reference's score."""
     mixture = ring8()
     tm = TorchMixture.from_reference(mixture, device="cpu", fused=False)
     x = torch.tensor(_points(mixture, 0.3, 0.95, 40, 8))

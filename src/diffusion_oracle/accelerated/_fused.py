@@ -420,7 +420,9 @@ def _flags(tm, n: int, dp: int) -> dict:
 
 def fused_eval(tm, x: torch.Tensor, alpha: float, sigma: float, what, *, config=None) -> dict:
     """Evaluate the quantities in ``what`` (subset of log_prob, resp, score, eps, x0,
-    laplacian) of TorchMixture ``tm`` at points x (N, d) on CUDA, scalar (alpha, sigma). The
+    laplacian) of TorchMixture ``tm`` at points x (N, d) on CUDA, scalar (alpha, sigma): the
+    formulas of ``targets`` (score = -sum_k r_k g_k, Song et al. 2021; Tweedie's x0, Efron
+    2011), reduced over k as in the module docstring. The
     score (-g) or eps (sigma g) is scaled in the kernel; a call asking for both derives eps from
     the score. ``config`` = (BM, num_warps, num_stages) overrides ``default_config``. A
     non-finite entry of x is a ValueError naming it (found through the log-densities)."""
@@ -476,8 +478,9 @@ def fused_eval(tm, x: torch.Tensor, alpha: float, sigma: float, what, *, config=
 def fused_ddpm_step(tm, x, alpha: float, sigma: float, cx: float, cg: float, std: float, *,
                     generator=None, noise=None, config=None):  # fmt: skip
     """x' = cx x - cg g + std z, g = -score of TorchMixture ``tm`` at (alpha, sigma), fused on
-    CUDA (an ancestral DDPM step with the exact eps-model: eps = sigma g, x0 = (x - sigma eps)/
-    alpha, so cx = c0/alpha + c_t, cg = c0 sigma^2/alpha). ``noise`` (N, d) is read if given;
+    CUDA: an ancestral DDPM step (Ho et al. 2020, Algorithm 2, in the form x' = c0 x0 + ct x +
+    std z of ``samplers.DDPM``) with the exact eps-model: eps = sigma g, x0 = (x - sigma eps)/
+    alpha, so cx = c0/alpha + ct, cg = c0 sigma^2/alpha. ``noise`` (N, d) is read if given;
     otherwise z is drawn in the kernel with Triton's Philox generator, seeded from ``generator``
     (a CUDA torch.Generator). No host synchronisation. ``config`` as in :func:`fused_eval`."""
     sc = _scalars([alpha, sigma, LOG_2PI, cx, cg, std], x.device)
@@ -492,8 +495,9 @@ def fused_ddpm_step(tm, x, alpha: float, sigma: float, cx: float, cg: float, std
 def fused_ddpm_steps(tm, x, steps, *, generator, config=None):
     """Several fused steps (:func:`fused_ddpm_step`), ``steps`` a list of (alpha, sigma, cx, cg,
     std): their scalars go to the device in one copy and their seeds in one draw from
-    ``generator`` before the first step, so the loop only queues kernels (a copy from pinned
-    memory per step measured about 0.07 ms of idle GPU per step)."""
+    ``generator`` before the first step, so the loop only queues kernels: no pinned allocation,
+    copy or seed draw per step. Its effect on a 1000-step run was within the run-to-run
+    variation (5.04 s with it, 4.98 s without, H200, benchmarks/RESULTS.md section 2)."""
     if not steps:
         return x
     table = _scalars([[a, s, LOG_2PI, cx, cg, std] for a, s, cx, cg, std in steps], x.device)
