@@ -187,8 +187,13 @@ def test_the_second_launch_runs_only_when_needed(monkeypatch):
     assert calls == []
     out = F.fused_eval(tm, torch.tensor(_far(mixture, near.copy(), 3, 2)), 0.8, 0.6, ("score",))
     assert calls == [1] and bool(torch.isfinite(out["score"]).all())
-    for bad in (float("nan"), float("inf")):
-        x = torch.tensor(near)
-        x[5, 3] = bad
-        with pytest.raises(ValueError, match="x must be finite"):
-            F.fused_eval(tm, x, 0.8, 0.6, ("score",))
+    # NaN, +inf and -inf against every covariance type (against iso and diagonal components an
+    # infinite entry gives log p = -inf, not NaN)
+    for make in TARGETS.values():
+        mixture = make()
+        tm = TorchMixture.from_reference(mixture, device="cpu", fused=False)
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            x = torch.tensor(_points(mixture, 0.8, 0.6, 40, 1))
+            x[5, mixture.d - 1] = bad
+            with pytest.raises(ValueError, match="x must be finite"):
+                F.fused_eval(tm, x, 0.8, 0.6, ("score",))
