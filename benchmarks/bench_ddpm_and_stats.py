@@ -12,7 +12,9 @@
    (the MMD null cached, as verify caches it).
 
 Run: ``python benchmarks/bench_ddpm_and_stats.py [--device cuda] [--quick] [--json out.json]``
-(``--sweep``: also time one fused step per kernel configuration).
+(``--sweep``: also time one fused step per kernel configuration; ``--only-stats``: benchmark 3
+alone, so that with an empty cache, ``TRITON_CACHE_DIR=$(mktemp -d)``, its cold time includes
+every compilation it needs, as on a machine's first run).
 """
 
 from __future__ import annotations
@@ -115,19 +117,24 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run on a CPU)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--sweep", action="store_true", help="time one fused step per configuration")
+    ap.add_argument("--only-stats", action="store_true", help="benchmark 3 alone")
     args = ap.parse_args()
     device = torch.device(args.device)
-    rate = dgemm_rate(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device {name}, torch {torch.__version__}, fp64 GEMM {rate / 1e12:.1f} TFLOP/s")
     N, steps, n = (1 << 12, 20, 10**5) if args.quick else (1 << 20, 1000, 10**7)
-    b2 = bench_ddpm(device, rate, N, steps, sweep=args.sweep)
-    print(
-        f"[2] DDPM {b2['steps']} steps, N=2^{N.bit_length() - 1}, K=16, d=64 full: "
-        f"{b2['wall_s']:.2f} s, floor {b2['floor_s']:.2f} s (x{b2['ratio_to_floor']:.2f}); "
-        f"one model call {b2['one_call_s'] * 1e3:.2f} ms (x{b2['model_calls']} = "
-        f"{b2['calls_x_one_call_s']:.2f} s)"
-    )
+    rate = b2 = None
+    if not args.only_stats:
+        rate = dgemm_rate(device)
+        print(f"device {name}, torch {torch.__version__}, fp64 GEMM {rate / 1e12:.1f} TFLOP/s")
+        b2 = bench_ddpm(device, rate, N, steps, sweep=args.sweep)
+        print(
+            f"[2] DDPM {b2['steps']} steps, N=2^{N.bit_length() - 1}, K=16, d=64 full: "
+            f"{b2['wall_s']:.2f} s, floor {b2['floor_s']:.2f} s (x{b2['ratio_to_floor']:.2f}); "
+            f"one model call {b2['one_call_s'] * 1e3:.2f} ms (x{b2['model_calls']} = "
+            f"{b2['calls_x_one_call_s']:.2f} s)"
+        )
+    else:
+        print(f"device {name}, torch {torch.__version__}")
     b3 = bench_stats(device, n)
     print(
         f"[3] tier-3 statistics on {n:.0e} samples of ring8: cold {b3['cold_s']:.2f} s, "
@@ -135,8 +142,9 @@ def main():
     )
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(dict(device=name, torch=torch.__version__, dgemm_tflops=rate / 1e12,
-                           ddpm=b2, stats=b3), fh, indent=2)  # fmt: skip
+            json.dump(dict(device=name, torch=torch.__version__,
+                           dgemm_tflops=rate and rate / 1e12, ddpm=b2, stats=b3), fh,
+                      indent=2)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ For each case (N points, K components, d dimensions, covariance type) it measure
 - the floor: 2 N K d^2 flops (one pass of the points through every component's d x d factor;
   2 N K d for isotropic components) over the float64 GEMM rate measured in the same run (an
   8192^3 DGEMM), or reading x and writing the score at the measured copy bandwidth if larger;
+- on CUDA, for full covariances, the same ratio under sustained load: rounds of half a second
+  of DGEMMs then half a second of calls (each waited for), each round's floor from its own
+  GEMM rate. A DGEMM draws the GPU's power limit and its clock falls after the first tenth of a
+  second (bench_power_state.py), so the rate of the short measurement above is higher than
+  what any sustained matrix product gets; both ratios are reported;
 - the user's baseline: ``torch.distributions.MixtureSameFamily`` of ``MultivariateNormal`` and
   autograd of ``log_prob(x).sum()`` (what one writes today), timed once;
 - the NumPy reference on the CPU, timed on a slice of the points and scaled linearly in N;
@@ -70,6 +75,38 @@ def dgemm_rate(device, n=8192):
     return 2 * n**3 / t
 
 
+def sustained(fn, flops, device, rounds=5, seconds=0.5, n=8192):
+    """Rounds of (8192^3 DGEMMs back to back for ``seconds``, then calls of ``fn``, each waited
+    for, for ``seconds``), after one such round not counted; per round the floor flops / (that
+    round's GEMM rate) over the median call. Returns the rounds' fractions, GEMM rates (flop/s)
+    and median call times (s)."""
+    a = torch.randn(n, n, dtype=torch.float64, device=device)
+    b = torch.randn(n, n, dtype=torch.float64, device=device)
+    fracs, rates, times = [], [], []
+    for r in range(rounds + 1):  # round 0, not counted, brings the GPU to its sustained state
+        _sync(device)
+        count, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:  # queue a few, then check the clock
+            for _ in range(4):
+                a @ b
+            count += 4
+            _sync(device)
+        rate = 2 * n**3 * count / (time.perf_counter() - t0)
+        calls, t0 = [], time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            t1 = time.perf_counter()
+            fn()
+            _sync(device)
+            calls.append(time.perf_counter() - t1)
+        t = statistics.median(calls)
+        if r == 0:
+            continue
+        fracs.append(flops / rate / t)
+        rates.append(rate)
+        times.append(t)
+    return fracs, rates, times
+
+
 def copy_bandwidth(device):
     """Device memory bandwidth (bytes/s, read + write) of a 1 GiB tensor copy."""
     a = torch.empty(1 << 27, dtype=torch.float64, device=device)
@@ -112,7 +149,7 @@ def baseline_autograd(mixture, x, alpha, sigma):
 SWEEP = [(b, w, st) for b in (16, 32, 64, 128) for w in (4, 8) for st in (1, 2, 3)]
 
 
-def run_case(N, K, d, ctype, device, rate, bw, baseline=True, sweep=False):
+def run_case(N, K, d, ctype, device, rate, bw, baseline=True, sweep=False, rounds=5):
     mixture = make_mixture(K, d, ctype)
     alpha, sigma = 0.8, 0.6
     g = np.random.default_rng(1)
@@ -165,6 +202,15 @@ def run_case(N, K, d, ctype, device, rate, bw, baseline=True, sweep=False):
     # isotropic case, whose factor is a scalar); memory floor: read x, write the score
     flops = 2.0 * N * K * d * (d if ctype == "full" else 1)
     floor = max(flops / rate, 2.0 * N * d * 8 / bw)
+    sus = None
+    if device.type == "cuda" and ctype == "full" and rounds:
+        fracs, rates, times = sustained(lambda: tm.score(x, alpha, sigma), flops, device, rounds)
+        sus = dict(
+            fractions=fracs,
+            median_fraction=statistics.median(fracs),
+            dgemm_tflops=[r / 1e12 for r in rates],
+            call_s=times,
+        )
     out = dict(
         N=N,
         K=K,
@@ -184,6 +230,7 @@ def run_case(N, K, d, ctype, device, rate, bw, baseline=True, sweep=False):
         max_rel_err_vs_reference=rel,
         max_rel_err_log_prob=rel_lp,
         max_rel_err_x0=rel_x0,
+        sustained=sus,
     )
     if baseline:
         try:
@@ -201,6 +248,7 @@ def main():
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--sweep", action="store_true", help="time the fused kernel's block sizes")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of the sustained ratio (0: none)")
     args = ap.parse_args()
     device = torch.device(args.device)
     rate = dgemm_rate(device)
@@ -223,8 +271,9 @@ def main():
     )
     for N, K, d, ctype in cases:
         r = run_case(
-            N, K, d, ctype, device, rate, bw, baseline=not args.no_baseline, sweep=args.sweep
-        )
+            N, K, d, ctype, device, rate, bw, baseline=not args.no_baseline, sweep=args.sweep,
+            rounds=args.rounds,
+        )  # fmt: skip
         results["cases"].append(r)
         line = (
             f"N=2^{int(math.log2(N))} K={K} d={d} {ctype}: ours {r['ours_s'] * 1e3:.2f} ms, "
@@ -242,6 +291,16 @@ def main():
             f" log_prob {r['max_rel_err_log_prob']:.1e} x0 {r['max_rel_err_x0']:.1e}"
             + (f", sweep {r['sweep']}" if r["sweep"] else "")
         )
+        if r["sustained"]:
+            su = r["sustained"]
+            line += (
+                f", sustained: {100 * su['median_fraction']:.0f}% of the floor (rounds "
+                + ", ".join(
+                    f"{100 * f:.0f}% at {g:.1f} TFLOP/s, {t * 1e3:.2f} ms"
+                    for f, g, t in zip(su["fractions"], su["dgemm_tflops"], su["call_s"])
+                )
+                + ")"
+            )
         if r.get("baseline_autograd_s"):
             line += (
                 f", MixtureSameFamily+autograd {r['baseline_autograd_s']:.2f} s "

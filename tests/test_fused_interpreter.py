@@ -175,8 +175,9 @@ def test_int64_offsets(monkeypatch):
 
 
 def test_the_second_launch_runs_only_when_needed(monkeypatch):
-    """fused_eval launches FIXUP only when some point is below the fixed shift's threshold (one
-    synchronisation reads min log p and m_ref); a non-finite x is a named error."""
+    """fused_eval launches FIXUP only when some point is below the fixed shift's threshold (its
+    one synchronisation reads the flag the first launch sets); a non-finite x is a named
+    error."""
     mixture = aniso64()
     tm = TorchMixture.from_reference(mixture, device="cpu", fused=False)
     calls = []
@@ -197,3 +198,4 @@ def test_the_second_launch_runs_only_when_needed(monkeypatch):
             x[5, mixture.d - 1] = bad
             with pytest.raises(ValueError, match="x must be finite"):
                 F.fused_eval(tm, x, 0.8, 0.6, ("score",))
+

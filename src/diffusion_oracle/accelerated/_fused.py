@@ -33,14 +33,16 @@ measured fastest (benchmarks/RESULTS.md, session 7).
 
 The matrices P_k, T_k, b_k depend on (alpha, sigma) and are formed once per call on the device in
 float64 (K d^3 flops, negligible against N K d^2) from Python floats, with no host
-synchronisation. Every float enters the kernel through a tensor: Triton passes Python floats to a
-kernel as float32. Used by TorchMixture on CUDA for a scalar (alpha, sigma); a per-point time or
-the CPU takes the chunked torch path.
+synchronisation. Every float enters a kernel as its 64-bit pattern, an integer argument that
+the kernel bit-casts back (``_bits``, ``_f64``): Triton would pass a Python float as float32,
+and a tensor of scalars would cost a host-to-device copy per call. Used by TorchMixture on
+CUDA for a scalar (alpha, sigma); a per-point time or the CPU takes the chunked torch path.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 
 import torch
 
@@ -72,6 +74,11 @@ if HAVE_TRITON:
             return tl.dot(a, b, input_precision="ieee")
         else:
             return tl.dot(a, b)
+
+    @triton.jit
+    def _f64(bits):
+        """A float64 passed as its bit pattern (:func:`_bits`)."""
+        return bits.to(tl.int64).to(tl.float64, bitcast=True)
 
     @triton.jit
     def _sweep(x, m_run, AM, B, MU0, P, T, CONST, TRC, OUT_LOGIT, rows, rmask, cols, K,
@@ -163,7 +170,7 @@ if HAVE_TRITON:
         return first, _below(OUT_LOGP, r, N, mref, LOG_TINY=LOG_TINY).to(tl.int32) * CH
 
     @triton.jit
-    def _mixture_body(x, m0, AM, B, MU0, P, T, CONST, TRC, GSCALE, OUT_G, OUT_X0, OUT_LOGP,
+    def _mixture_body(x, m0, AM, B, MU0, P, T, CONST, TRC, gscale, OUT_G, OUT_X0, OUT_LOGP,
                       OUT_LAP, OUT_LOGIT, rows, cols, rmask, xm, offs, K, DP: tl.constexpr,
                       BM: tl.constexpr, FULL: tl.constexpr, IEEE_F32: tl.constexpr,
                       WANT_G: tl.constexpr, WANT_X0: tl.constexpr, WANT_LAP: tl.constexpr,
@@ -174,26 +181,32 @@ if HAVE_TRITON:
             WANT_LOGIT=WANT_LOGIT, ONLINE=ONLINE,
         )  # fmt: skip
         inv_l = 1.0 / l
-        tl.store(OUT_LOGP + rows, m + tl.log(l), mask=rmask)
+        logp = m + tl.log(l)
+        tl.store(OUT_LOGP + rows, logp, mask=rmask)
         gs = acc_g * inv_l[:, None]
         if WANT_G:
-            tl.store(OUT_G + offs, gs * tl.load(GSCALE), mask=xm)
+            tl.store(OUT_G + offs, gs * gscale, mask=xm)
         if WANT_X0:
             tl.store(OUT_X0 + offs, acc_x0 * inv_l[:, None], mask=xm)
         if WANT_LAP:
             tl.store(OUT_LAP + rows, acc_lap * inv_l - tl.sum(gs * gs, 1), mask=rmask)
+        return logp
 
-    @triton.jit
-    def _mixture_kernel(X, AM, B, MU0, P, T, CONST, TRC, SC, OUT_G, OUT_X0, OUT_LOGP, OUT_LAP,
-                        OUT_LOGIT, N, K, d, KP: tl.constexpr, DP: tl.constexpr, BM: tl.constexpr,
+    @triton.jit(do_not_specialize=["GS_BITS"])
+    def _mixture_kernel(X, AM, B, MU0, P, T, CONST, TRC, GS_BITS: tl.int64, FLAG, OUT_G, OUT_X0,
+                        OUT_LOGP, OUT_LAP, OUT_LOGIT, N, K, d, KP: tl.constexpr, DP: tl.constexpr,
+                        BM: tl.constexpr,
                         FULL: tl.constexpr, IEEE_F32: tl.constexpr, WANT_G: tl.constexpr,
                         WANT_X0: tl.constexpr, WANT_LAP: tl.constexpr,
                         WANT_LOGIT: tl.constexpr, I64: tl.constexpr, FIXUP: tl.constexpr,
                         CH: tl.constexpr, LOG_TINY: tl.constexpr):  # fmt: skip
-        """log p, SC[3] * sum_k r_k g_k, sum_k r_k x0_k, the Laplacian and the logits of a
+        """log p, gscale sum_k r_k g_k, sum_k r_k x0_k, the Laplacian and the logits of a
         block of points (module docstring): the fixed-shift pass, or with FIXUP the online
-        pass over the blocks the first launch left below LOG_TINY."""
+        pass over the blocks the first launch left below LOG_TINY. The fixed-shift pass ORs
+        into FLAG[0] 1 when some row has log p - m_ref < LOG_TINY (FIXUP's work) and 2 when
+        some row has log p NaN or -inf (a non-finite x, or every term underflowed)."""
         mref = _mref(CONST, K, KP=KP)
+        gscale = _f64(GS_BITS)
         if FIXUP:  # blocks the first launch left below LOG_TINY, online (module docstring)
             first, count = _fixup_range(OUT_LOGP, mref, N, BM=BM, CH=CH, I64=I64,
                                         LOG_TINY=LOG_TINY)  # fmt: skip
@@ -203,22 +216,30 @@ if HAVE_TRITON:
                     x = tl.load(X + offs, mask=xm, other=0.0)
                     _mixture_body(
                         x, tl.full((BM,), float("-inf"), x.dtype), AM, B, MU0, P, T, CONST, TRC,
-                        SC + 3, OUT_G, OUT_X0, OUT_LOGP, OUT_LAP, OUT_LOGIT, rows, cols, rmask,
+                        gscale, OUT_G, OUT_X0, OUT_LOGP, OUT_LAP, OUT_LOGIT, rows, cols, rmask,
                         xm, offs, K, DP=DP, BM=BM, FULL=FULL, IEEE_F32=IEEE_F32, WANT_G=WANT_G,
                         WANT_X0=WANT_X0, WANT_LAP=WANT_LAP, WANT_LOGIT=WANT_LOGIT, ONLINE=True,
                     )  # fmt: skip
         else:
             rows, cols, rmask, xm, offs = _rows(tl.program_id(0), N, d, DP=DP, BM=BM, I64=I64)
             x = tl.load(X + offs, mask=xm, other=0.0)
-            _mixture_body(
-                x, tl.zeros((BM,), x.dtype) + mref, AM, B, MU0, P, T, CONST, TRC, SC + 3, OUT_G,
+            logp = _mixture_body(
+                x, tl.zeros((BM,), x.dtype) + mref, AM, B, MU0, P, T, CONST, TRC, gscale, OUT_G,
                 OUT_X0, OUT_LOGP, OUT_LAP, OUT_LOGIT, rows, cols, rmask, xm, offs, K, DP=DP,
                 BM=BM, FULL=FULL, IEEE_F32=IEEE_F32, WANT_G=WANT_G, WANT_X0=WANT_X0,
                 WANT_LAP=WANT_LAP, WANT_LOGIT=WANT_LOGIT, ONLINE=False,
             )  # fmt: skip
+            # two maxima, not one of 2 bad + below: a NaN row (below false) and a far row
+            # must set both bits
+            bad = tl.max(tl.where(rmask & ~(logp > float("-inf")), 1, 0), 0)
+            below = tl.max(tl.where(rmask & (logp - mref < LOG_TINY), 1, 0), 0)
+            code = 2 * bad + below
+            if code != 0:  # rare: no atomic in the common case
+                tl.atomic_or(FLAG, code)
 
     @triton.jit
-    def _ddpm_body(x, m0, X, AM, B, P, CONST, Z, SEED, COEF, OUT_X, OUT_LOGP, rows, cols, rmask,
+    def _ddpm_body(x, m0, X, AM, B, P, CONST, Z, SEED, cx, cg, std, OUT_X, OUT_LOGP, rows, cols,
+                   rmask,
                    xm, offs, K, DP: tl.constexpr, BM: tl.constexpr, FULL: tl.constexpr,
                    IEEE_F32: tl.constexpr, HAVE_Z: tl.constexpr,
                    ONLINE: tl.constexpr):  # fmt: skip
@@ -244,19 +265,21 @@ if HAVE_TRITON:
         # (N = 2^20, K = 16, d = 64, H200); the cache modifier keeps the compiler from merging
         # the two reads into one
         xr = tl.load(X + offs, mask=xm, other=0.0, cache_modifier=".cg")
-        xn = tl.load(COEF) * xr - tl.load(COEF + 1) * g + tl.load(COEF + 2) * z
+        xn = cx * xr - cg * g + std * z
         tl.store(OUT_X + offs, xn, mask=xm)
 
-    @triton.jit
-    def _ddpm_kernel(X, AM, B, P, CONST, SC, Z, SEED, OUT_X, OUT_LOGP, N, K, d,
+    @triton.jit(do_not_specialize=["CX_BITS", "CG_BITS", "STD_BITS"])
+    def _ddpm_kernel(X, AM, B, P, CONST, CX_BITS: tl.int64, CG_BITS: tl.int64, STD_BITS: tl.int64,
+                     Z, SEED, OUT_X, OUT_LOGP, N, K, d,
                      KP: tl.constexpr, DP: tl.constexpr, BM: tl.constexpr, FULL: tl.constexpr,
                      IEEE_F32: tl.constexpr, HAVE_Z: tl.constexpr, I64: tl.constexpr,
                      FIXUP: tl.constexpr, CH: tl.constexpr, LOG_TINY: tl.constexpr):  # fmt: skip
         """One ancestral step with an exact eps-model, fused: g = sum_k r_k P_k (x - alpha mu_k)
         by the reduction of ``_mixture_kernel`` (the same two launches), then x' = cx x - cg g +
-        std z, (cx, cg, std) = SC[3:6], with z from Z (HAVE_Z) or drawn in the kernel (Philox,
-        seed from SEED, one stream per entry)."""
+        std z, (cx, cg, std) given as bit patterns (:func:`_bits`), with z from Z (HAVE_Z) or
+        drawn in the kernel (Philox, seed from SEED, one stream per entry)."""
         mref = _mref(CONST, K, KP=KP)
+        cx, cg, std = _f64(CX_BITS), _f64(CG_BITS), _f64(STD_BITS)
         if FIXUP:  # blocks the first launch left below LOG_TINY, online
             first, count = _fixup_range(OUT_LOGP, mref, N, BM=BM, CH=CH, I64=I64,
                                         LOG_TINY=LOG_TINY)  # fmt: skip
@@ -266,30 +289,35 @@ if HAVE_TRITON:
                     x = tl.load(X + offs, mask=xm, other=0.0)
                     _ddpm_body(
                         x, tl.full((BM,), float("-inf"), x.dtype), X, AM, B, P, CONST, Z, SEED,
-                        SC + 3, OUT_X, OUT_LOGP, rows, cols, rmask, xm, offs, K, DP=DP, BM=BM,
+                        cx, cg, std, OUT_X, OUT_LOGP, rows, cols, rmask, xm, offs, K, DP=DP, BM=BM,
                         FULL=FULL, IEEE_F32=IEEE_F32, HAVE_Z=HAVE_Z, ONLINE=True,
                     )  # fmt: skip
         else:
             rows, cols, rmask, xm, offs = _rows(tl.program_id(0), N, d, DP=DP, BM=BM, I64=I64)
             x = tl.load(X + offs, mask=xm, other=0.0)
             _ddpm_body(
-                x, tl.zeros((BM,), x.dtype) + mref, X, AM, B, P, CONST, Z, SEED, SC + 3, OUT_X,
+                x, tl.zeros((BM,), x.dtype) + mref, X, AM, B, P, CONST, Z, SEED, cx, cg, std, OUT_X,
                 OUT_LOGP, rows, cols, rmask, xm, offs, K, DP=DP, BM=BM, FULL=FULL,
                 IEEE_F32=IEEE_F32, HAVE_Z=HAVE_Z, ONLINE=False,
             )  # fmt: skip
 
-    @triton.jit
-    def _prep_kernel(Q, LAM, MU, LOGW, SC, OUT_AM, OUT_B, OUT_MU0, OUT_P, OUT_T, OUT_CONST,
-                     OUT_TRC, d, DP: tl.constexpr, FULL: tl.constexpr,
-                     WANT_X0: tl.constexpr):  # fmt: skip
+    @triton.jit(do_not_specialize=["A_BITS", "S_BITS", "L2PI_BITS"])
+    def _prep_kernel(Q, LAM, MU, LOGW, A_BITS: tl.int64, S_BITS: tl.int64, L2PI_BITS: tl.int64,
+                     FLAG, OUT_AM, OUT_B, OUT_MU0, OUT_P, OUT_T, OUT_CONST, OUT_TRC, d,
+                     DP: tl.constexpr, FULL: tl.constexpr, WANT_X0: tl.constexpr,
+                     ZERO_FLAG: tl.constexpr):  # fmt: skip
         """The per-(alpha, sigma) parameters of component k = program id, in float64 from
-        (alpha, sigma, log 2 pi) = SC[0:3], zero-padded to DP: alpha mu_k; c = alpha^2 lam_k +
+        (alpha, sigma, log 2 pi) given as bit patterns (:func:`_bits`), zero-padded to DP; with
+        ZERO_FLAG, program 0 also clears the first launch's FLAG. alpha mu_k; c = alpha^2 lam_k +
         sigma^2; P_k = Q_k diag(1/c) Q_k^T (or 1/c); b_k = P_k alpha mu_k; the logit constant
         log w_k - (d log 2 pi + sum log c)/2; tr C_k^{-1}; for the denoiser T_k = Q_k
         diag(alpha lam_k/c) Q_k^T (or its diagonal) and mu_k - T_k alpha mu_k (or mu_k)."""
         k = tl.program_id(0)
-        a = tl.load(SC)
-        s = tl.load(SC + 1)
+        if ZERO_FLAG:
+            if k == 0:
+                tl.store(FLAG, 0)
+        a = _f64(A_BITS)
+        s = _f64(S_BITS)
         i = tl.arange(0, DP)
         im = i < d
         lam = tl.load(LAM + k * d + i, mask=im, other=0.0)
@@ -300,7 +328,7 @@ if HAVE_TRITON:
         tx = a * lam * inv
         logdet = tl.sum(tl.where(im, tl.log(c), 0.0), 0)
         tl.store(OUT_AM + k * DP + i, am)
-        tl.store(OUT_CONST + k, tl.load(LOGW + k) - 0.5 * (d * tl.load(SC + 2) + logdet))
+        tl.store(OUT_CONST + k, tl.load(LOGW + k) - 0.5 * (d * _f64(L2PI_BITS) + logdet))
         tl.store(OUT_TRC + k, tl.sum(inv, 0))
         if FULL:
             sq = i[:, None] * DP + i[None, :]
@@ -350,24 +378,22 @@ def fusable(tm) -> bool:
     return _next_pow2(tm.d) <= limit
 
 
-def _scalars(values, device) -> torch.Tensor:
-    """Python floats (a list, or a list of rows) as a float64 tensor on ``device``; to CUDA,
-    copied from pinned memory without a host synchronisation (``torch.tensor(...,
-    device=cuda)`` would copy from pageable memory and wait for the stream; Triton would pass
-    Python floats to a kernel as float32). The CPU case serves Triton's interpreter (tests)."""
-    host = torch.tensor(values, dtype=torch.float64)
-    if torch.device(device).type != "cuda":
-        return host.to(device)
-    host = host.pin_memory()
-    return host.to(device, non_blocking=True)
+def _bits(v: float) -> int:
+    """The bit pattern of float64 ``v`` as a signed 64-bit integer: how a float reaches a kernel
+    in full precision with no host-to-device copy (Triton would pass a Python float as float32;
+    the kernels read it back with ``_f64``)."""
+    return struct.unpack("<q", struct.pack("<d", float(v)))[0]
 
 
-def _params(tm, sc: torch.Tensor, dp: int, want_x0: bool) -> dict:
+_LOG_2PI_BITS = _bits(LOG_2PI)
+
+
+def _params(tm, alpha: float, sigma: float, dp: int, want_x0: bool, device, flag=None) -> dict:
     """The per-(alpha, sigma) tensors of the kernels (``_prep_kernel``, one program per
-    component, float64 arithmetic, stored in the mixture's dtype), from sc = (alpha, sigma,
-    log 2 pi, ...) on the device."""
+    component, float64 arithmetic, stored in the mixture's dtype); ``flag`` (int32, one entry)
+    is cleared on the way, in stream order before the first launch that sets it."""
     K, full = tm.K, tm.covariance_type == "full"
-    kw = dict(device=sc.device, dtype=tm.dtype)
+    kw = dict(device=device, dtype=tm.dtype)
     mat = (K, dp, dp) if full else (K, dp)
     out = dict(
         am=torch.empty(K, dp, **kw), b=torch.empty(K, dp, **kw), mu0=torch.empty(K, dp, **kw),
@@ -376,9 +402,10 @@ def _params(tm, sc: torch.Tensor, dp: int, want_x0: bool) -> dict:
     )  # fmt: skip
     Q = tm._Q64 if full else tm._lam64  # the diagonal case never reads Q
     _prep_kernel[(K,)](
-        Q, tm._lam64, tm._mu64, tm._logw64, sc, out["am"], out["b"], out["mu0"], out["P"],
-        out["T"], out["const"], out["trc"], tm.d, DP=dp, FULL=full, WANT_X0=want_x0,
-        num_warps=8 if dp > 64 else 4,
+        Q, tm._lam64, tm._mu64, tm._logw64, _bits(alpha), _bits(sigma), _LOG_2PI_BITS,
+        out["trc"] if flag is None else flag, out["am"], out["b"], out["mu0"], out["P"], out["T"],
+        out["const"], out["trc"], tm.d, DP=dp, FULL=full, WANT_X0=want_x0,
+        ZERO_FLAG=flag is not None, num_warps=8 if dp > 64 else 4,
     )  # fmt: skip
     return out
 
@@ -430,7 +457,9 @@ def fused_eval(tm, x: torch.Tensor, alpha: float, sigma: float, what, *, config=
     2011), reduced over k as in the module docstring. The
     score (-g) or eps (sigma g) is scaled in the kernel; a call asking for both derives eps from
     the score. ``config`` = (BM, num_warps, num_stages) overrides ``default_config``. A
-    non-finite entry of x is a ValueError naming it (found through the log-densities)."""
+    non-finite entry of x is a ValueError naming it (found through the log-densities). The
+    floats reach the kernels as bit patterns and the first launch reports through a flag, so
+    the call copies nothing to the device and reads one int32 back (its one synchronisation)."""
     n, d, K = x.shape[0], tm.d, tm.K
     dp = _next_pow2(d)
     dt, dev = tm.dtype, x.device
@@ -439,29 +468,32 @@ def fused_eval(tm, x: torch.Tensor, alpha: float, sigma: float, what, *, config=
     want_lap = "laplacian" in what
     want_logit = "resp" in what
     gscale = -1.0 if "score" in what else (sigma if "eps" in what else 1.0)
-    sc = _scalars([alpha, sigma, LOG_2PI, gscale], dev)
-    prm = _params(tm, sc, dp, want_x0)
+    flag = torch.empty(1, device=dev, dtype=torch.int32)  # cleared by the prep kernel
+    prm = _params(tm, alpha, sigma, dp, want_x0, dev, flag)
     cast = dict(device=dev, dtype=dt)
-    out_g = torch.empty(n, d, **cast) if want_g else torch.empty(1, **cast)
-    out_x0 = torch.empty(n, d, **cast) if want_x0 else torch.empty(1, **cast)
-    out_lap = torch.empty(n, **cast) if want_lap else torch.empty(1, **cast)
-    out_logit = torch.empty(n, K, **cast) if want_logit else torch.empty(1, **cast)
+    unused = torch.empty(1, **cast)  # one placeholder for every output not asked for
+    out_g = torch.empty(n, d, **cast) if want_g else unused
+    out_x0 = torch.empty(n, d, **cast) if want_x0 else unused
+    out_lap = torch.empty(n, **cast) if want_lap else unused
+    out_logit = torch.empty(n, K, **cast) if want_logit else unused
     out_logp = torch.empty(n, **cast)
-    args = (x.contiguous(), *(prm[k] for k in ("am", "b", "mu0", "P", "T", "const", "trc")), sc,
-            out_g, out_x0, out_logp, out_lap, out_logit, n, K, d)  # fmt: skip
+    args = (x.contiguous(), *(prm[k] for k in ("am", "b", "mu0", "P", "T", "const", "trc")),
+            _bits(gscale), flag, out_g, out_x0, out_logp, out_lap, out_logit, n, K,
+            d)  # fmt: skip
     flags = dict(WANT_G=want_g, WANT_X0=want_x0, WANT_LAP=want_lap, WANT_LOGIT=want_logit)
     full = tm.covariance_type == "full"
     flags = {**_flags(tm, n, dp), **flags}
     cfg = _launch(_mixture_kernel, n, config, dp, full, args, flags, fixup=False)
-    # one synchronisation: the second launch only when some point fell below the fixed shift's
-    # threshold, and the finiteness of x read off its log-densities: a non-finite entry makes
-    # its log-density NaN, or -inf (an infinite entry against diagonal components), so x is read
-    # again only then, to name the bad entry (a finite point can have log l = -inf too, when
-    # every term underflows: it goes on to the second launch)
-    lo, mref = torch.stack([out_logp.min(), prm["const"].max()]).tolist()
-    if not lo > -math.inf:  # NaN or -inf
+    # one synchronisation, on the first launch's flag: the second launch only when some point
+    # fell below the fixed shift's threshold (bit 1), and the finiteness of x read off its
+    # log-densities (bit 2): a non-finite entry makes its log-density NaN, or -inf (an infinite
+    # entry against diagonal components), so x is read again only then, to name the bad entry
+    # (a finite point can have log l = -inf too, when every term underflows: it goes on to the
+    # second launch)
+    code = int(flag.item())
+    if code & 2:
         check_finite(x, "x")
-    if lo - mref < LOG_TINY[dt]:
+    if code & 1:
         try:
             _launch_fixup(_mixture_kernel, n, cfg, args, flags)
         except OutOfResources:  # the online variant did not fit: both launches, smaller blocks
@@ -490,43 +522,40 @@ def fused_ddpm_step(tm, x, alpha: float, sigma: float, cx: float, cg: float, std
     alpha, so cx = c0/alpha + ct, cg = c0 sigma^2/alpha. ``noise`` (N, d) is read if given;
     otherwise z is drawn in the kernel with Triton's Philox generator, seeded from ``generator``
     (a CUDA torch.Generator). No host synchronisation. ``config`` as in :func:`fused_eval`."""
-    sc = _scalars([alpha, sigma, LOG_2PI, cx, cg, std], x.device)
     if noise is None:
         seed = torch.randint(0, 2**31 - 1, (1,), generator=generator, device=x.device,
                              dtype=torch.int32)  # fmt: skip
     else:
         seed = torch.zeros(1, device=x.device, dtype=torch.int32)
-    return _ddpm_step(tm, x, sc, seed, noise, config)
+    return _ddpm_step(tm, x, (alpha, sigma, cx, cg, std), seed, noise, config)
 
 
 def fused_ddpm_steps(tm, x, steps, *, generator, config=None):
     """Several fused steps (:func:`fused_ddpm_step`), ``steps`` a list of (alpha, sigma, cx, cg,
-    std): their scalars go to the device in one copy and their seeds in one draw from
-    ``generator`` before the first step, so the loop only queues kernels: no pinned allocation,
-    copy or seed draw per step. Its effect on a 1000-step run was within the run-to-run
-    variation (5.04 s with it, 4.98 s without, H200, benchmarks/RESULTS.md section 2)."""
+    std): their seeds come in one draw from ``generator`` before the first step, so the loop
+    only queues kernels (the scalars travel as kernel arguments)."""
     if not steps:
         return x
-    table = _scalars([[a, s, LOG_2PI, cx, cg, std] for a, s, cx, cg, std in steps], x.device)
     seeds = torch.randint(0, 2**31 - 1, (len(steps),), generator=generator, device=x.device,
                           dtype=torch.int32)  # fmt: skip
-    for i in range(len(steps)):
-        x = _ddpm_step(tm, x, table[i], seeds[i : i + 1], None, config)
+    for i, step in enumerate(steps):
+        x = _ddpm_step(tm, x, step, seeds[i : i + 1], None, config)
     return x
 
 
-def _ddpm_step(tm, x, sc, seed, noise, config):
-    """One launch pair of ``_ddpm_kernel``: sc = (alpha, sigma, log 2 pi, cx, cg, std) and the
-    int32 seed on the device."""
+def _ddpm_step(tm, x, step, seed, noise, config):
+    """One launch pair of ``_ddpm_kernel``: step = (alpha, sigma, cx, cg, std) as floats and
+    the int32 seed on the device."""
+    alpha, sigma, cx, cg, std = step
     n, d = x.shape[0], tm.d
     dp = _next_pow2(d)
     dt = tm.dtype
-    prm = _params(tm, sc, dp, want_x0=False)
+    prm = _params(tm, alpha, sigma, dp, False, x.device)
     z = torch.empty(1, device=x.device, dtype=dt) if noise is None else noise.contiguous()
     out = torch.empty_like(x)
     logp = torch.empty(n, device=x.device, dtype=dt)  # read by the second launch only
-    args = (x.contiguous(), prm["am"], prm["b"], prm["P"], prm["const"], sc, z, seed, out, logp,
-            n, tm.K, d)  # fmt: skip
+    args = (x.contiguous(), prm["am"], prm["b"], prm["P"], prm["const"], _bits(cx), _bits(cg),
+            _bits(std), z, seed, out, logp, n, tm.K, d)  # fmt: skip
     flags = {**_flags(tm, n, dp), "HAVE_Z": noise is not None}
     _launch(_ddpm_kernel, n, config, dp, tm.covariance_type == "full", args, flags)
     return out
