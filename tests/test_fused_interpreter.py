@@ -199,3 +199,36 @@ def test_the_second_launch_runs_only_when_needed(monkeypatch):
             with pytest.raises(ValueError, match="x must be finite"):
                 F.fused_eval(tm, x, 0.8, 0.6, ("score",))
 
+
+
+@pytest.mark.parametrize("alpha,sigma", [(0.0, 1.0), (1.0, 1e-3), (0.3, 2.5)])
+def test_the_scalars_reach_the_kernels_exactly(alpha, sigma):
+    """The floats travel as their 64-bit patterns (``_bits``): alpha = 0 is the pattern 0, the
+    score's scale -1 a negative one; a float32 rounding of any of them would show at 1e-12."""
+    assert F._bits(0.0) == 0 and F._bits(-1.0) < 0
+    mixture = _full5()
+    x = _points(mixture, alpha, sigma, 24, 3)
+    tm = TorchMixture.from_reference(mixture, device="cpu", fused=False)
+    out = F.fused_eval(tm, torch.tensor(x), alpha, sigma, ("score", "log_prob", "x0"))
+    S_g, S_log, _ = _scales(mixture, x, alpha, sigma)
+    rtol = TORCH_RTOL["float64"]
+    lp_ref = mixture.log_prob(x, alpha, sigma)
+    assert np.all(np.abs(out["log_prob"].numpy() - lp_ref) <= rtol * (np.abs(lp_ref) + S_log))
+    err = np.abs(out["score"].numpy() - mixture.score(x, alpha, sigma))
+    assert np.all(err <= rtol * S_g[:, None])
+    if alpha > 0:  # at alpha = 0 the denoiser is the prior mean; the reference's scale differs
+        lam_max = max(np.linalg.eigvalsh(c).max() for c in mixture.covs)
+        x0_scale = np.linalg.norm(mixture.means, axis=1).max() + alpha * lam_max * S_g[:, None]
+        err = np.abs(out["x0"].numpy() - mixture.denoise(x, alpha, sigma))
+        assert np.all(err <= rtol * x0_scale)
+
+
+def test_a_bad_row_is_named_next_to_a_far_row():
+    """A NaN in a block that FIXUP must also redo (a far row next to it) is named through the
+    first launch's flag, not smoothed over by the second launch."""
+    mixture = aniso64()
+    tm = TorchMixture.from_reference(mixture, device="cpu", fused=False)
+    x = torch.tensor(_far(mixture, _points(mixture, 0.8, 0.6, 40, 1), 3, 2))
+    x[7, 0] = float("nan")  # same block of BM >= 16 rows as the far rows 0..2
+    with pytest.raises(ValueError, match="x must be finite"):
+        F.fused_eval(tm, x, 0.8, 0.6, ("score",))

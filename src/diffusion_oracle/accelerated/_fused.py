@@ -229,8 +229,7 @@ if HAVE_TRITON:
                 BM=BM, FULL=FULL, IEEE_F32=IEEE_F32, WANT_G=WANT_G, WANT_X0=WANT_X0,
                 WANT_LAP=WANT_LAP, WANT_LOGIT=WANT_LOGIT, ONLINE=False,
             )  # fmt: skip
-            # two maxima, not one of 2 bad + below: a NaN row (below false) and a far row
-            # must set both bits
+            # bit 2: some row's log p is NaN or -inf; bit 1: some row is below the threshold
             bad = tl.max(tl.where(rmask & ~(logp > float("-inf")), 1, 0), 0)
             below = tl.max(tl.where(rmask & (logp - mref < LOG_TINY), 1, 0), 0)
             code = 2 * bad + below
