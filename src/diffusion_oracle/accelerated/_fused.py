@@ -195,9 +195,8 @@ if HAVE_TRITON:
     @triton.jit(do_not_specialize=["GS_BITS"])
     def _mixture_kernel(X, AM, B, MU0, P, T, CONST, TRC, GS_BITS: tl.int64, FLAG, OUT_G, OUT_X0,
                         OUT_LOGP, OUT_LAP, OUT_LOGIT, N, K, d, KP: tl.constexpr, DP: tl.constexpr,
-                        BM: tl.constexpr,
-                        FULL: tl.constexpr, IEEE_F32: tl.constexpr, WANT_G: tl.constexpr,
-                        WANT_X0: tl.constexpr, WANT_LAP: tl.constexpr,
+                        BM: tl.constexpr, FULL: tl.constexpr, IEEE_F32: tl.constexpr,
+                        WANT_G: tl.constexpr, WANT_X0: tl.constexpr, WANT_LAP: tl.constexpr,
                         WANT_LOGIT: tl.constexpr, I64: tl.constexpr, FIXUP: tl.constexpr,
                         CH: tl.constexpr, LOG_TINY: tl.constexpr):  # fmt: skip
         """log p, gscale sum_k r_k g_k, sum_k r_k x0_k, the Laplacian and the logits of a
@@ -238,8 +237,7 @@ if HAVE_TRITON:
 
     @triton.jit
     def _ddpm_body(x, m0, X, AM, B, P, CONST, Z, SEED, cx, cg, std, OUT_X, OUT_LOGP, rows, cols,
-                   rmask,
-                   xm, offs, K, DP: tl.constexpr, BM: tl.constexpr, FULL: tl.constexpr,
+                   rmask, xm, offs, K, DP: tl.constexpr, BM: tl.constexpr, FULL: tl.constexpr,
                    IEEE_F32: tl.constexpr, HAVE_Z: tl.constexpr,
                    ONLINE: tl.constexpr):  # fmt: skip
         m, l, acc_g, acc_x0, acc_lap = _sweep(
@@ -477,8 +475,7 @@ def fused_eval(tm, x: torch.Tensor, alpha: float, sigma: float, what, *, config=
     out_logit = torch.empty(n, K, **cast) if want_logit else unused
     out_logp = torch.empty(n, **cast)
     args = (x.contiguous(), *(prm[k] for k in ("am", "b", "mu0", "P", "T", "const", "trc")),
-            _bits(gscale), flag, out_g, out_x0, out_logp, out_lap, out_logit, n, K,
-            d)  # fmt: skip
+            _bits(gscale), flag, out_g, out_x0, out_logp, out_lap, out_logit, n, K, d)  # fmt: skip
     flags = dict(WANT_G=want_g, WANT_X0=want_x0, WANT_LAP=want_lap, WANT_LOGIT=want_logit)
     full = tm.covariance_type == "full"
     flags = {**_flags(tm, n, dp), **flags}
