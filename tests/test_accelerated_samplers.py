@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from test_accelerated import _scales
 from tolerances import TORCH_RTOL
 
 from diffusion_oracle import strategies as dst
@@ -232,11 +233,8 @@ def test_fused_ddpm_step_equals_the_unfused_formula(target):
     score = torch.tensor(mix.score(xn, a, s), device="cuda")  # the reference's (NumPy)
     got = fused_ddpm_step(tm, x, a, s, cx, cg, std, noise=z)
     want = cx * x + cg * score + std * z  # g = -score
-    # the kernel's g rounds at the size of the cancelling terms (test_accelerated's _scales)
-    lam = max(np.linalg.eigvalsh(c).min() for c in mix.covs)
-    S_g = (np.linalg.norm(xn, axis=1) + a * np.linalg.norm(mix.means, axis=1).max()) / (
-        a * a * lam + s * s
-    )
+    # the kernel's g rounds at the size of the cancelling terms
+    S_g = _scales(mix, xn, a, s)[0]
     bound = TORCH_RTOL["float64"] * (1.0 + cx * np.abs(xn).max(1) + cg * S_g + std * 6.0)
     err = (got - want).abs().max(1).values.cpu().numpy()
     assert np.all(err <= bound), float((err / bound).max())
