@@ -31,7 +31,7 @@ from scipy.special import log_ndtr
 
 from ._checks import _r, choice, finite, finite_scalar, in_interval, positive_int, positive_scalar
 from .forward import _rng
-from .parameterization import PREDICTIONS, to_x0_eps
+from .parameterization import model_prediction, to_x0_eps
 from .posterior import ddpm_posterior
 from .schedules import DiscreteSchedule, Schedule
 
@@ -200,9 +200,7 @@ def _log_var_at(log_vars, x, m):
 
 
 def _x0_hat(model, x, t, alpha, sigma, schedule):
-    pred = getattr(model, "prediction", "eps")
-    if pred not in PREDICTIONS:
-        raise ValueError(f"model.prediction must be one of {sorted(PREDICTIONS)}, got {pred!r}")
+    pred = model_prediction(model)
     out = finite(model(x, t), "model output")
     if out.shape != x.shape:
         raise ValueError(f"model output must have the shape of x {x.shape}, got {out.shape}")
@@ -431,7 +429,7 @@ def l_simple(model, schedule: DiscreteSchedule, x0, *, rng=None, n_timesteps=Non
         a, s = float(schedule.alpha(t)), float(schedule.sigma(t))
         x_t = a * x0[idx] + s * eps[idx]
         out = finite(model(x_t, t), "model output")
-        pred = getattr(model, "prediction", "eps")
+        pred = model_prediction(model)
         kw = {}
         if pred == "velocity":
             kw = {"d_alpha": schedule.d_alpha(t), "d_sigma": schedule.d_sigma(t)}

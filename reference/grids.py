@@ -11,6 +11,21 @@ by the final jump to t = 0, sigma = 0, as in EDM's Algorithm 1 where t_N = 0):
     log_snr   equally spaced in log-SNR (DPM-Solver, Lu et al. 2022, Sec. 3.3 "logSNR");
     karras    sigma_EDM_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho
               (Karras et al. 2022, eq. 5), mapped to t with the schedule's inverse.
+
+The log_snr and karras nodes are computed in lambda = log-SNR, clipped to
+[lambda(t_start), lambda(t_end)] (rounding would otherwise carry an end node an ulp past the
+schedule's range) and inverted with ``schedule.t_from_log_snr``; both need a finite lambda at
+t_start (not the case at t = 1 for VPCosine, Flow or a zero-terminal-SNR DiscreteSchedule: pass
+``t_start < 1`` there).
+
+Every grid records how it was built: ``Grid.family`` names the construction ("uniform",
+"log_snr", "karras(rho=7)", "respaced-trailing", ... or "custom" for times passed directly) and
+``Grid.refines`` says whether grids of different step counts N form one *refining family*: the
+nodes are a fixed smooth function of i/N between fixed end times, so every step shrinks like 1/N
+and the error of an order-p sampler falls like N^-p. Only then can a convergence order be read
+from the slope of log error against log N. ``make_grid`` grids refine; ``respaced_grid`` grids do
+not (their integer timesteps are rounded, and the rounding does not shrink with N), and neither,
+as far as this package can tell, do grids whose times were passed directly.
 """
 
 from __future__ import annotations
@@ -38,11 +53,39 @@ class Grid:
     Attributes (arrays of length N + 1): ``t``, ``alpha``, ``sigma``, ``log_alpha``, ``log_sigma``,
     ``log_snr`` (lambda), ``half_log_snr`` (lambda/2 = log(alpha/sigma), DPM-Solver's lambda),
     ``sigma_edm`` (sigma/alpha), ``d_alpha``, ``d_sigma``. ``steps`` = N.
+
+    ``family`` (str): how the grid was built. :func:`make_grid` sets its ``kind`` ("uniform",
+    "log_snr", or "karras(rho=7)" with the rho used), :func:`respaced_grid` sets
+    "respaced-<spacing>" (e.g. "respaced-trailing"); a Grid constructed directly defaults to
+    "custom".
+
+    ``refines`` (bool): True when grids of this family with different N refine one another: the
+    nodes are a fixed smooth function of i/N between fixed t_start and t_end (every
+    :func:`make_grid` grid), so the steps shrink like 1/N and a convergence order can be fitted
+    from errors over several N. False for :func:`respaced_grid` (timesteps are rounded to
+    integers, an error that does not shrink with N) and by default for a directly constructed
+    grid, whose times may follow no rule in N; pass ``refines=True`` only when they do. The
+    nodes refining does not make the path smooth: a DiscreteSchedule's coefficients are
+    piecewise in t, which can cap the order a sampler shows.
     """
 
-    def __init__(self, schedule: Schedule, t, *, final_zero: bool = False):
+    def __init__(
+        self,
+        schedule: Schedule,
+        t,
+        *,
+        final_zero: bool = False,
+        family: str = "custom",
+        refines: bool = False,
+    ):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+        if not isinstance(family, str):
+            raise TypeError(f"family must be a str, got {type(family).__name__}")
+        if not family:
+            raise ValueError(f"family must be a non-empty str, got {family!r}")
+        if not isinstance(refines, (bool, np.bool_)):
+            raise TypeError(f"refines must be a bool, got {type(refines).__name__}")
         t = finite(t, "t")
         if t.ndim != 1 or t.size < (1 if final_zero else 2):
             raise ValueError(f"t must be a 1-D grid with at least 2 nodes, got shape {t.shape}")
@@ -88,6 +131,8 @@ class Grid:
         self.half_log_snr = 0.5 * self.log_snr
         self.final_zero = bool(final_zero)
         self.steps = self.t.size - 1
+        self.family = family
+        self.refines = bool(refines)
 
     def __len__(self):
         return self.t.size
@@ -95,6 +140,7 @@ class Grid:
     def __repr__(self):
         return (
             f"Grid({self.schedule!r}, steps={self.steps}, t={self.t[0]:.4g}..{self.t[-1]:.4g}"
+            + f", family={self.family!r}"
             + (", final jump to sigma=0" if self.final_zero else "")
             + ")"
         )
@@ -113,6 +159,9 @@ def make_grid(
     """A grid of ``steps`` sampler steps from ``t_start`` (default: the schedule's t_max) to
     ``t_end`` (default 1e-3, or the schedule's t_min when its sigma there is already > 0), then,
     with ``final_zero``, the jump to t = 0. See the module docstring for the spacings.
+
+    The grid's ``family`` is ``kind`` ("karras(rho=<rho>)" for karras) and ``refines`` is True:
+    for fixed ``t_start``, ``t_end`` the nodes are a smooth function of i/N (module docstring).
 
     Example: ``make_grid(VPLinear(), 10, "log_snr").t``.
     """
@@ -137,25 +186,39 @@ def make_grid(
     u = np.linspace(0.0, 1.0, n + 1)
     if kind == "uniform":
         t = t0 + u * (t1 - t0)
-    elif kind == "log_snr":
-        l0, l1 = schedule.log_snr(t0), schedule.log_snr(t1)
-        if not np.isfinite(l0):
-            raise ValueError(
-                f"a log_snr grid needs a finite log-SNR at t_start; {schedule!r} has {_r(l0)} at "
-                f"t={_r(t0)}: pass t_start < {_r(t0)}"
-            )
-        t = np.asarray(schedule.t_from_log_snr(l0 + u * (l1 - l0)))
     else:
-        s0, s1 = schedule.sigma_edm(t0), schedule.sigma_edm(t1)
-        if not np.isfinite(s0):
+        l0, l1 = float(schedule.log_snr(t0)), float(schedule.log_snr(t1))
+        if not np.isfinite(l0):
+            what = "log-SNR" if kind == "log_snr" else "sigma_EDM"
+            val = l0 if kind == "log_snr" else float(schedule.sigma_edm(t0))
             raise ValueError(
-                f"a karras grid needs a finite sigma_EDM at t_start; {schedule!r} has {_r(s0)} at "
+                f"a {kind} grid needs a finite {what} at t_start; {schedule!r} has {_r(val)} at "
                 f"t={_r(t0)}: pass t_start < {_r(t0)}"
             )
-        sig = (s0 ** (1 / rho) + u * (s1 ** (1 / rho) - s0 ** (1 / rho))) ** rho
-        t = np.asarray(schedule.t_from_log_snr(-2.0 * np.log(sig)))
+        with np.errstate(divide="ignore"):
+            if kind == "log_snr":
+                lam = l0 + u * (l1 - l0)
+            else:
+                # sigma_i^(1/rho) = s0^(1/rho) (1 + u (s1^(1/rho)/s0^(1/rho) - 1)) in logs, with
+                # lambda = -2 log sigma_EDM: no overflow for a huge sigma_EDM(t_start)
+                lam = l0 - 2.0 * rho * np.log1p(u * np.expm1((l0 - l1) / (2.0 * rho)))
+        # rounding can carry a node an ulp or two past lambda(t_start) or lambda(t_end), and then
+        # past the schedule's log-SNR range, which t_from_log_snr rejects (for instance the end
+        # node of a karras grid on VEGeometric, ((s^(1/rho))^rho != s), or l0 + 1 (l1 - l0) !=
+        # l1 on EDM): pin the nodes to [lambda(t_start), lambda(t_end)] within that range
+        lo, hi = schedule.log_snr_range()
+        lam = np.clip(lam, max(l0, lo), min(l1, hi))
+        t = np.array(schedule.t_from_log_snr(lam), dtype=np.float64)
     t[0], t[-1] = t0, t1
-    return Grid(schedule, t, final_zero=final_zero)
+    if not (np.diff(t) < 0).all():
+        i = int(np.flatnonzero(np.diff(t) >= 0)[0])
+        raise ValueError(
+            f"steps={steps} is too many for a {kind} grid from t_start={_r(t0)} to "
+            f"t_end={_r(t1)} on {schedule!r}: nodes {i} and {i + 1} coincide in float64 "
+            f"(t = {_r(t[i])}, {_r(t[i + 1])})"
+        )
+    family = f"karras(rho={rho:g})" if kind == "karras" else kind
+    return Grid(schedule, t, final_zero=final_zero, family=family, refines=True)
 
 
 def respaced_grid(
@@ -172,7 +235,11 @@ def respaced_grid(
 
     mapped to t = (k + 1)/T (n = k + 1, the package's index convention) and followed by the
     final jump to t = 0 (x_0). Each step of a sampler on this grid goes from one chosen timestep
-    to the next, with the posterior of that pair (the respaced betas)."""
+    to the next, with the posterior of that pair (the respaced betas).
+
+    The grid's ``family`` is "respaced-<spacing>" and ``refines`` is False: the rounding to
+    integer timesteps does not shrink with N, so no convergence order is read from these grids.
+    """
     from .schedules import DiscreteSchedule
 
     if not isinstance(schedule, DiscreteSchedule):
@@ -195,4 +262,4 @@ def respaced_grid(
     k = np.unique(k)[::-1]  # strictly decreasing (rounding can repeat for N close to T)
     if k.min() < 0 or k.max() > T - 1:
         raise ValueError(f"steps_offset={steps_offset} moves timesteps outside [0, {T - 1}]")
-    return Grid(schedule, (k + 1) / T, final_zero=True)
+    return Grid(schedule, (k + 1) / T, final_zero=True, family=f"respaced-{spacing}")

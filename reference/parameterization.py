@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ._checks import _r, finite
 
-__all__ = ["PREDICTIONS", "convert", "to_x0_eps", "from_x0_eps"]
+__all__ = ["PREDICTIONS", "convert", "to_x0_eps", "from_x0_eps", "model_prediction"]
 
 PREDICTIONS = ("eps", "x0", "v", "score", "velocity")
 
@@ -27,6 +27,23 @@ def _coef(c, name, x):
             f"{name} must be a scalar or match the leading shape of x_t {x.shape}, got {c.shape}"
         )
     return c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if c.ndim else c
+
+
+def model_prediction(model) -> str:
+    """What ``model(x, t)`` returns: its ``prediction`` attribute, one of :data:`PREDICTIONS`.
+
+    A model without the attribute is an error, not an eps-model by default: reading an x0 or v
+    network's output as eps gives a wrong sampler with no other symptom.
+
+    Example: ``model_prediction(ExactModel(ring8(), VPLinear(), prediction="v"))`` is ``"v"``."""
+    if not hasattr(model, "prediction"):
+        raise TypeError(
+            f"model must declare what it predicts: set model.prediction to one of {PREDICTIONS} "
+            f"(got a {type(model).__name__} without a 'prediction' attribute)"
+        )
+    pred = model.prediction
+    _check_name(pred, "model.prediction")
+    return pred
 
 
 def _check_name(name, arg):

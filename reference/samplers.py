@@ -26,7 +26,7 @@ from scipy.integrate import solve_ivp
 from ._checks import _r, as_float, choice, finite, finite_scalar
 from .forward import _rng
 from .grids import Grid
-from .parameterization import to_x0_eps
+from .parameterization import model_prediction, to_x0_eps
 
 __all__ = [
     "Sampler",
@@ -50,6 +50,7 @@ __all__ = [
     "PredictorCorrector",
     "FlowHeun",
     "ExactODE",
+    "ExactAncestral",
     "BUILTIN_SAMPLERS",
 ]
 
@@ -62,7 +63,7 @@ def _predict(model, x, grid: Grid, i: int):
 
 
 def _predict_at(model, x, grid, t, alpha, sigma, d_alpha=None, d_sigma=None):
-    pred = getattr(model, "prediction", "eps")
+    pred = model_prediction(model)
     out = np.asarray(model(x, t), dtype=np.float64)
     if out.shape != x.shape:
         raise ValueError(f"model output must have the shape of x {x.shape}, got {out.shape}")
@@ -943,3 +944,184 @@ def BUILTIN_SAMPLERS():
         FlowHeun(),
     ]
     return {s.name: s for s in samplers}
+
+
+class ExactAncestral(Sampler):
+    """The exact ancestral sampler of a Gaussian-mixture target: an oracle for calibrating
+    statistical checks. Each step t -> s (node i to node i + 1) draws x_s from the exact
+    transition p(x_s | x_t) of the diffused target ``model.target`` (a GaussianMixture, an
+    EmpiricalMixture or a Gaussian), with the grid's alpha, sigma; from x_init ~ p_{t_0} the
+    output is then an exact draw of p_{t_N} for every N (of the target itself when the grid ends
+    at sigma = 0: the last step draws x_0 ~ p(x_0 | x_{t_{N-1}}), not the denoising jump
+    E[x_0 | x] the other samplers take). Order 0: no discretisation error at any N.
+
+    Derivation. Write a = alpha_t/alpha_s and b^2 = sigma_{t|s}^2 = sigma_t^2 - a^2 sigma_s^2
+    = sigma_t^2 (-expm1(lambda_t - lambda_s)) (Kingma et al. 2021, VDM, eq. 2-3). Given the
+    component k of p_0 = sum_k w_k N(mu_k, Sigma_k), x_s ~ N(alpha_s mu_k, D_k) with
+    D_k = alpha_s^2 Sigma_k + sigma_s^2 I, and the forward process is Markov:
+    x_t | x_s ~ N(a x_s, b^2 I). The linear-Gaussian conditional (Bishop 2006, PRML Sec. 2.3.3,
+    eq. 2.113-2.117, with A = a I, L^{-1} = b^2 I) gives
+
+        x_s | x_t, k ~ N(m_k, P_k),   C_k = a^2 D_k + b^2 I = alpha_t^2 Sigma_k + sigma_t^2 I,
+        m_k = alpha_s mu_k + a D_k C_k^{-1} (x_t - alpha_t mu_k),
+        P_k = D_k - a^2 D_k C_k^{-1} D_k = b^2 D_k C_k^{-1},
+
+    and P(k | x_t) = r_k(x_t), the responsibilities of the diffused mixture
+    sum_k w_k N(alpha_t mu_k, C_k). Hence
+
+        p(x_s | x_t) = sum_k r_k(x_t) N(x_s; m_k, P_k).
+
+    At the final node (alpha_s = 1, sigma_s = 0, b^2 = sigma_t^2) this is the posterior
+    p(x_0 | x_t): m_k = mu_k + alpha_t Sigma_k C_k^{-1}(x_t - alpha_t mu_k) and
+    P_k = Sigma_k - alpha_t^2 Sigma_k C_k^{-1} Sigma_k = sigma_t^2 Sigma_k C_k^{-1}. It is the
+    same law as the two-stage draw x_0 ~ p(x_0 | x_t) = sum_k r_k N(m0_k, P0_k), then
+    x_s ~ q(x_s | x_t, x_0) = N(coef_x0 x_0 + coef_xt x_t, beta_tilde I) (Ho et al. 2020,
+    eq. 6-7; :func:`~diffusion_oracle.reference.posterior.posterior`): per component the
+    composite is N(coef_x0 m0_k + coef_xt x_t, coef_x0^2 P0_k + beta_tilde I) = N(m_k, P_k), so
+    E[x_s | x_t] = coef_x0 E[x_0 | x_t] + coef_xt x_t. The one-stage form is used: one Gaussian
+    draw per step instead of two.
+
+    Numerics: Sigma_k = Q_k diag(lam_k) Q_k^T is the target's own eigendecomposition, shared by
+    D_k, C_k and P_k, so per eigenvalue lam the gain and variance are
+
+        a d/c = (alpha_t alpha_s lam + (alpha_t/alpha_s) sigma_s^2) / c,   b^2 d / c,
+        d = alpha_s^2 lam + sigma_s^2,  c = alpha_t^2 lam + sigma_t^2 > 0,
+
+    products and quotients of nonnegative numbers: no cancellation, no matrix inverse, and
+    singular components (lam = 0, EmpiricalMixture) are exact (their x_0 draw is the data point).
+
+    Randomness, all through ``rng.standard_normal((n, d))``: per step, when K > 1, one draw whose
+    first column z picks the component by inversion of the cumulative responsibilities at
+    u = Phi(z) (Phi = scipy.special.ndtr; the upper tail is inverted from Phi(-z) against the
+    reverse cumulative sums, so both tails keep relative precision); then one draw w giving
+    x_s = m_k + Q_k diag(sqrt(b^2 d/c)) Q_k^T w (the symmetric square root of P_k). For K = 1 the
+    sampler is affine in (x_init, w), so the tier-1 probe applies (its output law on a
+    final_zero grid is the target, not the law of the denoising jump that
+    :func:`~diffusion_oracle.reference.exact.ideal_output_law` describes).
+
+    The model is called once per step at (x_{t_i}, t_i), as every sampler does (NFE counts, the
+    shape check); its output is not used: the draw comes from ``model.target`` alone, so the
+    sampler stays exact when the model is perturbed. For an exact model its x0 prediction is
+    sum_k r_k m0_k (see :meth:`transition` and the tests).
+    """
+
+    name = "exact-ancestral"
+    order = 0
+    stochastic = True
+    default_grid = "log_snr"
+
+    @staticmethod
+    def _mixture(model, target=None):
+        """``target`` (default: ``model.target``) as a GaussianMixture; TypeError when it is
+        not a GaussianMixture or Gaussian."""
+        from .targets import Gaussian, GaussianMixture
+
+        if target is None:
+            target = getattr(model, "target", None)
+        if isinstance(target, Gaussian):
+            return target.as_mixture()
+        if not isinstance(target, GaussianMixture):
+            raise TypeError(
+                "ExactAncestral needs a model with a .target GaussianMixture (or Gaussian), such "
+                f"as ExactModel; got {type(model).__name__} with target "
+                f"{type(target).__name__ if target is not None else 'None'}"
+            )
+        return target
+
+    @staticmethod
+    def _coefficients(target, grid: Grid, i: int):
+        """(gain, var): the eigenvalues of a D_k C_k^{-1} and P_k = b^2 D_k C_k^{-1} for the step
+        from node i to node i + 1, each of shape (K, d) in the eigenbasis of Sigma_k."""
+        a_t, s_t = float(grid.alpha[i]), float(grid.sigma[i])
+        a_s, s_s = float(grid.alpha[i + 1]), float(grid.sigma[i + 1])
+        frac = -math.expm1(float(grid.log_snr[i]) - float(grid.log_snr[i + 1]))
+        ratio = 0.0 if a_t == 0.0 else math.exp(float(grid.log_alpha[i] - grid.log_alpha[i + 1]))
+        lam = np.asarray(target._evals, dtype=np.float64)
+        d = a_s * a_s * lam + s_s * s_s
+        c = a_t * a_t * lam + s_t * s_t
+        gain = (a_t * a_s * lam + ratio * s_s * s_s) / c
+        var = d * (s_t * s_t * frac) / c
+        return gain, var
+
+    def transition(self, target, x, grid: Grid, i: int):
+        """The exact law p(x_{t_{i+1}} | x_{t_i} = x) = sum_k r[:, k] N(means[:, k], covs[k]) of
+        ``target`` (a GaussianMixture or Gaussian, or a model carrying one) on ``grid``;
+        returns (r (n, K), means (n, K, d), covs (K, d, d)). For tests and diagnostics; the
+        sampler draws from it without forming these arrays."""
+        tg = self._mixture(target, getattr(target, "target", target))
+        x = finite(x, "x")
+        if x.ndim != 2 or x.shape[1] != tg.d:
+            raise ValueError(f"x must have shape (n, d) with d = {tg.d}, got {x.shape}")
+        if grid.sigma[i] <= 0:
+            raise ValueError(f"node {i} must have sigma > 0 (a transition starts inside the path)")
+        a_t, a_s = float(grid.alpha[i]), float(grid.alpha[i + 1])
+        gain, var = self._coefficients(tg, grid, i)
+        r = tg.responsibilities(x, a_t, float(grid.sigma[i])) if x.shape[0] else np.ones((0, tg.K))
+        means = np.empty((x.shape[0], tg.K, tg.d))
+        covs = np.empty((tg.K, tg.d, tg.d))
+        for k in range(tg.K):
+            y = x - a_t * tg.means[k]
+            Q = None if tg._evecs is None else tg._evecs[k]
+            if Q is not None:
+                y = y @ Q
+            y = gain[k] * y
+            means[:, k] = a_s * tg.means[k] + (y if Q is None else y @ Q.T)
+            P = np.diag(var[k]) if Q is None else (Q * var[k]) @ Q.T
+            covs[k] = 0.5 * (P + P.T)
+        return r, means, covs
+
+    @staticmethod
+    def _choose(r, z):
+        """Component index per row by inverse-CDF sampling of the rows of ``r`` at Phi(z)."""
+        from scipy.special import ndtr
+
+        K = r.shape[1]
+        r = r / r.sum(axis=1, keepdims=True)
+        lower = z < 0
+        # the smaller tail probability, floored at the smallest normal number so that
+        # components of responsibility exactly 0 at either end are never chosen
+        u = np.maximum(ndtr(np.where(lower, z, -z)), np.finfo(np.float64).tiny)[:, None]
+        cum = np.cumsum(r, axis=1)  # sum_{j <= k} r_j
+        tail = np.cumsum(r[:, ::-1], axis=1)[:, ::-1]  # sum_{j >= k} r_j
+        k_lo = np.minimum((cum < u).sum(axis=1), K - 1)  # cum_{k-1} < Phi(z) <= cum_k
+        k_hi = np.maximum((tail >= u).sum(axis=1) - 1, 0)  # tail_{k+1} < Phi(-z) <= tail_k
+        return np.where(lower, k_lo, k_hi)
+
+    def _run(self, model, x, grid, rng):
+        tg = self._mixture(model)
+        n, d = x.shape
+        if d != tg.d:
+            raise ValueError(f"x_init must have shape (n, d) with d = {tg.d}, got {x.shape}")
+        if n == 0:
+            return x
+        for i in range(grid.steps):
+            out = np.asarray(model(x, grid.t[i]))
+            if out.shape != x.shape:
+                raise ValueError(
+                    f"model output must have the shape of x {x.shape}, got {out.shape}"
+                )
+            x = self._step_exact(tg, x, grid, i, rng)
+        return x
+
+    def _step_exact(self, tg, x, grid, i, rng):
+        n, d = x.shape
+        a_t, a_s = float(grid.alpha[i]), float(grid.alpha[i + 1])
+        gain, var = self._coefficients(tg, grid, i)
+        if tg.K > 1:
+            r = tg.responsibilities(x, a_t, float(grid.sigma[i]))
+            comp = self._choose(r, rng.standard_normal((n, d))[:, 0])
+        else:
+            comp = np.zeros(n, dtype=np.intp)
+        w = rng.standard_normal((n, d))
+        std = np.sqrt(var)
+        out = np.empty_like(x)
+        for k in np.unique(comp):
+            rows = comp == k
+            y = x[rows] - a_t * tg.means[k]
+            wk = w[rows]
+            Q = None if tg._evecs is None else tg._evecs[k]
+            if Q is not None:  # to the eigenbasis of Sigma_k
+                y, wk = y @ Q, wk @ Q
+            y = gain[k] * y + std[k] * wk
+            out[rows] = a_s * tg.means[k] + (y if Q is None else y @ Q.T)
+        return out

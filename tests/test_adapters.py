@@ -87,4 +87,11 @@ def test_diffusers_style_ddim_matches_the_reference():
         progress=False,
     )
     assert r.passed, str(r)
-    assert [v.name for v in r.verdicts] == ["runs", "order (tier 1, exact)", "same-grid reference"]
+    assert [v.name for v in r.verdicts] == [
+        "runs",
+        "model calls",
+        "order (tier 1, exact)",
+        "same-grid reference",
+        "final step (landing)",
+        "prior (terminal SNR)",
+    ]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy.linalg import sqrtm
 
+from diffusion_oracle import Verdict
 from diffusion_oracle.harness import fit_order, verify
 from diffusion_oracle.reference import EDM, ExactModel, Gaussian, VPCosine, VPLinear, ring8
 from diffusion_oracle.reference.exact import (
@@ -317,7 +318,11 @@ def test_ddpm_on_respaced_and_full_chains():
         tiers=(2,),
         progress=False,
     )
-    assert r.passed, str(r)  # tier 2 compares each grid with the exact flow on its own endpoints
+    # tier 2 compares each grid with the exact flow on its own endpoints; a respaced grid of a
+    # discrete schedule is rough (rounded timesteps, N <= T), so an order below the window is
+    # not judged there (skipped with the reason) rather than failed
+    t2 = r.check("order (tier 2, pathwise)")
+    assert t2.verdict in (Verdict.PASS, Verdict.SKIPPED) and "respaced-trailing" in t2.reason
     g = respaced_grid(s, 1000, "full")
     for i in (0, 500, 998):
         p = posterior(s, g.t[i + 1], g.t[i])
@@ -325,22 +330,21 @@ def test_ddpm_on_respaced_and_full_chains():
         assert np.isclose(p.var, q.var, rtol=1e-12) and np.isclose(p.coef_x0, q.coef_x0, rtol=1e-12)
 
 
-def test_prior_mismatch_is_reported_apart():
+def test_prior_mismatch_is_judged_and_can_be_accepted():
     """VE path (EDM schedule) and a target with nonzero mean: the usual N(0, sigma_max^2 I) prior
-    shifts the output (ground-truth.md Sec. 0, item 5); the report states the shift and the
-    order is read from the exact start."""
+    shifts the output (ground-truth.md Sec. 0, item 5). The shift is a judged check of its own
+    (issue 19, item 5: it used to be printed as 'not counted' and the report passed), the order
+    is still read from the exact start, and the mismatch can be accepted knowingly."""
     from diffusion_oracle.reference import EDM
 
-    r = verify(
-        Heun(),
-        "bimodal1d",
-        EDM(sigma_max=10.0),
-        steps=(16, 32, 64, 128),
-        tiers=(1,),
-        progress=False,
-    )
-    assert r.passed
-    assert r.rows[-1].w2_prior > 1e-3 and "prior mismatch (tier 1)" in str(r)
+    kw = dict(steps=(16, 32, 64, 128), tiers=(1,), progress=False)
+    r = verify(Heun(), "bimodal1d", EDM(sigma_max=10.0), **kw)
+    failed = [c.name for c in r.checks if c.verdict is Verdict.FAIL]
+    assert failed == ["prior (terminal SNR)"], str(r)
+    assert r.rows[-1].w2_prior > 1e-3 and "Lin et al. 2024" in r.check(failed[0]).reason
+    assert r.check("order (tier 1, exact)").passed
+    ok = verify(Heun(), "bimodal1d", EDM(sigma_max=10.0), accept_prior_mismatch=True, **kw)
+    assert ok.passed and "accepted knowingly" in ok.check("prior (terminal SNR)").reason
 
 
 def test_exact_ode_matches_the_closed_form_gaussian_flow():

@@ -5,6 +5,7 @@ lambdify and compare with the float64 reference: a third, independent implementa
 ``diffusion-oracle derive --list`` lists the topics.
 """
 
+from . import edm_last_step as _edm_last_step
 from .derivations import (
     TOPICS,
     Derivation,
@@ -23,6 +24,10 @@ from .derivations import (
     schedules,
     score_equivalences,
 )
+
+# registered here: the module builds on derivations (Derivation, the checks); the name
+# diffusion_oracle.theory.edm_last_step stays the module
+TOPICS["edm_last_step"] = _edm_last_step.edm_last_step
 
 __all__ = [
     "TOPICS",

@@ -231,21 +231,34 @@ def check_case(
     if case.inverse:
         return _check_inverse(case, factory, model, tgt, ref_sch, n, seed, checks)
     out = []
+
+    def guarded(name, fn):
+        # each check on its own: an exception is that check's FAIL, the others still run
+        try:
+            res = fn()
+        except Exception as exc:  # noqa: BLE001 - any failure is a finding
+            res = CheckResult(name, False, None, f"the check raised {exc!r}"[:200])
+        out.extend(res if isinstance(res, list) else [res])
+
     if checks & {1, 6}:
-        out += _check_invariants(case, factory, model, tgt, frame, ref_sch, seed, checks)
+        guarded("finite / invariants", lambda: _check_invariants(
+            case, factory, model, tgt, frame, ref_sch, seed, checks))  # fmt: skip
     if 2 in checks:
-        out.append(_check_same_grid(case, factory, model, tgt, ref_sch, n, seed))
+        guarded("same grid as the reference",
+                lambda: _check_same_grid(case, factory, model, tgt, ref_sch, n, seed))
     if 3 in checks:
         if frame in ("vp", "sigma"):
-            out.append(_check_invariance(case, model, tgt, n, seed))
+            guarded("prediction_type invariance (eps, x0, v)",
+                    lambda: _check_invariance(case, model, tgt, n, seed))
         else:
             out.append(CheckResult("prediction_type invariance (eps, x0, v)", None, None, "fixed"))
     if 7 in checks:
-        out.append(_check_forward(factory, model, frame, seed))
+        guarded("add_noise / scale_model_input",
+                lambda: _check_forward(factory, model, frame, seed))
     if 4 in checks:
-        out.append(check_order(case, target))
+        guarded("order (tier 1, exact Gaussian)", lambda: check_order(case, target))
     if 5 in checks:
-        out.append(check_narrow_modes(case, seed=seed))
+        guarded("narrow modes (two-sample)", lambda: check_narrow_modes(case, seed=seed))
     return out
 
 
@@ -966,13 +979,17 @@ def _check_invariance(case, model, tgt, n, seed, x_start=None):
         )  # fmt: skip
     if len(outs) < 2:
         return CheckResult(name, None, None, f"supports only {sorted(outs)}")
-    f32 = run_scheduler(factory, model, x, N, rng=np.random.default_rng(seed + 2), upcast=False)
     first = next(iter(outs.values()))
     scale = max(1.0, float(np.abs(first).max()))
     dev = max(float(np.abs(v - first).max()) for v in outs.values()) / scale
-    # the conversions are exact in float64; what remains is the scheduler's float32 sigmas,
-    # measured as 10x the float64-vs-float32 difference of the same run
-    tol = max(1e-9, 10.0 * float(np.abs(outs.get("epsilon", first) - f32.sample).max()) / scale)
+    # the conversions are exact in float64; what remains is the scheduler's own noise levels,
+    # computed in float32 before the upcast: each type converts through them differently, so
+    # they may differ by what float32 rounding explains over this run (the rounding model of
+    # diffusion_oracle.verification.tolerances, relative to the state), never by more
+    from diffusion_oracle.verification.tolerances import rounding_tolerance
+
+    g = case.sampler().make_grid(model.schedule, N)
+    tol = rounding_tolerance("float32", g, scale=1.0, d=tgt.d, calls=2 * N)
     note = f"; {', '.join(skipped)} unsupported" if skipped else ""
     return CheckResult(
         name, dev <= tol, dev, f"max diff/scale {dev:.2e}, tolerance {tol:.1e}{note}"

@@ -70,6 +70,7 @@ from diffusion_oracle.reference.samplers import (  # noqa: E402
     EDMStochastic,
     Euler,
     EulerMaruyama,
+    ExactAncestral,
     ExactODE,
     FlowEuler,
     FlowHeun,
@@ -77,6 +78,13 @@ from diffusion_oracle.reference.samplers import (  # noqa: E402
     PredictorCorrector,
     UniPC,
     ddim_invert,
+)
+from diffusion_oracle.verification import (  # noqa: E402
+    Check,
+    OrderFit,
+    StepResult,
+    Verdict,
+    VerifyReport,
 )
 
 __version__ = "0.1.0"
@@ -102,11 +110,17 @@ __all__ = [
     "Euler",
     "EulerMaruyama",
     "ExactODE",
+    "ExactAncestral",
     "FlowEuler",
     "FlowHeun",
     "Grid",
     "Heun",
     "Report",
+    "VerifyReport",
+    "Verdict",
+    "Check",
+    "StepResult",
+    "OrderFit",
     "ddim_invert",
     "from_diffusers",
     "from_k_diffusion",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from diffusion_oracle.reference.grids import Grid
-from diffusion_oracle.reference.parameterization import to_x0_eps
+from diffusion_oracle.reference.parameterization import model_prediction, to_x0_eps
 from diffusion_oracle.reference.schedules import DiscreteSchedule, Schedule
 
 __all__ = ["from_k_diffusion", "from_diffusers"]
@@ -41,7 +41,7 @@ def _wrapper(framework):
 
 
 def _x0(model, x, t, schedule):
-    pred = getattr(model, "prediction", "eps")
+    pred = model_prediction(model)
     a, s = schedule.alpha(t), schedule.sigma(t)
     kw = {}
     if pred == "velocity":
@@ -137,7 +137,8 @@ class _DiffusersSampler:
         sch.set_timesteps(steps)
         ks = self._timesteps(sch)
         T = self.schedule.T
-        return Grid(self.schedule, np.array([(k + 1) / T for k in ks]), final_zero=True)
+        return Grid(self.schedule, np.array([(k + 1) / T for k in ks]), final_zero=True,
+                    family=f"{type(sch).__name__} timesteps", refines=False)  # fmt: skip
 
     def __call__(self, model, x_init, grid: Grid, *, rng=None):
         from diffusion_oracle.reference.forward import _rng

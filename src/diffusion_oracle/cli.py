@@ -356,9 +356,42 @@ def _steps(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"--steps must be comma-separated integers, got {text!r}"
         ) from None
-    if len(vals) < 2 or any(v < 2 for v in vals):
-        raise argparse.ArgumentTypeError(f"--steps needs at least two integers >= 2, got {text!r}")
+    if not vals or any(v < 2 for v in vals):
+        raise argparse.ArgumentTypeError(f"--steps needs integers >= 2, got {text!r}")
     return vals
+
+
+def _tiers(text: str) -> tuple:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--tiers must be comma-separated tier numbers (1, 2, 3), got {text!r}"
+        ) from None
+    if any(v not in (1, 2, 3) for v in vals):
+        raise argparse.ArgumentTypeError(f"--tiers must be drawn from 1, 2, 3, got {text!r}")
+    return vals
+
+
+# exit codes of `verify`: PASS, FAIL, usage error, INCONCLUSIVE
+EXIT = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}
+
+
+def _reference(spec):
+    """A built-in sampler by name (see `diffusion-oracle verify --help`) or 'module:attr'."""
+    from diffusion_oracle.reference.samplers import BUILTIN_SAMPLERS
+
+    if spec is None:
+        return None
+    builtins = BUILTIN_SAMPLERS()
+    if spec in builtins:
+        return builtins[spec]
+    if ":" in spec:
+        return _load_sampler(spec)
+    raise ValueError(
+        f"reference must be a built-in sampler name ({', '.join(sorted(builtins))}) or "
+        f"'module:attr', got {spec!r}"
+    )
 
 
 def _load_sampler(spec: str):
@@ -393,15 +426,31 @@ def _verify_one(sampler, kw, out=None):
     return report
 
 
+def _write_json(path, payload) -> None:
+    import json
+
+    text = json.dumps(payload, indent=2)
+    if str(path) == "-":
+        print(text)
+    else:
+        Path(path).write_text(text + "\n")
+
+
 def run_verify(args) -> int:
     """The ``verify`` command: one user sampler (full report) or every built-in sampler
-    (conformance table). Returns the exit code: 0 when every verdict passes, 1 otherwise."""
+    (conformance table). Returns the exit code: 0 PASS, 1 FAIL, 2 usage error, 3 INCONCLUSIVE
+    (for the built-ins: the worst verdict)."""
     from tqdm import tqdm
 
     from diffusion_oracle.harness import verify
     from diffusion_oracle.reference.samplers import BUILTIN_SAMPLERS
 
     schedule = get_schedule(args.schedule)
+    try:
+        reference = _reference(args.reference)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     kw = dict(
         target=args.target,
         schedule=schedule,
@@ -412,6 +461,10 @@ def run_verify(args) -> int:
         n_samples=args.n_samples,
         seed=args.seed,
         device=args.device,
+        tiers=args.tiers,
+        reference=reference,
+        dtype=args.dtype,
+        accept_prior_mismatch=args.accept_prior_mismatch,
     )
     if args.sampler:
         try:
@@ -424,11 +477,18 @@ def run_verify(args) -> int:
         except (ValueError, TypeError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(report)
+        if args.json != "-":
+            print(report)
         if args.out:
             paths = report.plot(args.out)
-            print("plots: " + ", ".join(str(p) for p in paths))
-        return 0 if report.passed else 1
+            if args.json != "-":
+                print("plots: " + ", ".join(str(p) for p in paths))
+        if args.json:
+            _write_json(args.json, report.to_dict())
+        return EXIT[report.verdict.value]
+    if reference is not None:
+        print("error: --reference needs a SAMPLER to compare with it", file=sys.stderr)
+        return 2
     samplers = list(BUILTIN_SAMPLERS().values())
     # one process per GPU: a forked worker cannot reuse the parent's CUDA context
     on_gpu = args.device is not None and args.device.startswith("cuda")
@@ -459,41 +519,65 @@ def run_verify(args) -> int:
                 f.add_done_callback(lambda _f: bar.update(1))
             reports = [f.result() for f in futures]
     bar.close()
+    if args.json:
+        _write_json(args.json, [r.to_dict() for r in reports])
+        if args.json == "-":
+            return max((EXIT[r.verdict.value] for r in reports), default=0, key=_severity)
     print(f"diffusion-oracle {__version__}: conformance of the built-in samplers")
     print(f"target {args.target}, schedule {schedule!r}, steps {args.steps}")
     print(
         "tier 1: exact W2 order on the moment-matched Gaussian; tier 2: pathwise order against "
         "the exact flow map (deterministic samplers); tier 3: statistical tests at the stated "
-        "false-alarm rate\n"
+        "false-alarm rate; landing: the final step on a point mass; prior: the terminal-SNR "
+        "mismatch\n"
     )
     head = (
         f"{'sampler':<28} {'grid':<8} {'order':>5} {'tier 1':>7} {'tier 2':>7} "
-        f"{'tier 3 (resp/KS/NLL/MMD)':>25}  verdict"
+        f"{'tier 3 (resp/KS/NLL/MMD)':>25} {'land':>5} {'prior':>5}  verdict"
     )
     print(head)
     print("-" * len(head))
+
+    def mark(r, name):
+        try:
+            c = r.check(name)
+        except KeyError:
+            return "-"
+        return {"PASS": "ok", "FAIL": "FAIL"}.get(c.verdict.value, c.verdict.value[:4].lower())
+
     for r in reports:
         t1 = f"{r.order_tier1.slope:.2f}" if r.order_tier1 else "-"
         t2 = f"{r.order_tier2.slope:.2f}" if r.order_tier2 else "-"
         t3 = "/".join("ok" if t.passed else "FAIL" for t in r.stats) or "-"
         print(
-            f"{r.sampler:<28} {r.grid:<8} {r.declared_order!s:>5} {t1:>7} {t2:>7} {t3:>25}  "
-            f"{'PASS' if r.passed else 'FAIL'}"
+            f"{r.sampler:<28} {r.grid:<8} {r.declared_order!s:>5} {t1:>7} {t2:>7} {t3:>25} "
+            f"{mark(r, 'final step (landing)'):>5} {mark(r, 'prior (terminal SNR)'):>5}  "
+            f"{r.verdict.value}"
         )
-        for v in r.verdicts:
-            if not v.passed:
-                print(f"    {v.name}: {v.reason}")
+        for c in r.checks:
+            if c.verdict.value in ("FAIL", "INCONCLUSIVE"):
+                print(f"    {c.line()}")
     if reports and reports[0].notes:
         print("\n" + "\n".join(sorted({n for r in reports for n in r.notes})))
     if args.out:
         n_plots = sum(len(r.plot_paths) for r in reports)
         print(f"\nplots: {n_plots} files in {args.out}/")
-    failed = [r.sampler for r in reports if not r.passed]
+    counts = {v: [r.sampler for r in reports if r.verdict.value == v] for v in EXIT}
     print(
-        f"\n{len(reports) - len(failed)} of {len(reports)} samplers pass"
-        + (f"; failed: {', '.join(failed)}" if failed else "")
+        f"\n{len(counts['PASS'])} of {len(reports)} samplers pass"
+        + (f"; failed: {', '.join(counts['FAIL'])}" if counts["FAIL"] else "")
+        + (f"; inconclusive: {', '.join(counts['INCONCLUSIVE'])}" if counts["INCONCLUSIVE"] else "")
     )
-    return 1 if failed else 0
+    print(
+        "every verdict is decided by the checks listed in each report (PASS: all judged checks "
+        "passed and the output law was judged)"
+    )
+    return max((EXIT[r.verdict.value] for r in reports), default=0, key=_severity)
+
+
+def _severity(code: int) -> int:
+    """FAIL (1) outranks INCONCLUSIVE (3), which outranks PASS (0)."""
+    return {0: 0, 3: 1, 1: 2}[code]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -518,8 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
             "law on the moment-matched Gaussian, probed as an affine map, W2 and the measured "
             "order; (2) for deterministic samplers, pathwise error against the exact "
             "probability-flow map on the target; (3) statistical tests of its samples against "
-            "the exact mixture. Without SAMPLER, every built-in sampler is verified and a "
-            "conformance table printed. Exit code 0 when every verdict passes, 1 otherwise."
+            "the exact mixture; (4) the final step on a point mass and the prior (terminal SNR). "
+            "Without SAMPLER, every built-in sampler is verified and a conformance table "
+            "printed. Exit code 0 PASS, 1 FAIL, 2 usage error, 3 INCONCLUSIVE (nothing "
+            "decided it: see the report's check lines)."
         ),
         epilog="Example: diffusion-oracle verify mymod:my_sampler --target ring8 --steps 10,20,50",
     )
@@ -536,14 +622,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps",
         type=_steps,
         default=[8, 16, 32, 64, 128, 256, 512],
-        help="comma-separated step counts for the order fits (default 8,...,512)",
+        help="comma-separated step counts for the order fits (default 8,...,512; one count "
+        "gives no order: INCONCLUSIVE)",
     )
     v.add_argument(
         "--grid",
         default=None,
         choices=["uniform", "log_snr", "karras", "full", "leading", "trailing", "linspace"],
-        help="time spacing (default: the sampler's preferred grid); full, leading, trailing and "
-        "linspace respace a discrete ddpm-* schedule",
+        help="time spacing (default: the sampler's default_grid, else the reference's, else "
+        "log_snr); full, leading, trailing and linspace respace a discrete ddpm-* schedule",
     )
     v.add_argument(
         "--prediction",
@@ -564,6 +651,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="tier-3 sample size (default: resolves a 20%% error in the smallest weight)",
     )
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument(
+        "--reference",
+        default=None,
+        help="reference sampler on the same grid: a built-in name (e.g. heun, ddim(eta=0)) or "
+        "'module:attr'; its exact output law must be reproduced to rounding, and the grid "
+        "family defaults to the reference's",
+    )
+    v.add_argument(
+        "--tiers", type=_tiers, default=(1, 2, 3), help="tiers to run (default 1,2,3)"
+    )
+    v.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float64", "float32", "float16", "bfloat16"],
+        help="the precision the sampler computes in (default: detected from what it hands the "
+        "model); sets the rounding tolerances",
+    )
+    v.add_argument(
+        "--accept-prior-mismatch",
+        action="store_true",
+        help="accept knowingly a schedule whose last marginal is not N(0, I) (nonzero terminal "
+        "SNR); the prior check then says so and passes",
+    )
+    v.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE",
+        help="also write the report(s) as JSON to FILE ('-': stdout only)",
+    )
     v.add_argument(
         "--device",
         default=None,

@@ -24,7 +24,7 @@ import torch
 from diffusion_oracle.reference import ELBOTerms, Estimate, ODELikelihood
 
 from ._common import as_tensor, check_finite
-from .model import posterior_coefficients, to_x0_eps
+from .model import declared_prediction, posterior_coefficients, to_x0_eps
 from .schedules import TorchDiscrete, TorchSchedule
 from .targets import TorchMixture
 
@@ -343,7 +343,7 @@ def ddpm_elbo(
     x0 = _examples(model, x0)
     N, d = x0.shape
     T = schedule.T
-    pred = getattr(model, "prediction", "eps")
+    pred = declared_prediction(model)
     f64 = {"dtype": torch.float64}
 
     def coefficients(m):
@@ -467,7 +467,7 @@ def vdm_elbo(
     a = schedule._alpha(t).to(x0.device)[:, None]
     s = schedule._sigma(t).to(x0.device)[:, None]
     x_t = a * x0 + s * normal()
-    pred = getattr(model, "prediction", "eps")
+    pred = declared_prediction(model)
     kw = {}
     if pred == "velocity":
         kw = {

@@ -32,6 +32,21 @@ __all__ = [
 PREDICTIONS = ("eps", "x0", "v", "score", "velocity")
 
 
+
+def declared_prediction(model) -> str:
+    """``model.prediction`` (one of :data:`PREDICTIONS`), the torch side's own check: a model
+    without the attribute is a TypeError, never an eps-model by default."""
+    if not hasattr(model, "prediction"):
+        raise TypeError(
+            f"model must declare what it predicts: set model.prediction to one of {PREDICTIONS} "
+            f"(got a {type(model).__name__} without a 'prediction' attribute)"
+        )
+    if model.prediction not in PREDICTIONS:
+        raise ValueError(
+            f"model.prediction must be one of {PREDICTIONS}, got {model.prediction!r}"
+        )
+    return model.prediction
+
 def _col(c, x):
     """c as a column broadcasting over the trailing axis of x (scalar c passes through)."""
     if isinstance(c, torch.Tensor) and c.ndim:

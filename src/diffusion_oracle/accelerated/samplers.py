@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-from .model import TorchExactModel, to_x0_eps
+from .model import TorchExactModel, declared_prediction, to_x0_eps
 from .schedules import TorchSchedule, torch_schedule
 
 __all__ = [
@@ -116,7 +116,7 @@ class _Ctx:
 
     def __init__(self, model, grid: TorchGrid, rng, device, dtype):
         self.model, self.g, self.device, self.dtype = model, grid, device, dtype
-        self.pred = getattr(model, "prediction", "eps")
+        self.pred = declared_prediction(model)
         if isinstance(rng, torch.Generator) or hasattr(rng, "standard_normal"):
             self.rng = rng
         else:
