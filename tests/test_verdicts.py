@@ -141,6 +141,16 @@ def test_2_an_error_100x_above_float32_rounding_fails():
     assert "coefficients" in ref.reason
 
 
+def test_2_assert_matches_reference_takes_its_tolerance_from_the_dtype():
+    """The testing helper used a fixed rtol of 1e-9, which fails correct float32 code."""
+    from diffusion_oracle.testing import assert_matches_reference
+
+    assert_matches_reference(DDIM32(), DDIM(0.0), steps=(10, 25), grid="log_snr")
+    with pytest.raises(AssertionError, match="float32 rounding bound.*first divergence: coeff"):
+        assert_matches_reference(DDIM32(coef_error=100 * unit_roundoff("float32")), DDIM(0.0),
+                                 steps=(25,), grid="log_snr")  # fmt: skip
+
+
 def test_2_float16_tolerance_is_honest_about_what_it_resolves():
     """In float16 rounding over many steps reaches the size of the state: INCONCLUSIVE, not a
     PASS that could hide any fault."""
@@ -465,6 +475,28 @@ def test_8_tier3_failure_caused_by_the_grid_says_so():
     assert failed, str(r)
     assert all("a property of the grid" in c.reason for c in failed), str(r)
     assert "sigma_EDM = 0.029" in failed[0].reason
+
+
+def test_8_diffusers_euler_on_the_sd_schedule_is_explained_by_the_grid():
+    """The issue's case: a correct diffusers Euler with the Stable Diffusion betas FAILs the NLL
+    test on ring8 (under-dispersed); the report now says the exact sampler on that grid fails
+    it too, and why: sigma_min = 0.029 against the modes' std 0.05, variance factor
+    1/(1 + (0.0292/0.05)^2) = 0.746."""
+    diffusers = pytest.importorskip("diffusers")
+    from diffusion_oracle import from_diffusers
+    from diffusion_oracle.validation.diffusers import training_schedule
+
+    def f():
+        return diffusers.EulerDiscreteScheduler(
+            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
+        )
+
+    sch = training_schedule(f())
+    r = verify(from_diffusers(f, sch, order=1), "ring8", sch, steps=(25, 50), tiers=(3,),
+               n_samples=2000, progress=False)  # fmt: skip
+    nll = r.check("tier 3 NLL (two-sided)")
+    assert nll.verdict is Verdict.FAIL and "under-dispersed" in nll.reason, str(r)
+    assert "the exact sampler on this grid fails" in nll.reason and "0.746" in nll.reason
 
 
 # ------------------------------------------------------------------ item 9: misc

@@ -533,7 +533,7 @@ def run_verify(args) -> int:
     )
     head = (
         f"{'sampler':<28} {'grid':<8} {'order':>5} {'tier 1':>7} {'tier 2':>7} "
-        f"{'tier 3 (resp/KS/NLL/MMD)':>25} {'land':>5} {'prior':>5}  verdict"
+        f"{'tier 3 (resp/KS/NLL/MMD)':>25} {'land':>5} {'prior':>5}  verdict (decided by)"
     )
     print(head)
     print("-" * len(head))
@@ -552,7 +552,7 @@ def run_verify(args) -> int:
         print(
             f"{r.sampler:<28} {r.grid:<8} {r.declared_order!s:>5} {t1:>7} {t2:>7} {t3:>25} "
             f"{mark(r, 'final step (landing)'):>5} {mark(r, 'prior (terminal SNR)'):>5}  "
-            f"{r.verdict.value}"
+            f"{r.verdict.value} {_decided(r)}"
         )
         for c in r.checks:
             if c.verdict.value in ("FAIL", "INCONCLUSIVE"):
@@ -573,6 +573,29 @@ def run_verify(args) -> int:
         "passed and the output law was judged)"
     )
     return max((EXIT[r.verdict.value] for r in reports), default=0, key=_severity)
+
+
+_SHORT = {
+    "runs": "runs",
+    "model calls": "calls",
+    "order (tier 1, exact)": "order-t1",
+    "order (tier 2, pathwise)": "order-t2",
+    "same-grid reference": "ref",
+    "final step (landing)": "landing",
+    "prior (terminal SNR)": "prior",
+}
+
+
+def _decided(report) -> str:
+    """What decided a verdict, in a few words: the deciding checks, tier-3 tests as one."""
+    names = report.decided_by
+    if not names:
+        return "(nothing judged the law)"
+    t3 = [n for n in names if n.startswith("tier 3")]
+    short = [_SHORT.get(n, n) for n in names if not n.startswith("tier 3")]
+    if t3:
+        short.append(f"tier3({len(t3)})")
+    return "by " + ",".join(short)
 
 
 def _severity(code: int) -> int:

@@ -259,13 +259,16 @@ def assert_sampler_converges(
         run, target, schedule, steps=DEFAULT_STEPS if steps is None else steps, tiers=tiers,
         progress=False, **verify_kw,
     )  # fmt: skip
-    failed = [v for v in report.verdicts if not v.passed]
-    measured = [f for f in (report.order_tier1, report.order_tier2) if f is not None]
-    exact = any("exact on this problem" in v.reason for v in report.verdicts)
-    if not failed and not measured and not exact:
-        failed_text = "no order could be measured (see the notes of the report)"
-    elif failed:
-        failed_text = "\n".join(f"  {v.name}: {v.reason}" for v in failed)
+    from diffusion_oracle.verification.report import Verdict
+
+    failed = [c for c in report.checks if c.verdict is Verdict.FAIL]
+    orders = [c for c in report.checks if c.name.startswith("order (")]
+    judged = [c for c in orders if c.verdict is Verdict.PASS]
+    if failed:
+        failed_text = "\n".join(f"  {c.name}: {c.reason}" for c in failed)
+    elif not judged:
+        why = "; ".join(f"{c.name}: {c.verdict.value}: {c.reason}" for c in orders)
+        failed_text = "no order could be judged" + (f" ({why})" if why else "")
     else:
         return report
     raise AssertionError(
@@ -284,14 +287,17 @@ def assert_matches_reference(
     grid: str = "uniform",
     prediction: str = "eps",
     n: int = 256,
-    rtol: float = 1e-9,
+    rtol: float | None = None,
     seed: int = 0,
 ):
     """Assert that ``sampler`` produces the samples of ``reference`` (a built-in sampler such
     as ``DDIM(0.0)`` or ``DPMSolverPP2M()``) on the same grid, from the same ``n`` exact draws of
     p_{t_0} and the same noise stream: max |x - x_ref| <= rtol * max(1, max |x_ref|) at every
     step count. A sampler that chooses its own times (``make_grid``) runs on its grid, and so
-    does the reference. ``rtol`` 1e-9 suits float64 code; float32 code needs about 1e-5.
+    does the reference. The tolerance is the rounding bound of the dtype the sampler ran in
+    (:mod:`diffusion_oracle.verification.tolerances`: float64 ~1e-13, float32 ~1e-5 of the
+    state), or ``rtol`` times the sample scale when given; a failure names the first divergence
+    (model time, noise, prediction, coefficients, calls, final step).
 
     Example::
 
@@ -302,31 +308,45 @@ def assert_matches_reference(
 
     tgt = get_target(target) if isinstance(target, str) else target
     sch = VPLinear() if schedule is None else schedule
-    rtol = _tol(rtol, "rtol")
+    from diffusion_oracle.verification.diagnose import first_divergence
+    from diffusion_oracle.verification.evidence import state_scale
+    from diffusion_oracle.verification.execute import TracingModel, array_dtype, coarsest
+    from diffusion_oracle.verification.tolerances import rounding_tolerance
+
+    rtol = None if rtol is None else _tol(rtol, "rtol")
     model = ExactModel(tgt, sch, prediction=prediction)
     for N in steps:
         g = sampler.make_grid(sch, N) if hasattr(sampler, "make_grid") else make_grid(sch, N, grid)
         gen = np.random.default_rng(seed)
         x_init = tgt.diffuse(g.alpha[0], g.sigma[0]).sample(positive_int(n, "n"), gen)
-        got = _numpy(
-            sampler(model, x_init.copy(), g, rng=np.random.default_rng(seed + 1)), "sampler"
-        )
+        traced = TracingModel(model)
+        raw = sampler(traced, x_init.copy(), g, rng=np.random.default_rng(seed + 1))
+        got = _numpy(raw, "sampler")
         want = reference(model, x_init.copy(), g, rng=np.random.default_rng(seed + 1))
         if got.shape != want.shape:
             raise AssertionError(f"sampler must return shape {want.shape}, got {got.shape}")
         scale = max(1.0, float(np.abs(want).max()))
+        if rtol is None:  # the rounding model in the dtype the sampler ran in
+            dt = coarsest(traced.dtype, array_dtype(raw)) or "float64"
+            allowed = rounding_tolerance(dt, g, scale=state_scale(tgt), d=tgt.d,
+                                         calls=traced.calls)  # fmt: skip
+            how = f"the {dt} rounding bound {allowed:.2g}"
+        else:
+            allowed = rtol * scale
+            how = f"rtol={rtol:g} of the sample scale {scale:.3g}"
         err = np.abs(got - want).max(axis=1)
-        if (err > rtol * scale).any():
+        if (err > allowed).any():
+            div = first_divergence(sampler, reference, model, g, x_init[:8], seed, allowed)
             raise AssertionError(
                 _report(
-                    f"Not equal to the reference {reference!r} within rtol={rtol:g} of the "
-                    f"sample scale {scale:.3g} at {N} steps ({g.steps} grid intervals; same "
-                    f"start and noise)",
+                    f"Not equal to the reference {reference!r} within {how} at {N} steps "
+                    f"({g.steps} grid intervals; same start and noise)"
+                    + (f"; first divergence: {div}" if div is not None else ""),
                     got,
                     want,
                     x_init,
                     err,
-                    np.full(err.shape, rtol * scale),
+                    np.full(err.shape, allowed),
                 )
             )
 
