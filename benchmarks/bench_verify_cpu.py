@@ -30,14 +30,17 @@ def run(extra):
 def verdicts(out):
     rows = {}
     for line in out.splitlines():
-        m = re.match(r"^(\S.{0,27}?)\s+(uniform|log_snr|karras)\s.*\s(PASS|FAIL)\s*$", line)
+        m = re.match(
+            r"^(\S.{0,27}?)\s+(uniform|log_snr|karras)\s.*\s(PASS|FAIL|INCONCLUSIVE)\b", line
+        )
         if m:
             rows[m.group(1).strip()] = m.group(3)
     return rows
 
 
 def main():
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d')}")
     t_ref, c_ref, o_ref = run([])
     t_acc, c_acc, o_acc = run(["--device", "cpu"])
     v_ref, v_acc = verdicts(o_ref), verdicts(o_acc)

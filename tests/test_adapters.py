@@ -89,9 +89,9 @@ def test_diffusers_style_ddim_matches_the_reference():
     assert r.passed, str(r)
     assert [v.name for v in r.verdicts] == [
         "runs",
+        "final step (landing)",
         "model calls",
+        "prior (terminal SNR)",
         "order (tier 1, exact)",
         "same-grid reference",
-        "final step (landing)",
-        "prior (terminal SNR)",
     ]

@@ -350,14 +350,14 @@ class SchedulerSampler:
         return self.name
 
     @property
-    def dtype(self) -> str:
-        """The precision the scheduler's updates carry, for verify's rounding tolerances:
+    def table_dtype(self) -> str | None:
+        """The precision of the scheduler's noise-level table, for verify's rounding bound:
         "float32" when it keeps a sigma table (diffusers builds it through
-        ``astype(np.float32)`` in ``set_timesteps``, so even in the driver's float64 mode its
-        noise levels, and the coefficients mixed from them and the float64 alpha_bar, carry
-        float32 rounding: measured 2e-10 against a 50-digit first step of
-        DPMSolverMultistep), else "float64"."""
-        return "float32" if hasattr(self.factory(), "sigmas") else "float64"
+        ``astype(np.float32)`` in ``set_timesteps``, so even in the driver's float64 mode each
+        level, and the coefficients mixed from it and the float64 alpha_bar, carries one float32
+        rounding: measured 2e-10 against a 50-digit first step of DPMSolverMultistep), else
+        None (its updates run in float64)."""
+        return "float32" if hasattr(self.factory(), "sigmas") else None
 
     def make_grid(self, schedule: Schedule, steps: int):
         from diffusion_oracle.reference.grids import Grid

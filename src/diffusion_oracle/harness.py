@@ -36,18 +36,19 @@ import traceback
 import numpy as np
 
 from diffusion_oracle.reference import GaussianMixture, get_target
-from diffusion_oracle.reference.schedules import Schedule, VPLinear
+from diffusion_oracle.reference.parameterization import PREDICTIONS
+from diffusion_oracle.reference.schedules import DiscreteSchedule, Schedule, VPLinear
 from diffusion_oracle.reference.stats import responsibility_sample_size
 from diffusion_oracle.verification.diagnose import first_divergence, grid_floor
 from diffusion_oracle.verification.evidence import (
+    data_m2,
     landing,
     moment_gaussian,
-    state_scale,
+    prior_shift,
     tier1,
     tier2,
     tier3,
 )
-from diffusion_oracle.verification.execute import coarsest
 from diffusion_oracle.verification.judge import (
     ERROR_FLOOR,
     ORDER_WINDOW,
@@ -74,7 +75,11 @@ from diffusion_oracle.verification.report import (
     Verdict,
     VerifyReport,
 )
-from diffusion_oracle.verification.tolerances import dtype_name, prior_tolerance
+from diffusion_oracle.verification.tolerances import (
+    dtype_name,
+    prior_tolerance,
+    rounding_tolerance,
+)
 
 __all__ = [
     "verify",
@@ -96,9 +101,19 @@ TIER3_POWER = 0.8  # power at which n resolves the smallest effect (ground-truth
 __all__ += ["ORDER_WINDOW", "ERROR_FLOOR", "PATH_FLOOR", "default_t_end"]
 
 
+def _floor_at(floor, n) -> float:
+    """A floor given as one number or per step count (a dict N -> floor)."""
+    return float(floor[n]) if isinstance(floor, dict) else float(floor)
+
+
 def fit_order(steps, errors, declared=None, *, floor=ERROR_FLOOR) -> OrderFit | None:
-    """Fit the order from errors at geometric step counts (see :class:`OrderFit`)."""
-    pts = [(n, e) for n, e in zip(steps, errors) if e is not None and np.isfinite(e) and e > floor]
+    """Fit the order from errors at geometric step counts (see :class:`OrderFit`); errors at or
+    below ``floor`` (a number, or a dict N -> floor) are round-off, not slope."""
+    pts = [
+        (n, e)
+        for n, e in zip(steps, errors)
+        if e is not None and np.isfinite(e) and e > _floor_at(floor, n)
+    ]
     if len(pts) < 2:
         return None
     ns = np.array([p[0] for p in pts], dtype=float)
@@ -131,16 +146,19 @@ def fit_order_pathwise(steps, per_start, declared=None, *, floor=PATH_FLOOR) -> 
     logn = np.log(np.array(ns, dtype=float))
     w = slice(max(0, len(ns) - 3), len(ns))
     slopes, locals_ = [], []
+    fl = np.array([_floor_at(floor, n) for n in ns])
     for j in range(E.shape[1]):
-        ok = E[w, j] > floor
+        ok = E[w, j] > fl[w]
         if ok.sum() >= 2:
             slopes.append(-np.polyfit(logn[w][ok], np.log(E[w, j][ok]), 1)[0])
         with np.errstate(divide="ignore", invalid="ignore"):
             loc = -np.diff(np.log(E[:, j])) / np.diff(logn)
-        locals_.append(np.where((E[1:, j] > floor) & (E[:-1, j] > floor), loc, np.nan))
+        locals_.append(np.where((E[1:, j] > fl[1:]) & (E[:-1, j] > fl[:-1]), loc, np.nan))
     if len(slopes) < max(3, E.shape[1] // 2):  # most starts at the floor: no order to read
         return None
     slope = float(np.median(slopes))
+    lo = (declared if declared is not None else 1.0) + ORDER_WINDOW[0]
+    reached = float(np.mean(np.array(slopes) >= lo))  # the share of starts at the order
     with np.errstate(all="ignore"):
         import warnings
 
@@ -151,7 +169,7 @@ def fit_order_pathwise(steps, per_start, declared=None, *, floor=PATH_FLOOR) -> 
     if declared:
         lo, hi = declared + ORDER_WINDOW[0], declared + ORDER_WINDOW[1]
         pre = [int(ns[i]) for i, v in enumerate(local) if np.isfinite(v) and not lo <= v <= hi]
-    return OrderFit(slope, local, [int(n) for n in ns[w]], pre)
+    return OrderFit(slope, local, [int(n) for n in ns[w]], pre, reached)
 
 
 class _Accelerated:
@@ -234,15 +252,6 @@ def _fingerprint_t(tm) -> str:
     return h.hexdigest()
 
 
-def _fingerprint_t(tm) -> str:
-    import hashlib
-
-    h = hashlib.sha1()
-    for t in (tm._logw64, tm._mu64, tm._lam64) + ((tm._Q64,) if tm._Q64 is not None else ()):
-        h.update(t.detach().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
 _MMD_CACHE_T: dict = {}
 _moment_gaussian = moment_gaussian  # the name other modules import
 
@@ -265,7 +274,8 @@ def _guarded(report, name, fn, tier=None):
     return out
 
 
-def _check_args(target, schedule, steps, tiers, grid, dtype, n_samples):
+def _check_args(target, schedule, steps, tiers, grid, dtype, n_samples, tier3_steps, seed,
+                prediction):  # fmt: skip
     tname = target if isinstance(target, str) else type(target).__name__
     target = get_target(target) if isinstance(target, str) else target
     if not isinstance(target, GaussianMixture):
@@ -291,8 +301,14 @@ def _check_args(target, schedule, steps, tiers, grid, dtype, n_samples):
         raise ValueError(f"grid must be one of {VALID_KINDS}, got {grid!r}")
     if dtype is not None:
         dtype = dtype_name(dtype)
-    if n_samples is not None and int(n_samples) < 2:
-        raise ValueError(f"n_samples must be >= 2, got {n_samples!r}")
+    for name, v, lo in (("n_samples", n_samples, 2), ("tier3_steps", tier3_steps, 2),
+                        ("seed", seed, 0)):  # fmt: skip
+        if v is None and name != "seed":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     return tname, target, schedule, steps, tiers, dtype
 
 
@@ -350,13 +366,13 @@ def verify(
     from tqdm import tqdm
 
     tname, target, schedule, steps, tiers, dtype = _check_args(
-        target, schedule, steps, tiers, grid, dtype, n_samples
+        target, schedule, steps, tiers, grid, dtype, n_samples, tier3_steps, seed, prediction
     )
-    # the precision the sampler declares (an adapter that knows its library's tables) or the
-    # caller does; the run's own (what it hands the model) is detected on top in tier 1
-    own = getattr(sampler, "dtype", None)
-    if own is not None:
-        dtype = coarsest(dtype, dtype_name(own))
+    # an adapter that knows its library keeps the noise-level table in a coarser dtype than it
+    # computes in says so (diffusers' sigma schedulers: float32); the run's own precision (what
+    # it hands the model and returns) is detected in tier 1, or passed as dtype=
+    table_dtype = getattr(sampler, "table_dtype", None)
+    table_dtype = None if table_dtype is None else dtype_name(table_dtype)
     kind, why = choose_grid(sampler, reference, grid)
     if kind not in VALID_KINDS:
         raise ValueError(f"the sampler's default_grid must be one of {VALID_KINDS}, got {kind!r}")
@@ -365,7 +381,13 @@ def verify(
     if t_end is None:
         t_end = default_t_end(schedule, target)
     acc = _Accelerated.make(device, sampler, target, schedule, prediction)
-    grid_for, grids = plan_grids(sampler, schedule, steps, kind, t_start=t_start, t_end=t_end)
+    try:
+        grid_for, grids = plan_grids(sampler, schedule, steps, kind, t_start=t_start,
+                                     t_end=t_end)  # fmt: skip
+    except Exception as exc:
+        if not hasattr(sampler, "make_grid"):
+            raise  # our own grids: a bad t_start/t_end/grid is the caller's ValueError
+        raise ValueError(f"the sampler's make_grid(schedule, n) raised {exc!r}") from exc
     family, refines = family_of(grids)
     report = VerifyReport(name, declared, tname, repr(schedule), kind, _target_obj=target)
     report.notes.append(f"grid: {kind} ({why}); family {family}, "
@@ -379,7 +401,6 @@ def verify(
         disable=not progress, file=sys.stderr, leave=False,
     )  # fmt: skip
     applicable = getattr(sampler, "tier1_applicable", True)
-    scale = state_scale(target)
     broken = None
     t1 = None
     per_start = {}
@@ -394,7 +415,8 @@ def verify(
     elif 1 in tiers:
         try:
             t1 = tier1(sampler, target, schedule, prediction, grids, rows, seed,
-                       reference=reference, dtype=dtype, acc=acc, progress=bar)  # fmt: skip
+                       reference=reference, dtype=dtype, table_dtype=table_dtype, acc=acc,
+                       progress=bar)  # fmt: skip
             broken = t1.broken
             report.dtype = t1.dtype
         except Exception as exc:
@@ -431,8 +453,8 @@ def verify(
             if w_min < 1.0 else 0,
         )  # fmt: skip
         n3 = tier3_steps or (256 if (declared or 0) >= 2 else 1024)
-        if kind in ("full", "leading", "trailing", "linspace"):
-            n3 = min(n3, schedule.T)  # a respaced discrete grid has at most T steps
+        if isinstance(schedule, DiscreteSchedule):
+            n3 = min(n3, schedule.T)  # a discrete schedule has at most T steps
         report.notes.append(
             f"tier 3: n = {n} samples at {n3} steps; n resolves a 20% error in the smallest "
             f"weight ({w_min:.3g}) with power {TIER3_POWER}; family false-alarm rate "
@@ -454,26 +476,74 @@ def verify(
 
     # ------------------------------------------------------------ judge
     _judge(report, sampler, target, schedule, prediction, grids, steps, tiers, seed, declared,
-           refines, family, reference, broken, t1, t3, scale, applicable, acc,
-           accept_prior_mismatch, n_samples, per_start)  # fmt: skip
+           refines, family, reference, broken, t1, t3, applicable, accept_prior_mismatch,
+           n_samples, per_start, table_dtype)  # fmt: skip
     return report
 
 
+def _floors(base, grids, dtype, m2, d, table_dtype, rows):
+    """Per-N error floors of an order fit: the larger of the fixed floor (what the exact
+    reference resolves) and the rounding bound of the sampler's dtype on that grid; and whether
+    any floor is a rounding bound above float64's (errors there are not 'exact', they are
+    unresolved)."""
+    out, rounding = {}, False
+    for r in rows:
+        tol = rounding_tolerance(r.dtype or dtype or "float64", grids[r.steps], m2=m2, d=d,
+                                 calls=r.nfe, table_dtype=table_dtype)  # fmt: skip
+        out[r.steps] = max(base, tol)
+        rounding = rounding or (tol > base and (r.dtype or dtype) not in (None, "float64"))
+    return out, rounding
+
+
 def _judge(report, sampler, target, schedule, prediction, grids, steps, tiers, seed, declared,
-           refines, family, reference, broken, t1, t3, scale, applicable, acc, accept_prior,
-           n_samples, per_start):  # fmt: skip
+           refines, family, reference, broken, t1, t3, applicable, accept_prior, n_samples,
+           per_start, table_dtype):  # fmt: skip
     rows = report.rows
     _guarded(report, "runs", lambda: judge_runs(rows, broken))
     if broken is not None:
         return
+    m2, d = data_m2(target), target.d
+    dtype = report.dtype
+    lands = []
+    if applicable:
+        # the final step and the step count, judged on every route (whatever tiers run)
+        def land():
+            ns = sorted({steps[0], steps[-1]})
+            lands.extend(landing(sampler, target, schedule, prediction, grids[n], seed,
+                                 dtype=dtype, table_dtype=table_dtype) for n in ns)  # fmt: skip
+            return judge_landing(lands)
+
+        _guarded(report, "final step (landing)", land)
+
+        def calls():
+            if t1 is not None and any(r.distinct_times is not None for r in rows):
+                return judge_calls(rows, grids)
+            from diffusion_oracle.verification.report import StepResult as _SR
+
+            pseudo = [_SR(x.steps, nfe=x.calls, distinct_times=x.distinct_times) for x in lands
+                      if not x.error]  # fmt: skip
+            return judge_calls(pseudo, grids)
+
+        _guarded(report, "model calls", calls)
+
+        def prior():
+            n = int(n_samples) if n_samples else (t3.n if t3 is not None else 2000)
+            g = grids[steps[-1]]
+            w = prior_shift(target, g)
+            return judge_prior(w, steps[-1], prior_tolerance(target.covariance(), n), n,
+                               accept_prior, float(g.alpha[0]), float(g.sigma[0]))
+
+        _guarded(report, "prior (terminal SNR)", prior, 1)
     if t1 is not None:
-        _guarded(report, "model calls", lambda: judge_calls(rows, grids))
         gauss = moment_gaussian(target)
-        floor1 = ERROR_FLOOR * math.sqrt(np.trace(gauss.cov))
-        report.order_tier1 = fit_order(steps, [r.w2 for r in rows], declared, floor=floor1)
+        base1 = ERROR_FLOOR * math.sqrt(np.trace(gauss.cov))
+        floors1, rounding1 = _floors(base1, grids, dtype, m2, d, table_dtype, rows)
+        report.order_tier1 = fit_order(steps, [r.w2 for r in rows], declared, floor=floors1)
+        missing = "; ".join(sorted(set(t1.unavailable.values())))[:300] or None
         _guarded(report, "order (tier 1, exact)", lambda: judge_order(
             "order (tier 1, exact)", 1, report.order_tier1, [r.w2 for r in rows], steps,
-            declared, refines=refines, family=family, floor=floor1, notes=report.notes), 1)
+            declared, refines=refines, family=family, floor=floors1, notes=report.notes,
+            rounding_floor=rounding1, missing=missing), 1)
         if reference is not None:
             def ref_check():
                 if t1.reference_error:
@@ -481,45 +551,35 @@ def _judge(report, sampler, target, schedule, prediction, grids, steps, tiers, s
                 div = None
                 bad = [r for r in rows if r.w2_reference is not None
                        and r.w2_reference > t1.tol[r.steps]]  # fmt: skip
-                if bad:
-                    g = grids[bad[0].steps]
+                if bad:  # diagnose where the comparison fails most clearly
+                    worst = max(bad, key=lambda r: r.w2_reference / t1.tol[r.steps])
+                    g = grids[worst.steps]
                     model = _exact_for_diagnosis(target, schedule, prediction)
                     x = target.diffuse(g.alpha[0], g.sigma[0]).sample(
                         8, np.random.default_rng([seed, 99]))
                     div = first_divergence(sampler, reference, model, g, x, seed,
-                                           t1.tol[bad[0].steps])  # fmt: skip
+                                           t1.tol[worst.steps], dtype=dtype)  # fmt: skip
                 rname = getattr(reference, "name", repr(reference))
-                return judge_reference(rows, t1.tol, rname, report.dtype or "float64", div,
-                                       scale)  # fmt: skip
+                return judge_reference(rows, t1.tol, rname, dtype or "float64", div,
+                                       math.sqrt(m2))  # fmt: skip
             _guarded(report, "same-grid reference", ref_check, 1)
-        if applicable:
-            def land():
-                ns = sorted({steps[0], steps[-1]})
-                run = acc.sampler if acc is not None and acc.sampler is not None else sampler
-                return judge_landing([landing(run, target, schedule, prediction, grids[n], seed,
-                                              dtype=report.dtype) for n in ns])  # fmt: skip
-            _guarded(report, "final step (landing)", land)
-
-            def prior():
-                n = int(n_samples) if n_samples else (t3.n if t3 is not None else 2000)
-                g = grids[steps[-1]]
-                return judge_prior(rows, prior_tolerance(target.covariance(), n), n,
-                                   accept_prior, float(g.alpha[0]), float(g.sigma[0]))
-            _guarded(report, "prior (terminal SNR)", prior, 1)
     elif 1 in tiers and applicable:
         report.checks.append(Check("tier 1", Verdict.INCONCLUSIVE, "tier 1 did not run", 1))
     if 2 in tiers and any(r.path_error is not None for r in rows):
-        floor2 = PATH_FLOOR * math.sqrt(np.trace(target.covariance()))
+        base2 = PATH_FLOOR * math.sqrt(np.trace(target.covariance()))
+        floors2, rounding2 = _floors(base2, grids, dtype, m2, d, table_dtype, rows)
         errs = [r.path_error for r in rows]
-        report.order_tier2 = fit_order_pathwise(steps, per_start, declared, floor=floor2)
+        report.order_tier2 = fit_order_pathwise(steps, per_start, declared, floor=floors2)
+        rms_fit = fit_order(steps, errs, declared, floor=floors2)
         _guarded(report, "order (tier 2, pathwise)", lambda: judge_order(
             "order (tier 2, pathwise)", 2, report.order_tier2, errs, steps, declared,
-            refines=refines, family=family, floor=floor2, notes=report.notes), 2)
+            refines=refines, family=family, floor=floors2, notes=report.notes,
+            rounding_floor=rounding2, rms_fit=rms_fit), 2)
     if t3 is not None and t3.stats:
         def stats():
             failed = [t.name for t in t3.stats if not t.passed]
             floor = None
-            if failed and t3.law is target or (failed and t3.law.d == target.d):
+            if failed and t3.law.d == target.d:
                 floor = grid_floor(t3.law, t3.grid, t3.n, t3.alpha_each, seed, failed)
             return judge_tier3(t3, floor)
         _guarded(report, "tier 3", stats, 3)

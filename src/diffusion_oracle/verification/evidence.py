@@ -30,7 +30,7 @@ from .tolerances import LAMBDA, rounding_tolerance
 
 __all__ = [
     "moment_gaussian",
-    "state_scale",
+    "data_m2",
     "Tier1",
     "tier1",
     "tier2",
@@ -39,6 +39,7 @@ __all__ = [
     "Landing",
     "landing",
     "point_mass",
+    "prior_shift",
 ]
 
 _FLOW_CACHE: dict = {}
@@ -50,12 +51,11 @@ def moment_gaussian(target: GaussianMixture) -> Gaussian:
     return Gaussian(target.mean(), target.covariance())
 
 
-def state_scale(target) -> float:
-    """S = sqrt(tr Sigma + |mu|^2 + d): a bound on the RMS size of the state x_t over any path
-    with alpha, sigma <= 1 (the rounding model's scale)."""
-    cov = target.covariance() if hasattr(target, "covariance") else target.cov
+def data_m2(target) -> float:
+    """E|x0|^2 = tr Sigma + |mu|^2 of the target (the rounding model's data moment)."""
+    cov = target.covariance() if callable(getattr(target, "covariance", None)) else target.cov
     mu = target.mean() if callable(getattr(target, "mean", None)) else target.mean_vec
-    return math.sqrt(float(np.trace(cov)) + float(mu @ mu) + target.d)
+    return float(np.trace(cov)) + float(mu @ mu)
 
 
 def fingerprint(target) -> str:
@@ -89,7 +89,7 @@ class Tier1:
 
 
 def tier1(sampler, target, schedule, prediction, grids, rows, seed, *, reference=None,
-          dtype=None, acc=None, progress=None) -> Tier1:  # fmt: skip
+          dtype=None, table_dtype=None, acc=None, progress=None) -> Tier1:  # fmt: skip
     """Fill ``rows`` (StepResult per N) with tier-1 evidence (module docstring)."""
     gauss = moment_gaussian(target)
     res = Tier1()
@@ -98,7 +98,8 @@ def tier1(sampler, target, schedule, prediction, grids, rows, seed, *, reference
     if acc is not None and acc.sampler is not None:
         base, run = acc.gaussian_model(gauss), acc.sampler
     model = TracingModel(base)
-    scale = state_scale(target)
+    m2 = data_m2(target)
+    out_scale = max(1.0, math.sqrt(m2))  # the size of the output, for relative residuals
     d = target.d
     for row in rows:
         g = grids[row.steps]
@@ -107,7 +108,7 @@ def tier1(sampler, target, schedule, prediction, grids, rows, seed, *, reference
         row.nfe, row.distinct_times = r.calls, r.distinct_times
         row.dtype = coarsest(dtype, r.dtype) or "float64"
         res.dtype = coarsest(res.dtype, row.dtype)
-        tol = rounding_tolerance(row.dtype, g, scale=scale, d=d, calls=r.calls)
+        tol = rounding_tolerance(row.dtype, g, m2=m2, d=d, calls=r.calls, table_dtype=table_dtype)
         res.tol[row.steps] = tol
         if r.error:
             row.error = r.error
@@ -122,10 +123,10 @@ def tier1(sampler, target, schedule, prediction, grids, rows, seed, *, reference
             _tick(progress)
             continue
         # affinity: what rounding in the sampler's dtype explains, relative to the state
-        if A.residual > tol / scale:
+        if A.residual > tol / out_scale:
             res.unavailable[row.steps] = (
                 f"not affine: residual {A.residual:.1e} of the state, above the rounding bound "
-                f"{tol / scale:.1e} for {row.dtype} over {g.steps} steps (a sampler that "
+                f"{tol / out_scale:.1e} for {row.dtype} over {g.steps} steps (a sampler that "
                 "computes in a lower precision than it hands the model: pass dtype=)"
             )
             row.error = f"not affine (residual {A.residual:.1e}): tier 1 unavailable"
@@ -301,9 +302,13 @@ class Landing:
     tol: float
     dtype: str
     error: str | None = None
+    scale: float = 1.0  # |mu|: a tolerance above 10% of it resolves no landing fault
+    calls: int = 0
+    distinct_times: int = 0
 
 
-def landing(sampler, target, schedule, prediction, grid, seed, *, dtype=None, n=64) -> Landing:
+def landing(sampler, target, schedule, prediction, grid, seed, *, dtype=None, table_dtype=None,
+            n=64) -> Landing:  # fmt: skip
     """Run the sampler on the point mass (see :func:`point_mass`) from n exact starts."""
     pm = point_mass(target)
     mu = pm.means[0]
@@ -313,10 +318,13 @@ def landing(sampler, target, schedule, prediction, grid, seed, *, dtype=None, n=
     x = grid.alpha[0] * mu + grid.sigma[0] * z
     r = run_sampler(sampler, model, x, grid, rng)
     dt = coarsest(dtype, r.dtype) or "float64"
-    tol = rounding_tolerance(dt, grid, scale=state_scale(pm), d=target.d, calls=r.calls)
+    tol = rounding_tolerance(dt, grid, m2=float(mu @ mu), d=target.d, calls=r.calls,
+                             table_dtype=table_dtype)  # fmt: skip
     tol += LAMBDA * math.sqrt(POINT_MASS_VAR * target.d)  # the point mass's own width
+    scale = float(np.sqrt(mu @ mu))
     if r.error:
-        return Landing(grid.steps, math.nan, math.nan, math.nan, tol, dt, r.error)
+        return Landing(grid.steps, math.nan, math.nan, math.nan, tol, dt, r.error, scale,
+                       r.calls, r.distinct_times)  # fmt: skip
     out = r.out
     rms = float(np.sqrt(((out - mu) ** 2).sum(1).mean()))
     # read the level back: out = alpha mu + sigma z for a deterministic sampler (on a point mass
@@ -326,4 +334,33 @@ def landing(sampler, target, schedule, prediction, grid, seed, *, dtype=None, n=
     (a, c), *_ = np.linalg.lstsq(A, out.ravel(), rcond=None)
     rest = out.ravel() - A @ np.array([a, c])
     s = float(math.sqrt(c * c + float(np.mean(rest**2))))
-    return Landing(grid.steps, rms, float(a), s, tol, dt)
+    return Landing(grid.steps, rms, float(a), s, tol, dt, None, scale, r.calls, r.distinct_times)
+
+
+# ------------------------------------------------------------------------------ prior
+def prior_shift(target, grid) -> float:
+    """W2 between the output laws of the exact sampler on ``grid`` started from the exact
+    p_{t_0} and from the usual prior N(0, (alpha_0^2 + sigma_0^2) I), on the moment-matched
+    Gaussian: both starts pushed through the exact flow map to the last node before the jump
+    (:func:`~diffusion_oracle.reference.exact.exact_flow_gaussian`, affine), then through the
+    exact jump E[x0 | x] = mu + alpha Sigma C^{-1} (x - alpha mu) when the grid ends at
+    sigma = 0. A property of the schedule's terminal SNR (Lin et al. 2024), not of the sampler:
+    it is judged whatever tiers run."""
+    from diffusion_oracle.reference.exact import exact_flow_gaussian
+
+    gauss = moment_gaussian(target)
+    d = target.d
+    a0, s0 = float(grid.alpha[0]), float(grid.sigma[0])
+    i = grid.steps - 1 if grid.final_zero else grid.steps
+    a1, s1 = float(grid.alpha[i]), float(grid.sigma[i])
+    A, b = exact_flow_gaussian(gauss, a0, s0, a1, s1)
+    if grid.final_zero:  # the jump, affine: x0 = J x + c
+        C = a1 * a1 * gauss.cov + s1 * s1 * np.eye(d)
+        J = a1 * np.linalg.solve(C, gauss.cov).T
+        c = gauss.mean_vec - J @ (a1 * gauss.mean_vec)
+        A, b = J @ A, J @ b + c
+    m_exact = A @ (a0 * gauss.mean_vec) + b
+    S_exact = A @ (a0 * a0 * gauss.cov + s0 * s0 * np.eye(d)) @ A.T
+    m_prior = b
+    S_prior = (a0 * a0 + s0 * s0) * (A @ A.T)
+    return gaussian_w2(m_exact, 0.5 * (S_exact + S_exact.T), m_prior, 0.5 * (S_prior + S_prior.T))

@@ -12,8 +12,9 @@ order (tier k)  judged only on a refining grid family with >= 2 step counts abov
                 rough family (rounded integer timesteps) counts only an attained order (PASS);
                 otherwise SKIPPED with the reason; a
                 single step count is INCONCLUSIVE. Errors at the round-off floor everywhere are
-                'exact'. Below the window with local slopes still rising over the fit window:
-                PASS when the finest local slope is inside (pre-asymptotic), else INCONCLUSIVE.
+                'exact'. Below the window with local slopes still rising: INCONCLUSIVE (add
+                larger step counts). Pathwise: the median per-start slope, INCONCLUSIVE when
+                under 90% of starts reach the window and the RMS error's slope is below it.
 same-grid       W2 between the sampler's and the reference's exact output laws, against the
 reference       rounding tolerance of the dtype the sampler ran in; a failure names the first
                 divergence (diagnose.py).
@@ -81,43 +82,46 @@ def judge_calls(rows, grids) -> Check:
     )  # fmt: skip
 
 
-def judge_order(label, tier, fit, errors, steps, declared, *, refines, family, floor, notes):
-    """One order row (module docstring)."""
+def _fl(floor, n):
+    return float(floor[n]) if isinstance(floor, dict) else float(floor)
+
+
+def judge_order(label, tier, fit, errors, steps, declared, *, refines, family, floor, notes,
+                rounding_floor=False, missing=None, rms_fit=None):  # fmt: skip
+    """One order row (module docstring). ``floor`` is a number or per-N dict (the larger of the
+    reference's floor and the rounding bound of the sampler's dtype); ``rounding_floor`` says a
+    floor is a rounding bound coarser than float64's (errors under it are unresolved, not
+    exact); ``missing`` why some errors could not be measured; ``rms_fit`` the RMS error's fit
+    (pathwise: the median per-start slope is judged, and a minority of starts that converges
+    slower with an RMS slope below the window leaves the row INCONCLUSIVE)."""
     ev = {"steps": list(steps), "errors": errors, "declared": declared, "family": family}
     measured = [e for e in errors if e is not None]
     if not measured:
+        if missing:
+            return Check(label, Verdict.INCONCLUSIVE, f"no errors measured: {missing}", tier,
+                         evidence=ev)  # fmt: skip
         return Check(label, Verdict.SKIPPED, "no errors measured (see the step rows)", tier)
-    if len(measured) == len(errors) and max(measured) <= floor:
+    if all(e <= _fl(floor, n) for n, e in zip(steps, errors) if e is not None):
+        top = max(_fl(floor, n) for n in steps)
+        if rounding_floor or len(measured) < len(errors):
+            return Check(
+                label, Verdict.INCONCLUSIVE,
+                f"errors <= {max(measured):.1e} lie under the rounding floor of the sampler's "
+                f"dtype ({top:.1e}) at every step count measured: no order is resolved",
+                tier, evidence=ev,
+            )  # fmt: skip
         return Check(
             label, Verdict.PASS,
             f"exact on this problem: error <= {max(measured):.1e} at every step count "
-            f"(round-off floor {floor:.1e})", tier, law=tier == 1, evidence=ev,
+            f"(round-off floor {top:.1e})", tier, law=tier == 1, evidence=ev,
         )  # fmt: skip
-    if not refines:
-        # a grid family that is not a fixed smooth function of i/N (rounded integer timesteps
-        # of a discrete schedule, whose coefficients are themselves piecewise, and whose N
-        # cannot grow past T): an order may be lost there without a fault (multistep methods on
-        # rough steps; the full-chain error as N -> T), so only an attained order is evidence
-        p = MIN_ORDER if declared is None else declared
-        if fit is not None and p + ORDER_WINDOW[0] <= fit.slope:
-            return judge_order(label, tier, fit, errors, steps, declared, refines=True,
-                               family=family + " (rough, attained)", floor=floor,
-                               notes=notes)  # fmt: skip
-        what = f"measured {fit.slope:.2f}" if fit is not None else "not measured"
-        return Check(
-            label, Verdict.SKIPPED,
-            f"{what}, not judged: the grid family ({family}) does not refine smoothly (its nodes "
-            "are not a fixed smooth function of i/N, e.g. rounded integer timesteps), on which "
-            f"an order-{p:g} method may lose order without a fault; the same-grid reference "
-            "comparison is the check there",
-            tier, evidence=ev,
-        )  # fmt: skip
+    p = MIN_ORDER if declared is None else declared
     if fit is None:
+        above = len([1 for n, e in zip(steps, errors) if e is not None and e > _fl(floor, n)])
         return Check(
             label, Verdict.INCONCLUSIVE,
-            f"an order needs at least 2 step counts with errors above the round-off floor "
-            f"{floor:.1e}; got {len([e for e in measured if e > floor])} (steps {list(steps)})",
-            tier, evidence=ev,
+            f"an order needs at least 2 step counts with errors above the round-off floor; got "
+            f"{above} (steps {list(steps)})", tier, evidence=ev,
         )  # fmt: skip
     ev["measured"] = fit.slope
     if declared is None:
@@ -126,6 +130,23 @@ def judge_order(label, tier, fit, errors, steps, declared, *, refines, family, f
     else:
         lo, hi = declared + ORDER_WINDOW[0], declared + ORDER_WINDOW[1]
         how = f"declared {declared} (window [{lo:.2f}, {hi:.2f}])"
+    reason = f"measured {fit.slope:.2f} over steps {fit.window} on {family} grids, {how}"
+    if not refines:
+        # a grid family that is not a fixed smooth function of i/N (rounded integer timesteps
+        # of a discrete schedule, whose coefficients are themselves piecewise, and whose N
+        # cannot grow past T): an order may be lost there without a fault (multistep methods on
+        # rough steps; the full-chain error as N -> T), so only an attained order is evidence,
+        # and nothing on such a family is a FAIL
+        if fit.slope >= lo:
+            return Check(label, Verdict.PASS, reason + "; attained on a rough family", tier,
+                         law=tier == 1, evidence=ev)  # fmt: skip
+        return Check(
+            label, Verdict.SKIPPED,
+            f"measured {fit.slope:.2f}, not judged: the grid family ({family}) does not refine "
+            "smoothly (its nodes are not a fixed smooth function of i/N, e.g. rounded integer "
+            f"timesteps), on which an order-{p:g} method may lose order without a fault; the "
+            "same-grid reference comparison is the check there", tier, evidence=ev,
+        )  # fmt: skip
     ok = lo <= fit.slope <= hi
     if tier == 1 and fit.slope > hi:
         # on a Gaussian the problem is linear and some error terms vanish, so tier 1 can
@@ -135,19 +156,25 @@ def judge_order(label, tier, fit, errors, steps, declared, *, refines, family, f
             f"tier 1 superconverges: measured {fit.slope:.2f} > {hi:.2f} (the Gaussian problem "
             "is linear); tier 2 is the general check"
         )
-    reason = f"measured {fit.slope:.2f} over steps {fit.window} on {family} grids, {how}"
+    if ok and fit.reached is not None and rms_fit is not None:
+        # pathwise: the median start converges at the order; a minority that does not, while
+        # the RMS error (the law's) converges slower, is not a pass
+        ev["share_of_starts_at_order"] = fit.reached
+        ev["rms_slope"] = rms_fit.slope
+        if fit.reached < 0.9 and rms_fit.slope < lo:
+            return Check(
+                label, Verdict.INCONCLUSIVE,
+                reason + f"; but only {fit.reached:.0%} of the starts converge at >= {lo:.2f} "
+                f"and the RMS error's slope is {rms_fit.slope:.2f}: a minority of starts "
+                "converges slower (pre-asymptotic, or a fault on those starts): add larger step "
+                "counts", tier, evidence=ev,
+            )  # fmt: skip
     if not ok and fit.slope < lo:
-        # pre-asymptotic: the local slopes over the fit window still rise. Judge where they
-        # are heading: the last local slope inside the window passes (the asymptotic regime is
-        # reached at the finest pair), one still below it is not decided by these step counts
-        k = len(fit.window) - 1
-        tail = fit.local[-k:] if k > 0 else []
-        rising = len(tail) >= 2 and all(b > a for a, b in zip(tail, tail[1:]))
-        if rising:
-            slopes = " -> ".join(f"{v:.2f}" for v in tail)
-            if lo <= tail[-1] <= hi:
-                reason += f"; pre-asymptotic: local slopes rise {slopes}, the finest inside"
-                return Check(label, Verdict.PASS, reason, tier, law=tier == 1, evidence=ev)
+        # pre-asymptotic: the local slopes still rise, so these step counts do not decide it
+        # (a rise is also what an error converging to a wrong limit through zero looks like:
+        # never a pass)
+        if len(fit.local) >= 2 and fit.local[-1] > fit.local[-2]:
+            slopes = " -> ".join(f"{v:.2f}" for v in fit.local[-3:])
             reason += f"; local slopes still rising ({slopes}): add larger step counts"
             return Check(label, Verdict.INCONCLUSIVE, reason, tier, evidence=ev)
     return Check(label, Verdict.PASS if ok else Verdict.FAIL, reason, tier, law=tier == 1 and ok,
@@ -168,7 +195,12 @@ def judge_reference(rows, tols, ref_name, dtype, divergence, scale) -> Check:
     r, t = max(pairs, key=lambda p: p[0].w2_reference / p[1])
     scale_note = f"rounding tolerance for {dtype} over {r.steps} steps"
     if r.w2_reference > t:
-        why = f"; first divergence: {divergence}" if divergence is not None else ""
+        why = (
+            f"; first divergence: {divergence}"
+            if divergence is not None
+            else "; on 8 starts of the target the two runs stay within rounding call by call "
+            "(the difference shows in the exact law on the moment-matched Gaussian)"
+        )
         return Check(
             name, Verdict.FAIL,
             f"W2 to {ref_name}'s output law {r.w2_reference:.2e} at N = {r.steps} > "
@@ -183,11 +215,11 @@ def judge_reference(rows, tols, ref_name, dtype, divergence, scale) -> Check:
             f"{dtype} over {r.steps} steps is as large as the law itself: no fault resolvable",
             1, evidence=ev,
         )  # fmt: skip
-    worst = max(p[0].w2_reference for p in pairs)
     return Check(
         name, Verdict.PASS,
-        f"max W2 to {ref_name}'s output law {worst:.2e}, within the {scale_note} ({t:.1e}) "
-        "at every step count", 1, law=True, evidence=ev,
+        f"W2 to {ref_name}'s output law within the rounding bound of {dtype} at every step "
+        f"count (closest: {r.w2_reference:.2e} <= {t:.1e} at N = {r.steps})", 1, law=True,
+        evidence=ev,
     )  # fmt: skip
 
 
@@ -199,7 +231,18 @@ def judge_landing(results) -> Check:
         return Check(name, Verdict.FAIL, f"the point-mass run failed: {errs[0].error}")
     ev = {str(x.steps): {"rms": x.rms, "alpha": x.alpha, "sigma": x.sigma, "tol": x.tol}
           for x in results}  # fmt: skip
+    from .tolerances import RESOLVABLE_FRACTION
+
     bad = [x for x in results if x.rms > x.tol]
+    blind = [x for x in results if x.tol > RESOLVABLE_FRACTION * x.scale]
+    if blind and not bad:
+        x = blind[0]
+        return Check(
+            name, Verdict.INCONCLUSIVE,
+            f"rounding in {x.dtype} over {x.steps} steps ({x.tol:.1e}) reaches "
+            f"{x.tol / x.scale:.0%} of the point's size: no landing fault is resolvable "
+            f"(distance {x.rms:.1e})", evidence=ev,
+        )  # fmt: skip
     if bad:
         x = bad[0]
         return Check(
@@ -221,17 +264,15 @@ def judge_landing(results) -> Check:
     )  # fmt: skip
 
 
-def judge_prior(rows, tol, n, accept: bool, alpha0, sigma0) -> Check:
+def judge_prior(w, N, tol, n, accept: bool, alpha0, sigma0) -> Check:
+    """``w``: the W2 shift of the exact sampler's output law (evidence.prior_shift) at N."""
     name = "prior (terminal SNR)"
-    vals = [(r.steps, r.w2_prior) for r in rows if r.w2_prior is not None]
-    if not vals:
-        return Check(name, Verdict.SKIPPED, "needs the tier-1 output law (unavailable)")
-    N, w = vals[-1]
     ev = {"w2_prior": w, "tol": tol, "n": n, "alpha_0": alpha0, "sigma_0": sigma0}
+    snr = alpha0**2 / sigma0**2 if sigma0 > 0 else math.inf
     base = (
         f"starting from N(0, (alpha_0^2 + sigma_0^2) I) instead of the exact p_t0 "
-        f"(alpha_0 = {alpha0:.3g}: terminal SNR {alpha0**2 / sigma0**2:.2e}) moves the output "
-        f"law by W2 = {w:.2e} at N = {N}; what n = {n} samples resolve: {tol:.1e}"
+        f"(alpha_0 = {alpha0:.3g}: terminal SNR {snr:.2e}) moves the exact output law by "
+        f"W2 = {w:.2e} at N = {N}; what n = {n} samples resolve: {tol:.1e}"
     )
     if w <= tol:
         return Check(name, Verdict.PASS, base, 1, evidence=ev)
@@ -254,7 +295,7 @@ def judge_tier3(t3, floor) -> list:
         ev = {"pvalue": t.pvalue, "alpha": t.alpha, "statistic": t.statistic, "n": t3.n,
               "steps": t3.steps}  # fmt: skip
         if not t.passed and floor is not None:
-            reason += f"; {floor.detail}"
+            reason += f"; {floor.explain(t.name)}"
             ev["grid_floor"] = {"failed": floor.failed, "sigma_edm": floor.sigma_edm,
                                 "shrink": floor.shrink}  # fmt: skip
         out.append(Check(f"tier 3 {t.name}", Verdict.PASS if t.passed else Verdict.FAIL, reason,

@@ -91,6 +91,7 @@ class OrderFit:
     local: list
     window: list
     pre_asymptotic: list
+    reached: float | None = None  # pathwise fits: the share of starts whose slope is in window
 
     def __str__(self):
         return f"{self.slope:.2f}"

@@ -11,17 +11,24 @@ Rounding (same-grid comparisons, affinity of the probe, landing on a point mass)
     2.6e-14 n: the bound is a tolerance, not a typical value (typical errors are ~sqrt(n) u).
 
     A sampler run is counted as n = OPS_PER_CALL (model calls + steps) operations on a state of
-    size S (|x| over the path: sqrt(tr E[x x^T]) of the data plus the noise, <= sqrt(tr Sigma +
-    |mu|^2 + d)). A discrete (DDPM) schedule adds what its definition forces on every
-    implementation: the T factors of the cumulative product alpha_bar = prod (1 - beta), and
+    size S, the largest RMS size of x_t over the grid's nodes, sqrt(alpha^2 E|x0|^2 + sigma^2 d)
+    (on VE/EDM paths sigma reaches sigma_max: S is then far above the data's scale). A
+    discrete (DDPM) schedule adds what its definition forces on every implementation: the T
+    factors of the cumulative product alpha_bar = prod (1 - beta), and
     the noise levels sigma = sqrt(1 - alpha_bar) formed from that table (diffusers, k-diffusion's
     get_sigmas_vp), which know sigma_i only to u / (2 sigma_i) absolutely and so move the state
-    by u sqrt(d) alpha_i / (2 sigma_i) at that step. A continuous schedule has no such table
-    (sigma(t) has closed forms without the cancellation), so no such term. All terms add in
+    by u sqrt(d) alpha_i / (2 sigma_i) at that step. A continuous variance-preserving path run
+    below float64 gets the same term (a float32 sampler forms sigma = sqrt(1 - alpha^2) the
+    textbook way); in float64 a continuous schedule's closed forms avoid it. All terms add in
     quadrature:
 
         tol = lambda u sqrt(OPS_PER_CALL (calls + steps) S^2
-                            + T S^2 + sum_i d alpha_i^2 / (4 sigma_i^2))     [discrete only]
+                            + T S^2                                          [discrete]
+                            + sum_i d alpha_i^2 / (4 sigma_i^2))   [discrete, or VP below float64]
+
+    A sampler that keeps its noise-level table in a coarser dtype than it computes in (diffusers'
+    sigma schedulers round sigmas through float32 even in float64 mode) adds u_table^2 sum_i
+    S_i^2 under the root: each level rounded once.
 
     u is the unit roundoff of the dtype the sampler ran in (detected from what it handed the
     model, or declared). float64 gives ~1e-13 of the data scale, float32 ~1e-5..1e-4,
@@ -51,6 +58,7 @@ __all__ = [
     "dtype_name",
     "unit_roundoff",
     "rounding_tolerance",
+    "path_scales",
     "prior_tolerance",
 ]
 
@@ -93,29 +101,57 @@ def unit_roundoff(dtype) -> float:
     return _UNIT_ROUNDOFF[dtype_name(dtype)]
 
 
-def rounding_tolerance(dtype, grid, *, scale: float, d: int, calls: int | None = None) -> float:
+def path_scales(grid, m2: float, d: int) -> np.ndarray:
+    """S_i = sqrt(alpha_i^2 m2 + sigma_i^2 d): the RMS size of the state x_t at each node, for
+    data with second moment m2 = E|x0|^2 = tr Sigma + |mu|^2 in d dimensions (VE/EDM paths reach
+    sigma_max, so this is not bounded by the data's scale)."""
+    a, s = np.asarray(grid.alpha), np.asarray(grid.sigma)
+    return np.sqrt(a * a * m2 + s * s * d)
+
+
+def rounding_tolerance(dtype, grid, *, m2: float, d: int, calls: int | None = None,
+                       table_dtype=None) -> float:  # fmt: skip
     """The largest difference (in the units of the state, e.g. W2 or an RMS distance) that
     rounding in ``dtype`` explains for a run on ``grid`` (module docstring):
-    lambda u sqrt(OPS_PER_CALL (calls + N) S^2 + T S^2 + sum_i d alpha_i^2 / (4 sigma_i^2)).
 
-    ``scale`` is S, the size of the state; ``calls`` the model calls of the run (default N);
-    a discrete schedule of T steps adds its alpha_bar product and the representation error of
-    its noise levels."""
+        lambda sqrt(u^2 [OPS_PER_CALL (calls + N) S^2 + T S^2 + sum_i d alpha_i^2/(4 sigma_i^2)]
+                    + u_table^2 sum_i S_i^2)
+
+    with S = max_i S_i (:func:`path_scales`; ``m2`` the data's second moment), the T and
+    noise-level terms for a discrete schedule only, and the last term when the sampler keeps its
+    noise-level table in a coarser ``table_dtype`` than it computes in (diffusers' sigma tables:
+    each node's level rounded once). ``calls`` is the run's model calls (default N)."""
     from diffusion_oracle.reference.schedules import DiscreteSchedule
 
     u = unit_roundoff(dtype)
     N = int(grid.steps)
     calls = N if calls is None else int(calls)
-    total = OPS_PER_CALL * (calls + N) * scale**2
+    Si = path_scales(grid, m2, d)
+    S2 = float(np.max(Si)) ** 2
+    total = OPS_PER_CALL * (calls + N) * S2
     sch = grid.schedule
-    if isinstance(sch, DiscreteSchedule):
-        # the table every implementation builds: alpha_bar = prod (1 - beta) over T factors,
-        # then sigma = sqrt(1 - alpha_bar), which knows sigma_i only to u / (2 sigma_i)
-        total += sch.T * scale**2
+    discrete = isinstance(sch, DiscreteSchedule)
+    if discrete:
+        # the table every implementation builds: alpha_bar = prod (1 - beta) over T factors
+        total += sch.T * S2
+    if discrete or (u > _UNIT_ROUNDOFF["float64"] and _variance_preserving(grid)):
+        # sigma = sqrt(1 - alpha_bar) from that table, or from alpha in a low precision (the
+        # textbook form): sigma_i is known only to u / (2 sigma_i)
         a, s = grid.alpha, grid.sigma
         on = s > 0
         total += float(np.sum(d * (a[on] / s[on]) ** 2 / 4.0))
-    return LAMBDA * u * math.sqrt(total)
+    total *= u * u
+    if table_dtype is not None:
+        ut = unit_roundoff(table_dtype)
+        if ut > u:
+            total += ut * ut * float(np.sum(Si * Si))
+    return LAMBDA * math.sqrt(total)
+
+
+def _variance_preserving(grid) -> bool:
+    """alpha^2 + sigma^2 = 1 on the grid's nodes (DDPM, VP-linear, cosine paths)."""
+    a, s = np.asarray(grid.alpha), np.asarray(grid.sigma)
+    return bool(np.all(np.abs(a * a + s * s - 1.0) < 1e-9))
 
 
 def prior_tolerance(cov: np.ndarray, n: int) -> float:
