@@ -989,7 +989,8 @@ def _check_invariance(case, model, tgt, n, seed, x_start=None):
     from diffusion_oracle.verification.tolerances import rounding_tolerance
 
     g = case.sampler().make_grid(model.schedule, N)
-    tol = rounding_tolerance("float32", g, scale=1.0, d=tgt.d, calls=2 * N)
+    # relative to the state (dev is divided by the sample scale): m2 = 1, the unit data moment
+    tol = rounding_tolerance("float32", g, m2=1.0, d=tgt.d, calls=2 * N)
     note = f"; {', '.join(skipped)} unsupported" if skipped else ""
     return CheckResult(
         name, dev <= tol, dev, f"max diff/scale {dev:.2e}, tolerance {tol:.1e}{note}"
