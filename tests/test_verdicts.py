@@ -774,3 +774,27 @@ def test_diffusers_tier3_steps_stay_within_the_schedule():
     s = from_diffusers(lambda: diffusers.DDIMScheduler(num_train_timesteps=1000), sch, order=1)
     r = verify(s, "ring8", sch, steps=(10, 20), tiers=(3,), n_samples=1000, progress=False)
     assert r.check("runs").passed and "1000 steps" in " ".join(r.notes), str(r)
+
+
+def test_2_prediction_type_tolerance_is_not_read_off_a_float32_run(monkeypatch):
+    """Conformance check 3 took its tolerance as 10x the scheduler's own float64-vs-float32
+    difference: a float32 run far off (here shifted by 8) made the tolerance absorb a real
+    fault of 0.8 in the v_prediction path. Its tolerance now comes from the rounding model."""
+    pytest.importorskip("diffusers")
+    from diffusion_oracle.validation import conformance as cf
+
+    real = cf.run_scheduler
+
+    def planted(factory, model, x, N, rng=None, upcast=True):
+        r = real(factory, model, x, N, rng=rng, upcast=upcast)
+        if factory().config.get("prediction_type") == "v_prediction":
+            r.sample = r.sample + 0.8  # the fault
+        if not upcast:
+            r.sample = r.sample + 8.0  # a float32 run far off
+        return r
+
+    monkeypatch.setattr(cf, "run_scheduler", planted)
+    case = next(c for c in cf.CASES if c.scheduler == "DDIMScheduler" and not c.inverse)
+    res = cf.check_case(case, n=16, checks=(3,))
+    inv = next(r for r in res if r.name.startswith("prediction_type invariance"))
+    assert inv.passed is False, inv

@@ -35,7 +35,7 @@ import traceback
 
 import numpy as np
 
-from diffusion_oracle.reference import GaussianMixture, get_target
+from diffusion_oracle.reference import ExactModel, GaussianMixture, get_target
 from diffusion_oracle.reference.parameterization import PREDICTIONS
 from diffusion_oracle.reference.schedules import DiscreteSchedule, Schedule, VPLinear
 from diffusion_oracle.reference.stats import responsibility_sample_size
@@ -53,6 +53,7 @@ from diffusion_oracle.verification.judge import (
     ERROR_FLOOR,
     ORDER_WINDOW,
     PATH_FLOOR,
+    floor_at,
     judge_calls,
     judge_landing,
     judge_order,
@@ -101,18 +102,13 @@ TIER3_POWER = 0.8  # power at which n resolves the smallest effect (ground-truth
 __all__ += ["ORDER_WINDOW", "ERROR_FLOOR", "PATH_FLOOR", "default_t_end"]
 
 
-def _floor_at(floor, n) -> float:
-    """A floor given as one number or per step count (a dict N -> floor)."""
-    return float(floor[n]) if isinstance(floor, dict) else float(floor)
-
-
 def fit_order(steps, errors, declared=None, *, floor=ERROR_FLOOR) -> OrderFit | None:
     """Fit the order from errors at geometric step counts (see :class:`OrderFit`); errors at or
     below ``floor`` (a number, or a dict N -> floor) are round-off, not slope."""
     pts = [
         (n, e)
         for n, e in zip(steps, errors)
-        if e is not None and np.isfinite(e) and e > _floor_at(floor, n)
+        if e is not None and np.isfinite(e) and e > floor_at(floor, n)
     ]
     if len(pts) < 2:
         return None
@@ -146,7 +142,7 @@ def fit_order_pathwise(steps, per_start, declared=None, *, floor=PATH_FLOOR) -> 
     logn = np.log(np.array(ns, dtype=float))
     w = slice(max(0, len(ns) - 3), len(ns))
     slopes, locals_ = [], []
-    fl = np.array([_floor_at(floor, n) for n in ns])
+    fl = np.array([floor_at(floor, n) for n in ns])
     for j in range(E.shape[1]):
         ok = E[w, j] > fl[w]
         if ok.sum() >= 2:
@@ -511,6 +507,8 @@ def _judge(report, sampler, target, schedule, prediction, grids, steps, tiers, s
             ns = sorted({steps[0], steps[-1]})
             lands.extend(landing(sampler, target, schedule, prediction, grids[n], seed,
                                  dtype=dtype, table_dtype=table_dtype) for n in ns)  # fmt: skip
+            for x in lands:  # the table's landing column
+                next(r for r in rows if r.steps == x.steps).landing = x.rms
             return judge_landing(lands)
 
         _guarded(report, "final step (landing)", land)
@@ -554,7 +552,7 @@ def _judge(report, sampler, target, schedule, prediction, grids, steps, tiers, s
                 if bad:  # diagnose where the comparison fails most clearly
                     worst = max(bad, key=lambda r: r.w2_reference / t1.tol[r.steps])
                     g = grids[worst.steps]
-                    model = _exact_for_diagnosis(target, schedule, prediction)
+                    model = ExactModel(target, schedule, prediction=prediction)
                     x = target.diffuse(g.alpha[0], g.sigma[0]).sample(
                         8, np.random.default_rng([seed, 99]))
                     div = first_divergence(sampler, reference, model, g, x, seed,
@@ -583,9 +581,3 @@ def _judge(report, sampler, target, schedule, prediction, grids, steps, tiers, s
                 floor = grid_floor(t3.law, t3.grid, t3.n, t3.alpha_each, seed, failed)
             return judge_tier3(t3, floor)
         _guarded(report, "tier 3", stats, 3)
-
-
-def _exact_for_diagnosis(target, schedule, prediction):
-    from diffusion_oracle.reference import ExactModel
-
-    return ExactModel(target, schedule, prediction=prediction)

@@ -77,12 +77,11 @@ def fingerprint(target) -> str:
 @dataclass
 class Tier1:
     """Tier-1 outcome: ``broken`` (the first run error: the sampler cannot run), per step count
-    the rounding tolerance of a same-grid comparison, the affine maps (for the diagnosis), and
-    the probe failures (non-affine samplers: tier 1 unavailable)."""
+    the rounding tolerance of a same-grid comparison, and the probe failures (non-affine
+    samplers: tier 1 unavailable)."""
 
     broken: str | None = None
     tol: dict = field(default_factory=dict)
-    maps: dict = field(default_factory=dict)
     unavailable: dict = field(default_factory=dict)
     dtype: str | None = None
     reference_error: str | None = None
@@ -132,7 +131,6 @@ def tier1(sampler, target, schedule, prediction, grids, rows, seed, *, reference
             row.error = f"not affine (residual {A.residual:.1e}): tier 1 unavailable"
             _tick(progress)
             continue
-        res.maps[row.steps] = A
         a0, s0 = g.alpha[0], g.sigma[0]
         start_cov = a0 * a0 * gauss.cov + s0 * s0 * np.eye(d)
         m, S = A.output_law(a0 * gauss.mean_vec, start_cov)

@@ -11,7 +11,7 @@ the reason it is unusable (an exception, the wrong shape, non-finite values)."""
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,8 +44,9 @@ def coarsest(*names) -> str | None:
 class TracingModel:
     """Counts and records the calls a sampler makes (see the module docstring).
 
-    ``keep=True`` stores each call's (t, x, output) as float64 arrays, for the first-divergence
-    diagnosis. Attribute access falls through to the wrapped model (``target``, ``schedule``)."""
+    ``keep=True`` stores each call's input x as a float64 array (its time is always kept), for
+    the first-divergence diagnosis. Attribute access falls through to the wrapped model
+    (``target``, ``schedule``)."""
 
     def __init__(self, model, *, keep: bool = False):
         self.model = model
@@ -54,12 +55,11 @@ class TracingModel:
         self.calls = 0
         self.times: list = []
         self.inputs: list = []
-        self.outputs: list = []
         self.dtype: str | None = None
 
     def reset(self):
         self.calls = 0
-        self.times, self.inputs, self.outputs = [], [], []
+        self.times, self.inputs = [], []
         self.dtype = None
 
     def __call__(self, x, t):
@@ -67,11 +67,9 @@ class TracingModel:
         self.dtype = coarsest(self.dtype, array_dtype(x))
         tt = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
         self.times.append(float(np.ravel(tt.astype(np.float64))[0]) if tt.size else np.nan)
-        out = self.model(x, t)
         if self.keep:
             self.inputs.append(_f64(x))
-            self.outputs.append(_f64(out))
-        return out
+        return self.model(x, t)
 
     def distinct_times(self) -> int:
         """How many different times the model was asked about (12 significant digits)."""
@@ -91,15 +89,14 @@ def _f64(a):
 
 @dataclass
 class Run:
-    """One run: ``out`` (float64, or None when unusable), ``error`` (why), the output's own
-    dtype, the calls per sample and the distinct model times."""
+    """One run: ``out`` (float64, or None when unusable), ``error`` (why), the coarsest dtype
+    it showed (output, model inputs), the calls per sample and the distinct model times."""
 
     out: np.ndarray | None
     error: str | None
     dtype: str | None = None
     calls: int = 0
     distinct_times: int = 0
-    times: list = field(default_factory=list)
 
 
 def run_sampler(sampler, model, x, grid, rng) -> Run:
@@ -116,7 +113,7 @@ def run_sampler(sampler, model, x, grid, rng) -> Run:
         tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
         if not traced:
             return Run(None, f"sampler raised {tb}")
-        return Run(None, f"sampler raised {tb}", calls=model.calls, times=list(model.times))
+        return Run(None, f"sampler raised {tb}", calls=model.calls)
     odt = array_dtype(out)
     if hasattr(out, "detach") and hasattr(out, "cpu"):  # a torch tensor, possibly on a GPU
         out = out.detach().cpu().numpy()
@@ -125,8 +122,7 @@ def run_sampler(sampler, model, x, grid, rng) -> Run:
     except (TypeError, ValueError):
         return Run(None, f"sampler returned {type(out).__name__}, not an array")
     if traced:
-        run = Run(None, None, coarsest(odt, model.dtype), model.calls, model.distinct_times(),
-                  list(model.times))  # fmt: skip
+        run = Run(None, None, coarsest(odt, model.dtype), model.calls, model.distinct_times())
     else:
         run = Run(None, None, odt)
     if out.shape != shape:

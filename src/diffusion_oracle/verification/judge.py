@@ -43,6 +43,7 @@ __all__ = [
     "judge_landing",
     "judge_prior",
     "judge_tier3",
+    "floor_at",
 ]
 
 ORDER_WINDOW = (-0.2, 0.35)  # measured slope must lie in [p - 0.2, p + 0.35] (ground-truth Sec. 3)
@@ -82,7 +83,8 @@ def judge_calls(rows, grids) -> Check:
     )  # fmt: skip
 
 
-def _fl(floor, n):
+def floor_at(floor, n) -> float:
+    """A round-off floor given as one number or per step count (a dict N -> floor)."""
     return float(floor[n]) if isinstance(floor, dict) else float(floor)
 
 
@@ -101,8 +103,8 @@ def judge_order(label, tier, fit, errors, steps, declared, *, refines, family, f
             return Check(label, Verdict.INCONCLUSIVE, f"no errors measured: {missing}", tier,
                          evidence=ev)  # fmt: skip
         return Check(label, Verdict.SKIPPED, "no errors measured (see the step rows)", tier)
-    if all(e <= _fl(floor, n) for n, e in zip(steps, errors) if e is not None):
-        top = max(_fl(floor, n) for n in steps)
+    if all(e <= floor_at(floor, n) for n, e in zip(steps, errors) if e is not None):
+        top = max(floor_at(floor, n) for n in steps)
         if rounding_floor or len(measured) < len(errors):
             return Check(
                 label, Verdict.INCONCLUSIVE,
@@ -117,7 +119,7 @@ def judge_order(label, tier, fit, errors, steps, declared, *, refines, family, f
         )  # fmt: skip
     p = MIN_ORDER if declared is None else declared
     if fit is None:
-        above = len([1 for n, e in zip(steps, errors) if e is not None and e > _fl(floor, n)])
+        above = len([1 for n, e in zip(steps, errors) if e is not None and e > floor_at(floor, n)])
         return Check(
             label, Verdict.INCONCLUSIVE,
             f"an order needs at least 2 step counts with errors above the round-off floor; got "

@@ -16,13 +16,12 @@ draws (they used to: seed + 1 of one run was seed + 2 of the next)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from diffusion_oracle.reference.grids import DISCRETE_SPACINGS, GRID_KINDS, make_grid, respaced_grid
 
-__all__ = ["Plan", "plan_grids", "choose_grid", "stream", "STREAMS", "default_t_end"]
+__all__ = ["plan_grids", "choose_grid", "family_of", "stream", "STREAMS", "default_t_end"]
 
 JUMP_FRACTION = 0.05  # default t_end: sigma_EDM = 5% of the narrowest component's smallest std
 
@@ -81,21 +80,6 @@ def choose_grid(sampler, reference=None, grid=None) -> tuple[str, str]:
     if ref is not None:
         return ref, f"the reference {getattr(reference, 'name', reference)!r}'s default_grid"
     return "log_snr", "no default_grid declared: equal steps in log-SNR"
-
-
-@dataclass
-class Plan:
-    """The grids of a verify run: ``kind`` and why, ``grids[N]``, and whether the family
-    refines (an order fit is judged only on a refining family)."""
-
-    kind: str
-    why: str
-    grids: dict
-    refines: bool
-    family: str
-
-    def grid(self, n):
-        return self.grids[n]
 
 
 def plan_grids(sampler, schedule, steps, kind, *, t_start=None, t_end=None) -> dict:
