@@ -172,7 +172,7 @@ def test_from_diffusers_runs_sigma_schedulers_and_checks_the_schedule():
     rep = verify(s, "ring8", sch, steps=[10, 20, 40, 80], tiers=(1,), progress=False)
     assert rep.passed and 0.9 < rep.order_tier1.slope < 1.15
     assert [r.nfe for r in rep.rows] == [10, 20, 40, 80]  # one model call per step
-    with pytest.raises(ValueError, match="schedule must match the scheduler's betas"):
+    with pytest.raises(ValueError, match="schedule must match the scheduler's configuration"):
         from_diffusers(lambda: diffusers.DDIMScheduler(), DiscreteSchedule.cosine(1000))
 
 

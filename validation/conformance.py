@@ -111,9 +111,9 @@ class Case:
     def sampler(self):
         """This configuration as a sampler for ``diffusion_oracle.verify`` (it declares
         ``order`` and ``stochastic``); verify it on ``training_schedule(case.factory()())``."""
-        from .diffusers import SchedulerSampler
+        from .diffusers import AlgorithmSampler
 
-        return SchedulerSampler(
+        return AlgorithmSampler(
             self.factory(), name=self.label, order=self.order, stochastic=self.stochastic
         )
 

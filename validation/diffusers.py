@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import math
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -40,10 +39,12 @@ from diffusion_oracle.reference.parameterization import model_prediction, to_x0_
 from diffusion_oracle.reference.schedules import EDM, DiscreteSchedule, Flow, Schedule
 
 __all__ = [
+    "AlgorithmSampler",
     "ConsistencyModel",
     "RunResult",
     "SchedulerSampler",
     "frame_of",
+    "run_pipeline",
     "run_scheduler",
     "training_schedule",
 ]
@@ -59,8 +60,10 @@ def frame_of(scheduler) -> str:
     """'vp' (sample = x_t, integer timesteps on alphas_cumprod), 'sigma' (sample = x_t/alpha in
     the VE frame, sigma from the timestep), 'edm' (VE frame, EDM preconditioning) or 'flow'
     (x_t = (1 - sigma) x_0 + sigma eps)."""
-    name = type(scheduler).__name__
-    if name.startswith("FlowMatch"):
+    from .pipeline import diffusers_name
+
+    name = diffusers_name(scheduler)
+    if name.startswith("FlowMatch") or scheduler.config.get("use_flow_sigmas", False):
         return "flow"
     if name.startswith("EDM"):
         return "edm"
@@ -109,28 +112,21 @@ class RunResult:
     alpha: list = field(default_factory=list)
     sigma: list = field(default_factory=list)
     calls: int = 0
-    input_error: float = 0.0  # max |scale_model_input(sample) - x_t| over the run (vp, sigma)
+    input_error: float = 0.0  # unused since the pipeline driver (the level probe measures it)
     norms: list = field(default_factory=list)  # |x_t| at each call (the landing check)
+    labels: list = field(default_factory=list)  # the timestep label of each call
+    dtype: str = "float64"
 
 
-@contextmanager
 def _noise_from(rng, scheduler, dtype):
-    """Answer the scheduler module's ``randn_tensor`` from ``rng`` (NumPy)."""
+    """Answer the scheduler module's ``randn_tensor`` from ``rng`` (NumPy), in float64."""
     import torch
 
-    mod = sys.modules[type(scheduler).__module__]
-    saved = getattr(mod, "randn_tensor", None)
+    from .pipeline import _noise
 
-    def randn_tensor(shape, generator=None, device=None, dtype=None, layout=None):
-        return torch.from_numpy(rng.standard_normal(tuple(shape))).to(torch.float64)
-
-    if saved is not None:
-        mod.randn_tensor = randn_tensor
-    try:
-        yield
-    finally:
-        if saved is not None:
-            mod.randn_tensor = saved
+    return _noise(
+        scheduler, lambda shape, _dt: torch.from_numpy(rng.standard_normal(shape)).to(torch.float64)
+    )
 
 
 @contextmanager
@@ -323,6 +319,118 @@ def run_scheduler(
     return res
 
 
+
+
+def _ref_frame(schedule) -> str:
+    """The frame of a reference schedule: "vp" (alpha^2 + sigma^2 = 1), "flow" (alpha + sigma
+    = 1) or "ve" (alpha = 1)."""
+    t = 0.5 * (schedule.t_min + schedule.t_max)
+    a, s = float(schedule.alpha(t)), float(schedule.sigma(t))
+    if abs(a * a + s * s - 1.0) < 1e-9:
+        return "vp"
+    if abs(a + s - 1.0) < 1e-9:
+        return "flow"
+    return "ve"
+
+
+def run_pipeline(
+    factory,
+    model,
+    x_init,
+    steps: int,
+    *,
+    rng=None,
+    upcast: bool = True,
+    pipeline=None,
+    at: str = "label",
+    levels=None,
+) -> RunResult:
+    """Run the scheduler ``factory()`` for ``steps`` inference steps from ``x_init`` the way a
+    diffusers pipeline does (:func:`validation.pipeline.drive`): the exact network answers at
+    the level each timestep *label* names (``at="label"``, what a trained network does), or at
+    the true level of each call (``at="level"``: measured by
+    :func:`validation.pipeline.probe_levels`, or the per-call log-SNR ``levels``), which
+    isolates the scheduler's algorithm from its labels. ``x_init`` has shape (n, d), in the
+    frame of ``model.schedule`` (a reference schedule matching :func:`training_schedule`) at
+    the level the run starts at (the scheduler's sigma at its begin index, else its first
+    label's level); ``model`` is the sampler protocol's model. ``pipeline``
+    (:class:`validation.pipeline.Pipeline`) carries set_timesteps / step keyword arguments,
+    strength / begin index and the dtype; without it, ``upcast`` picks float64 (True) or
+    float32 as shipped. Returns :class:`RunResult` with the
+    final sample in the model's frame; raises :class:`validation.pipeline.PipelineError`
+    naming who failed."""
+    from diffusion_oracle.reference.forward import _rng
+
+    from .pipeline import (
+        ExactNetwork,
+        Pipeline,
+        drive,
+        frame_scale,
+        network_convention,
+        prepare,
+        sample_frame,
+        start_level,
+    )  # fmt: skip
+
+    rng = _rng(rng)
+    steps = positive_int(steps, "steps")
+    if at not in ("label", "level"):
+        raise ValueError(f"at must be 'label' or 'level', got {at!r}")
+    ref = getattr(model, "schedule", None)
+    if not isinstance(ref, Schedule):
+        raise TypeError(
+            f"model must carry its reference schedule as model.schedule, got {type(ref).__name__}"
+        )
+    pipe = pipeline if pipeline is not None else Pipeline(dtype="float64" if upcast else "float32")
+    prepared = prepare(factory, steps, pipe, ref)
+    sched, labels, begin = prepared
+    conv = network_convention(sched, ref)
+    frame, rframe = sample_frame(sched), _ref_frame(ref)
+    lam0 = start_level(sched, labels, begin, conv)
+    x0_init = np.asarray(x_init, dtype=np.float64)
+    sample0 = x0_init if frame == rframe else x0_init * (
+        frame_scale(frame, lam0) / frame_scale(rframe, lam0))  # fmt: skip
+    if at == "level" and levels is None:
+        from .pipeline import PipelineError, probe_levels
+
+        tr = probe_levels(factory, steps, pipe, reference=ref)
+        if not tr.available:
+            raise PipelineError("diffusion-oracle", f"at='level' needs the level probe: {tr.why}")
+        levels = list(tr.lam_in)
+    net = ExactNetwork(model, conv, levels=levels, dtype=pipe.dtype)
+    np_dtype = np.float64 if pipe.dtype == "float64" else np.float32
+
+    def draw(shape, dtype):
+        import torch
+
+        return torch.from_numpy(rng.standard_normal(shape)).to(dtype or torch.float32)
+
+    d = drive(factory, net, sample0, steps, pipe, draw=draw, reference=ref, keep_inputs=True,
+              prepared=prepared)  # fmt: skip
+    out = d.sample
+    if frame != rframe:
+        sig = getattr(sched, "sigmas", None)
+        from .pipeline import _level_of_sigma
+
+        lam_end = _level_of_sigma(frame, float(_np(sig[-1]))) if sig is not None else math.inf
+        out = out * (frame_scale(rframe, lam_end) / frame_scale(frame, lam_end))
+    res = RunResult(sample=out.astype(np_dtype).astype(np.float64) if pipe.dtype != "float64"
+                    else out)  # fmt: skip
+    res.dtype = pipe.dtype
+    res.labels = d.labels
+    for t, u in zip(net.times, d.inputs, strict=False):
+        a, s = float(ref.alpha(t)), float(ref.sigma(t))
+        res.t.append(t)
+        res.alpha.append(a)
+        res.sigma.append(s)
+        res.timesteps.append(d.labels[len(res.timesteps)])
+        lam = float(ref.log_snr(t))
+        a_net = float(conv.scales(lam)[0])
+        res.norms.append(float(np.linalg.norm(u * (a / a_net if a_net > 0 else 1.0))))
+    res.calls = d.calls
+    return res
+
+
 def scheduler_class(name: str):
     """The diffusers scheduler class ``name`` (ImportError when diffusers is missing)."""
     mod = importlib.import_module("diffusers")
@@ -330,7 +438,135 @@ def scheduler_class(name: str):
 
 
 class SchedulerSampler:
-    """A diffusers scheduler as a sampler for :func:`diffusion_oracle.verify`:
+    """A diffusers scheduler as a sampler for :func:`diffusion_oracle.verify`, run the way its
+    pipelines run it (:mod:`validation.pipeline`): ``sampler(model, x_init, grid, *, rng)``
+    runs the pipeline loop for the number of inference steps that produced ``grid``, the exact
+    network answering at the level each timestep label names, in ``dtype`` ("float32" as
+    shipped, the default, or "float64"), with the ``set_timesteps`` / ``step`` keyword
+    arguments, ``strength`` and ``begin_index`` of the user's pipeline.
+
+    ``make_grid(schedule, steps)`` returns the levels the sample really goes through, measured
+    by the level probe (second stages and ancestral re-noising dropped; the last node where the
+    output lands), which is what tier 1 compares against; ``checks(schedule, steps)`` gives
+    verify the judged label/level check. ``order`` is the declared convergence order;
+    ``at="level"`` has the exact network answer at each call's true level instead of the
+    label's (the algorithm isolated from its labels: the conformance checks' mode)."""
+
+    default_grid = "uniform"
+
+    def __init__(self, factory, *, name=None, order=None, stochastic=False, dtype="float32",
+                 set_timesteps=None, step=None, strength=None, begin_index=None,
+                 inverse=False, at="label"):  # fmt: skip
+        from .pipeline import Pipeline
+
+        self.factory = factory
+        self.pipeline = Pipeline(
+            set_timesteps=dict(set_timesteps or {}), step=dict(step or {}), strength=strength,
+            begin_index=begin_index, dtype=dtype,
+        )  # fmt: skip
+        self._name = name
+        self.order = order
+        self.stochastic = stochastic
+        self.inverse = inverse
+        if at not in ("label", "level"):
+            raise ValueError(f"at must be 'label' or 'level', got {at!r}")
+        self.at = at
+        self._steps = {}
+        self._traces = {}
+
+    @property
+    def name(self) -> str:
+        if self._name is None:
+            try:
+                self._name = type(self.factory()).__name__
+            except Exception:  # noqa: BLE001 - a constructor that raises is reported by verify
+                self._name = "diffusers scheduler"
+        return self._name
+
+    def __repr__(self):
+        return self.name
+
+    @property
+    def table_dtype(self) -> str | None:
+        """The precision of the scheduler's noise-level table, for verify's rounding bound:
+        "float32" when it keeps a sigma table (diffusers builds it through
+        ``astype(np.float32)`` in ``set_timesteps``, so even in float64 mode each level carries
+        one float32 rounding: measured 2e-10 against a 50-digit first step of
+        DPMSolverMultistep), else None."""
+        try:
+            return "float32" if hasattr(self.factory(), "sigmas") else None
+        except Exception:  # noqa: BLE001 - reported by the runs
+            return None
+
+    def trace(self, schedule: Schedule, steps: int):
+        """The level probe of a run of ``steps`` (cached)."""
+        from .pipeline import probe_levels
+
+        key = (int(steps), self.pipeline.key())
+        if key not in self._traces:
+            self._traces[key] = probe_levels(self.factory, int(steps), self.pipeline,
+                                             reference=schedule)  # fmt: skip
+        return self._traces[key]
+
+    def make_grid(self, schedule: Schedule, steps: int):
+        from diffusion_oracle.reference.grids import Grid
+
+        tr = self.trace(schedule, steps)
+        lo, hi = schedule.log_snr_range()
+
+        def t_of(lam):
+            return float(schedule.t_from_log_snr(min(max(float(lam), lo), hi)))
+
+        lams = [float(v) for v in tr.lam_in]
+        times = [t_of(lams[0])]
+        for lam in lams[1:]:
+            t = t_of(lam)
+            if t < times[-1]:  # second stages and ancestral re-noising are not grid nodes
+                times.append(t)
+        # where the output lands: the data (sigma = 0, or a level above the schedule's range:
+        # what the float32 table leaves of sigma = 0), else a node
+        from .pipeline import frame_scales
+
+        s_path = max((frame_scales(tr.frame, float(v))[1] for v in tr.lam_in), default=1.0)
+        u = np.finfo(np.float32 if tr.dtype == "float32" else np.float64).eps / 2
+        s_floor = 64.0 * u * (len(tr.labels) + 1) * min(s_path, 1e30)  # rounding of sigma = 0
+        final_zero = tr.s_end <= s_floor or tr.lam_end >= hi
+        if not final_zero:
+            t_land = t_of(tr.lam_end)
+            if t_land < times[-1]:
+                times.append(t_land)
+        # the scheduler's own timesteps (rounded integers, or interpolated sigmas): not a
+        # smooth function of i/N, so orders on it are judged with the rough-grid rule
+        grid = Grid(schedule, np.asarray(times), final_zero=final_zero,
+                    family=f"{self.name} timesteps", refines=False)  # fmt: skip
+        self._steps[tuple(np.round(grid.t, 15))] = int(steps)
+        return grid
+
+    def checks(self, schedule: Schedule, steps) -> list:
+        """The judged pipeline checks verify adds: the label/level check over ``steps``."""
+        from .pipeline import judge_labels
+
+        return [judge_labels([self.trace(schedule, n) for n in steps], inverse=self.inverse)]
+
+    def __call__(self, model, x_init, grid, *, rng=None):
+        key = tuple(np.round(grid.t, 15))
+        if key not in self._steps:
+            raise ValueError(
+                "grid must come from this sampler's make_grid (the scheduler picks its times)"
+            )
+        n = self._steps[key]
+        levels = None
+        if self.at == "level":
+            levels = list(self.trace(model.schedule, n).lam_in)
+        r = run_pipeline(self.factory, model, x_init, n, rng=rng, pipeline=self.pipeline,
+                          at=self.at, levels=levels)  # fmt: skip
+        return r.sample.astype(np.float32) if r.dtype == "float32" else r.sample
+
+
+class AlgorithmSampler:
+    """A diffusers scheduler as a sampler for the conformance checks' tier 1 and 3 (the
+    driver of :func:`run_scheduler`: the model answers the scheduler's own question, float64;
+    the pipeline-faithful sampler is :class:`SchedulerSampler`):
     ``sampler(model, x_init, grid, *, rng)`` runs :func:`run_scheduler` for the number of
     inference steps that produced ``grid``, and ``make_grid(schedule, steps)`` returns the grid
     the scheduler really runs (its model-call times, without the repeated second stages,

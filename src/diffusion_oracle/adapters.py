@@ -179,60 +179,78 @@ class _DiffusersSampler:
         return _to_numpy(sample)
 
 
+def _same_schedule(a, b) -> bool:
+    """Whether two reference schedules are the same (discrete: same T and alpha_bar table;
+    otherwise same type and repr)."""
+    if isinstance(a, DiscreteSchedule) or isinstance(b, DiscreteSchedule):
+        return (
+            isinstance(a, DiscreteSchedule) and isinstance(b, DiscreteSchedule) and a.T == b.T
+            and np.allclose(a.log_alpha_bar, b.log_alpha_bar, rtol=1e-10, atol=1e-12)
+        )  # fmt: skip
+    return type(a) is type(b) and repr(a) == repr(b)
+
+
 def from_diffusers(
     scheduler_factory,
-    schedule: DiscreteSchedule,
+    schedule: Schedule | None = None,
     *,
     name: str | None = None,
     order=None,
     stochastic: bool = False,
     prediction_type: str = "epsilon",
     framework: str = "numpy",
+    dtype: str = "float32",
+    set_timesteps: dict | None = None,
+    step: dict | None = None,
+    strength: float | None = None,
+    begin_index: int | None = None,
+    inverse: bool = False,
 ):
-    """Wrap a diffusers scheduler (or a diffusers-style object). A real diffusers scheduler runs
-    through :class:`diffusion_oracle.validation.diffusers.SchedulerSampler` (times read from the
-    scheduler's state, float64, its configured prediction_type); any other object with
-    ``set_timesteps`` / ``step`` through the generic loop below. ``scheduler_factory()`` returns
-    a fresh scheduler;
-    ``schedule`` is the matching :class:`DiscreteSchedule` (same betas, T = num_train_timesteps);
-    ``prediction_type`` what the scheduler expects ("epsilon", "sample", "v_prediction");
-    ``stochastic=True`` passes ``variance_noise`` drawn from the harness's rng to ``step``.
-    The adapter exposes ``make_grid`` so the harness compares against the grid the scheduler
-    really ran.
+    """Wrap a diffusers scheduler (or a diffusers-style object) as a sampler for ``verify``.
+
+    A real diffusers scheduler runs through
+    :class:`diffusion_oracle.validation.diffusers.SchedulerSampler`: the loop of a diffusers
+    pipeline (``set_timesteps(**set_timesteps)``, ``init_noise_sigma``, ``scale_model_input``,
+    the network called with the timestep label, ``step(**step)``; ``strength`` / ``begin_index``
+    as img2img pipelines set them) in ``dtype`` ("float32" as shipped, or "float64"), the exact
+    network answering at the level each label names through the configuration's documented
+    label -> level map (discrete training table, flow T sigma, EDM c_noise), in its configured
+    prediction_type (epsilon, sample, v_prediction, flow_prediction). ``schedule`` is optional
+    there: the scheduler's own training schedule (DiscreteSchedule of its betas, Flow() for
+    flow sigmas, EDM(...)); when given it must match. verify then also judges whether the labels
+    name the levels the sample is at (the level probe), and a scheduler that raises is a FAIL
+    row naming it. ``inverse=True`` marks an inversion scheduler (judged under the convention it
+    follows: model at the current or at the destination level).
+
+    Any other object with ``set_timesteps`` / ``step`` runs through the generic loop below;
+    ``schedule`` (a DiscreteSchedule, T = num_train_timesteps) is then required,
+    ``prediction_type`` is what the scheduler expects and ``stochastic=True`` passes
+    ``variance_noise`` drawn from the harness's rng to ``step``. The adapter exposes
+    ``make_grid`` so the harness compares against the grid the scheduler really ran.
 
     Example (diffusers installed)::
 
-        from diffusers import DDIMScheduler
-        sch = DiscreteSchedule.linear(1000)
-        sampler = from_diffusers(lambda: DDIMScheduler(num_train_timesteps=1000), sch,
-                                 framework="torch", order=1)
-        report = verify(sampler, "ring8", sch, steps=[10, 20, 50, 100])
+        from diffusers import DPMSolverMultistepScheduler
+        sampler = from_diffusers(lambda: DPMSolverMultistepScheduler(), order=2)
+        report = verify(sampler, "ring8", sampler.schedule, steps=[10, 20, 40])
     """
-    if not isinstance(schedule, DiscreteSchedule):
-        raise TypeError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
-    if prediction_type not in ("epsilon", "sample", "v_prediction"):
-        raise ValueError(
-            "prediction_type must be 'epsilon', 'sample' or 'v_prediction', "
-            f"got {prediction_type!r}"
-        )
     if framework not in ("numpy", "torch"):
         raise ValueError(f"framework must be 'numpy' or 'torch', got {framework!r}")
+    if not callable(scheduler_factory):
+        raise TypeError(
+            f"scheduler_factory must be callable (returning a fresh scheduler), got "
+            f"{type(scheduler_factory).__name__}"
+        )
     probe = scheduler_factory()
     nm = name or type(probe).__name__
-    if type(probe).__module__.startswith("diffusers."):
-        # a real diffusers scheduler: the validation driver reads each call's time from the
-        # scheduler's state (sigma schedulers take fractional timesteps), runs in float64 and
-        # answers the scheduler's own prediction_type
+    if any(c.__module__.startswith("diffusers.") for c in type(probe).__mro__):
+        # a diffusers scheduler, or a subclass of one (a user's patched scheduler)
         from diffusion_oracle.validation.diffusers import SchedulerSampler, training_schedule
 
         theirs = training_schedule(probe)
-        if (
-            not isinstance(theirs, DiscreteSchedule)
-            or theirs.T != schedule.T
-            or not np.allclose(theirs.log_alpha_bar, schedule.log_alpha_bar, rtol=1e-10, atol=1e-12)
-        ):
+        if schedule is not None and not _same_schedule(theirs, schedule):
             raise ValueError(
-                f"schedule must match the scheduler's betas ({theirs!r}), got {schedule!r}"
+                f"schedule must match the scheduler's configuration ({theirs!r}), got {schedule!r}"
             )
         their_pred = probe.config.get("prediction_type", "epsilon")
         if prediction_type != "epsilon" and prediction_type != their_pred:
@@ -240,7 +258,19 @@ def from_diffusers(
                 f"prediction_type {prediction_type!r} differs from the scheduler's configured "
                 f"{their_pred!r}; configure the scheduler instead"
             )
-        return SchedulerSampler(scheduler_factory, name=nm, order=order, stochastic=stochastic)
+        out = SchedulerSampler(scheduler_factory, name=nm, order=order, stochastic=stochastic,
+                               dtype=dtype, set_timesteps=set_timesteps, step=step,
+                               strength=strength, begin_index=begin_index,
+                               inverse=inverse)  # fmt: skip
+        out.schedule = theirs
+        return out
+    if not isinstance(schedule, DiscreteSchedule):
+        raise TypeError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
+    if prediction_type not in ("epsilon", "sample", "v_prediction"):
+        raise ValueError(
+            "prediction_type must be 'epsilon', 'sample' or 'v_prediction', "
+            f"got {prediction_type!r}"
+        )
     return _DiffusersSampler(
         scheduler_factory, schedule, nm, order, stochastic, prediction_type, framework
     )

@@ -383,7 +383,16 @@ def verify(
     except Exception as exc:
         if not hasattr(sampler, "make_grid"):
             raise  # our own grids: a bad t_start/t_end/grid is the caller's ValueError
-        raise ValueError(f"the sampler's make_grid(schedule, n) raised {exc!r}") from exc
+        # the sampler chooses its own times and could not: a FAIL naming who raised (a
+        # pipeline driver's error says whether it was the scheduler, its configuration or
+        # diffusion-oracle), never an exception out of verify
+        report = VerifyReport(name, declared, tname, repr(schedule), kind, _target_obj=target)
+        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        tb = str(exc) if getattr(exc, "who", None) else (
+            f"the sampler's make_grid(schedule, n) raised {tb}")  # fmt: skip
+        report.rows = [StepResult(n) for n in steps]
+        report.checks.append(Check("runs", Verdict.FAIL, tb))
+        return report
     family, refines = family_of(grids)
     report = VerifyReport(name, declared, tname, repr(schedule), kind, _target_obj=target)
     report.notes.append(f"grid: {kind} ({why}); family {family}, "
@@ -501,6 +510,11 @@ def _judge(report, sampler, target, schedule, prediction, grids, steps, tiers, s
     m2, d = data_m2(target), target.d
     dtype = report.dtype
     lands = []
+    own = getattr(sampler, "checks", None)
+    if callable(own):
+        # checks the sampler's adapter knows how to judge (a pipeline driver's label/level
+        # check): each guarded like ours
+        _guarded(report, "sampler's own checks", lambda: own(schedule, list(steps)))
     if applicable:
         # the final step and the step count, judged on every route (whatever tiers run)
         def land():

@@ -110,10 +110,13 @@ def run_sampler(sampler, model, x, grid, rng) -> Run:
     try:
         out = sampler(model, x, grid, rng=rng)
     except Exception as exc:  # the verdict reports it; verify must not crash
-        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        if getattr(exc, "who", None):  # a pipeline driver's error already names who raised
+            msg = str(exc)
+        else:
+            msg = "sampler raised " + traceback.format_exception_only(type(exc), exc)[-1].strip()
         if not traced:
-            return Run(None, f"sampler raised {tb}")
-        return Run(None, f"sampler raised {tb}", calls=model.calls)
+            return Run(None, msg)
+        return Run(None, msg, calls=model.calls)
     odt = array_dtype(out)
     if hasattr(out, "detach") and hasattr(out, "cpu"):  # a torch tensor, possibly on a GPU
         out = out.detach().cpu().numpy()

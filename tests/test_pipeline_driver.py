@@ -1,0 +1,260 @@
+"""The pipeline-faithful diffusers driver (issue 20): the exact network answers at the level the
+timestep *label* names, the sample's true level is measured by the level probe, and the label
+check, the float32 as-shipped runs, the flow configurations, the inversion conventions and
+the who-raised attribution are judged. Expected values: the documented label -> level maps
+(closed forms: T sigma for flow, log(sigma)/4 for EDM, the training table for DDPM) and the
+schedulers' own documented grids; never a number read off the driver."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+diffusers = pytest.importorskip("diffusers")
+torch = pytest.importorskip("torch")
+
+from diffusion_oracle import Verdict, from_diffusers, verify  # noqa: E402
+from diffusion_oracle.validation.diffusers import (  # noqa: E402
+    SchedulerSampler,
+    training_schedule,
+)
+from diffusion_oracle.validation.pipeline import (  # noqa: E402
+    Pipeline,
+    PipelineError,
+    judge_labels,
+    network_convention,
+    probe_levels,
+)
+
+logging.getLogger("diffusers").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", module="diffusers")
+
+STEPS = [8, 16, 32]
+
+
+def _row(report, name):
+    return next(c for c in report.checks if c.name == name)
+
+
+def _labels(factory, steps=(5, 10), dtype="float32", inverse=False):
+    ref = training_schedule(factory())
+    trs = [probe_levels(factory, n, Pipeline(dtype=dtype), reference=ref) for n in steps]
+    return judge_labels(trs, inverse=inverse)
+
+
+# ------------------------------------------------------------------ label -> level maps
+def test_label_maps_are_the_documented_ones():
+    """Flow: label = T sigma; EDM: c_noise = log(sigma) / 4; discrete: the training table at
+    integer labels, alpha_bar_k = prod (1 - beta) (closed forms, independent of the driver)."""
+    flow = network_convention(diffusers.FlowMatchEulerDiscreteScheduler())
+    sig = 0.3
+    assert flow.label_of(2 * math.log((1 - sig) / sig)) == pytest.approx(1000 * sig, rel=1e-12)
+    edm = network_convention(diffusers.EDMEulerScheduler())
+    assert edm.log_snr(0.25 * math.log(2.5)) == pytest.approx(-2 * math.log(2.5), rel=1e-12)
+    ddpm = network_convention(diffusers.DDPMScheduler())
+    betas = np.linspace(1e-4, 0.02, 1000)
+    ab = np.cumprod(1 - betas)
+    for k in (0, 17, 500, 999):
+        assert ddpm.log_snr(k) == pytest.approx(math.log(ab[k] / (1 - ab[k])), rel=1e-9)
+    # fractional labels between entries: linear in log sigma (diffusers' _sigma_to_t)
+    mid = 0.5 * (ddpm.log_snr(10) + ddpm.log_snr(11))
+    assert ddpm.label_of(mid) == pytest.approx(10.5, abs=1e-9)
+
+
+def test_configurations_without_a_meaning_are_named():
+    with pytest.raises(PipelineError, match="flow_prediction.*needs a flow path") as e:
+        network_convention(diffusers.DPMSolverMultistepScheduler(prediction_type="flow_prediction"))
+    assert e.value.who == "configuration"
+
+
+# ------------------------------------------------------------------ the label/level check
+class UnshiftedLabels(diffusers.FlowMatchEulerDiscreteScheduler):
+    """A planted fault: the sigmas are shifted (shift = 3) but the labels come from the
+    unshifted grid, as when a pipeline computes timesteps before applying the shift."""
+
+    def set_timesteps(self, *args, **kwargs):
+        super().set_timesteps(*args, **kwargs)
+        n = len(self.timesteps)
+        self.timesteps = torch.linspace(1.0, 1.0 / n, n) * self.config.num_train_timesteps
+
+
+class RepeatedLabel(diffusers.DDIMScheduler):
+    """A planted fault: the fourth label repeats the third."""
+
+    def set_timesteps(self, *args, **kwargs):
+        super().set_timesteps(*args, **kwargs)
+        ts = self.timesteps.clone()
+        ts[3] = ts[2]
+        self.timesteps = ts
+
+
+def test_unshifted_labels_fail_with_the_named_diagnosis_and_the_real_scheduler_passes():
+    bad = from_diffusers(lambda: UnshiftedLabels(shift=3.0), order=1)
+    rep = verify(bad, "ring8", bad.schedule, steps=STEPS, tiers=(1,), progress=False)
+    row = _row(rep, "labels name the sample's level")
+    assert row.verdict is Verdict.FAIL and rep.verdict is Verdict.FAIL
+    assert "the network is told t=" in row.reason and "while the sample is at sigma" in row.reason
+    good = from_diffusers(lambda: diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0), order=1)
+    rep = verify(good, "ring8", good.schedule, steps=STEPS, tiers=(1,), progress=False)
+    assert _row(rep, "labels name the sample's level").verdict is Verdict.PASS
+    assert rep.verdict is Verdict.PASS, rep
+
+
+def test_a_repeated_label_fails_and_the_real_ddim_passes():
+    bad = from_diffusers(lambda: RepeatedLabel(clip_sample=False), order=1)
+    rep = verify(bad, "ring8", bad.schedule, steps=STEPS, tiers=(1,), progress=False)
+    row = _row(rep, "labels name the sample's level")
+    assert row.verdict is Verdict.FAIL
+    assert "call 3" in row.reason and "label repeated at calls [3]" in row.reason
+    good = from_diffusers(lambda: diffusers.DDIMScheduler(clip_sample=False), order=1)
+    rep = verify(good, "ring8", good.schedule, steps=STEPS, tiers=(1,), progress=False)
+    assert _row(rep, "labels name the sample's level").verdict is Verdict.PASS
+    assert rep.verdict is Verdict.PASS, rep
+
+
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("DDIMScheduler", {}),
+        ("DDPMScheduler", {}),
+        ("EulerDiscreteScheduler", {}),
+        ("HeunDiscreteScheduler", {}),
+        ("DPMSolverMultistepScheduler", {}),
+        ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+        ("UniPCMultistepScheduler", {}),
+        ("EDMEulerScheduler", {}),
+        ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}),
+    ],
+)
+def test_correct_schedulers_labels_name_their_levels_in_float32(name, kw):
+    cls = getattr(diffusers, name)
+    assert _labels(lambda: cls(**kw)).verdict is Verdict.PASS
+
+
+# ------------------------------------------------------------------ flow prediction
+FLOW = {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": 3.0}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "DPMSolverSinglestepScheduler"],
+)
+def test_flow_prediction_configurations_run(name):
+    """They raised KeyError('flow_prediction') in the driver. DPM-Solver and UniPC hand the
+    network int64 labels truncated from T sigma (999 for 999.7): the label check names it."""
+    cls = getattr(diffusers, name)
+    s = from_diffusers(lambda: cls(**FLOW), order=2)
+    rep = verify(s, "ring8", s.schedule, steps=STEPS, tiers=(1,), progress=False)
+    assert _row(rep, "runs").verdict is Verdict.PASS, rep
+    row = _row(rep, "labels name the sample's level")
+    assert row.verdict is Verdict.FAIL and "units of T sigma" in row.reason
+
+
+def test_flow_inverse_configuration_runs_and_its_direction_is_judged():
+    """DPMSolverMultistepInverseScheduler with flow sigmas runs (no KeyError); its levels fall
+    from sigma 0.9997 towards the data, which an inversion must not do."""
+    cls = diffusers.DPMSolverMultistepInverseScheduler
+    row = _labels(lambda: cls(**FLOW), inverse=True)
+    assert row.verdict is Verdict.FAIL and "runs towards the data" in row.reason
+
+
+def test_epsilon_on_flow_sigmas_is_read_on_the_flow_path():
+    s = from_diffusers(
+        lambda: diffusers.DPMSolverMultistepScheduler(use_flow_sigmas=True, flow_shift=3.0),
+        order=2,
+    )
+    assert type(s.schedule).__name__ == "Flow"
+    assert network_convention(s.factory()).path == "flow"
+
+
+# ------------------------------------------------------------------ inversion conventions
+def test_inverse_schedulers_are_judged_under_their_own_convention():
+    ddim = _labels(lambda: diffusers.DDIMInverseScheduler(clip_sample=False), inverse=True)
+    assert ddim.verdict is Verdict.PASS and "model at the destination level" in ddim.reason
+    dpm = _labels(lambda: diffusers.DPMSolverMultistepInverseScheduler(), inverse=True)
+    assert dpm.verdict is Verdict.PASS and "model at the current level" in dpm.reason
+
+
+# ------------------------------------------------------------------ float32 as shipped
+COS_KARRAS = {"beta_schedule": "squaredcos_cap_v2", "use_karras_sigmas": True}
+
+
+def test_a_float32_only_crash_is_reported_in_float32():
+    f = lambda: diffusers.DPMSolverMultistepScheduler(**COS_KARRAS)  # noqa: E731
+    s32 = from_diffusers(f, order=2)  # the default: float32, as users run it
+    rep = verify(s32, "ring8", s32.schedule, steps=STEPS, tiers=(1,), progress=False)
+    assert rep.verdict is Verdict.FAIL
+    runs = _row(rep, "runs")
+    assert runs.verdict is Verdict.FAIL
+    assert "the scheduler raised IndexError" in runs.reason and "(float32)" in runs.reason
+    s64 = from_diffusers(f, order=2, dtype="float64")
+    rep = verify(s64, "ring8", s64.schedule, steps=STEPS, tiers=(1,), progress=False)
+    assert _row(rep, "runs").verdict is Verdict.PASS  # the upcast hides the crash
+
+
+# ------------------------------------------------------------------ who raised
+class RaisingStep(diffusers.EulerDiscreteScheduler):
+    def step(self, *args, **kwargs):
+        raise RuntimeError("planted")
+
+
+class RaisingInit(diffusers.DDIMScheduler):
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("planted constructor")
+
+
+@pytest.mark.parametrize(
+    "factory,words",
+    [
+        (RaisingStep, "the scheduler raised RuntimeError in RaisingStep.step at call 0"),
+        (RaisingInit, "the scheduler raised RuntimeError in the constructor"),
+    ],
+)
+def test_verify_never_raises_for_a_scheduler_that_raises(factory, words):
+    s = SchedulerSampler(factory)
+    rep = verify(s, "ring8", training_schedule(diffusers.DDIMScheduler()), steps=STEPS,
+                 tiers=(1,), progress=False)  # fmt: skip
+    assert rep.verdict is Verdict.FAIL
+    assert words in _row(rep, "runs").reason
+
+
+def test_a_configuration_without_meaning_is_charged_to_the_configuration():
+    s = SchedulerSampler(
+        lambda: diffusers.DPMSolverMultistepScheduler(prediction_type="flow_prediction")
+    )
+    rep = verify(s, "ring8", training_schedule(diffusers.DDIMScheduler()), steps=STEPS,
+                 tiers=(1,), progress=False)  # fmt: skip
+    assert rep.verdict is Verdict.FAIL
+    assert "needs a flow path" in _row(rep, "runs").reason
+
+
+# ------------------------------------------------------------------ what pipelines pass
+def test_custom_sigmas_begin_index_and_strength_reach_the_scheduler():
+    sig = [1.0, 0.8, 0.55, 0.3, 0.1]
+    f = diffusers.FlowMatchEulerDiscreteScheduler
+    pipe = Pipeline(set_timesteps={"sigmas": sig})
+    tr = probe_levels(f, len(sig), pipe, reference=training_schedule(f()))
+    assert tr.labels == pytest.approx([1000 * s for s in sig], rel=1e-6)
+    # the measured level of each call is the custom sigma (closed form: t = sigma)
+    assert [float(1 / (1 + math.exp(lam / 2))) for lam in tr.lam_in] == pytest.approx(sig)
+    tr = probe_levels(f, 10, Pipeline(strength=0.5), reference=training_schedule(f()))
+    assert len(tr.labels) == 5  # img2img: the last int(10 * 0.5) steps
+    full = probe_levels(f, 10, Pipeline(), reference=training_schedule(f()))
+    assert tr.labels == full.labels[5:]
+    tr = probe_levels(f, 10, Pipeline(begin_index=3), reference=training_schedule(f()))
+    assert tr.labels == full.labels[3:]
+    assert judge_labels([tr]).verdict is Verdict.PASS
+
+
+def test_pipeline_arguments_are_checked():
+    with pytest.raises(ValueError, match="strength must lie in"):
+        Pipeline(strength=1.5)
+    with pytest.raises(ValueError, match="dtype must be"):
+        Pipeline(dtype="float16")
+    with pytest.raises(ValueError, match="strength or begin_index"):
+        Pipeline(strength=0.5, begin_index=2)
+
