@@ -509,36 +509,9 @@ class SchedulerSampler:
         return self._traces[key]
 
     def make_grid(self, schedule: Schedule, steps: int):
-        from diffusion_oracle.reference.grids import Grid
+        from .pipeline import measured_grid
 
-        tr = self.trace(schedule, steps)
-        lo, hi = schedule.log_snr_range()
-
-        def t_of(lam):
-            return float(schedule.t_from_log_snr(min(max(float(lam), lo), hi)))
-
-        lams = [float(v) for v in tr.lam_in]
-        times = [t_of(lams[0])]
-        for lam in lams[1:]:
-            t = t_of(lam)
-            if t < times[-1]:  # second stages and ancestral re-noising are not grid nodes
-                times.append(t)
-        # where the output lands: the data (sigma = 0, or a level above the schedule's range:
-        # what the float32 table leaves of sigma = 0), else a node
-        from .pipeline import frame_scales
-
-        s_path = max((frame_scales(tr.frame, float(v))[1] for v in tr.lam_in), default=1.0)
-        u = np.finfo(np.float32 if tr.dtype == "float32" else np.float64).eps / 2
-        s_floor = 64.0 * u * (len(tr.labels) + 1) * min(s_path, 1e30)  # rounding of sigma = 0
-        final_zero = tr.s_end <= s_floor or tr.lam_end >= hi
-        if not final_zero:
-            t_land = t_of(tr.lam_end)
-            if t_land < times[-1]:
-                times.append(t_land)
-        # the scheduler's own timesteps (rounded integers, or interpolated sigmas): not a
-        # smooth function of i/N, so orders on it are judged with the rough-grid rule
-        grid = Grid(schedule, np.asarray(times), final_zero=final_zero,
-                    family=f"{self.name} timesteps", refines=False)  # fmt: skip
+        grid = measured_grid(self.trace(schedule, steps), schedule, f"{self.name} timesteps")
         self._steps[tuple(np.round(grid.t, 15))] = int(steps)
         return grid
 

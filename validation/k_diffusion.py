@@ -13,12 +13,15 @@ Install: ``pip install torchsde torchdiffeq`` and ``pip install --no-deps k-diff
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
 import math
 import sys
 import types
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,10 @@ __all__ = [
     "check_schedules",
     "check_sampler_law",
     "check_wrappers",
+    "drive_wrapper",
+    "probe_wrapper_levels",
+    "WrapperPipeline",
+    "WrapperSampler",
     "conformance_report",
     "load_module",
     "load_sampling",
@@ -529,3 +536,392 @@ def check_wrappers(target="ring8", *, seed: int = 0):
         )
     )
     return out
+
+
+# --------------------------------------------------------------- the pipeline-faithful route
+# A k-diffusion pipeline (CompVis/Stable Diffusion front ends) runs
+#
+#     wrapped = CompVisDenoiser(network, quantize=True)          # or another wrapper
+#     sigmas = get_sigmas_karras(N, wrapped.sigma_min.item(), wrapped.sigma_max.item())
+#     x = randn * sigmas[0]
+#     x = sample_euler(wrapped, x, sigmas, extra_args=...)
+#
+# and the network sees only x * c_in and the label t = wrapped.sigma_to_t(sigma): the nearest
+# training step with quantize=True, else the fractional step, linear in log sigma between the
+# training table's entries. :class:`WrapperSampler` is that loop with the exact network of
+# :class:`validation.pipeline.ExactNetwork` behind the wrapper (answering at the level the label
+# names), and :func:`probe_wrapper_levels` measures the true level of every network input with
+# the point-mass probe of :mod:`validation.pipeline`, so that verify judges whether the labels
+# name the sample's level (:func:`validation.pipeline.judge_labels`).
+
+WRAPPER_OUTPUT = {
+    "CompVisDenoiser": "epsilon",
+    "DiscreteEpsDDPMDenoiser": "epsilon",
+    "CompVisVDenoiser": "v_prediction",
+    "DiscreteVDDPMDenoiser": "v_prediction",
+}
+SIGMA_SCHEDULES = ("karras", "exponential", "wrapper")
+
+
+class _LabelledInner:
+    """The network behind a k-diffusion wrapper in a pipeline run: called as
+    ``inner(x_in, t, ...)`` or, by the CompVis wrappers, ``inner.apply_model(x_in, t, cond)``;
+    hands ``network(u, label, i)`` the input (float64) and the label of each row, and returns
+    the answer in the input's dtype. Records the labels (and with ``keep`` the inputs)."""
+
+    def __init__(self, network, alphas_cumprod=None, *, keep=False):
+        self.network, self.alphas_cumprod, self.keep = network, alphas_cumprod, keep
+        self.labels, self.inputs = [], []
+
+    def __call__(self, x_in, t, *args, **kwargs):
+        import torch
+
+        from .pipeline import PipelineError
+
+        i = len(self.labels)
+        u = x_in.detach().cpu().to(torch.float64).numpy()
+        lab = np.broadcast_to(t.detach().cpu().to(torch.float64).numpy().reshape(-1), (len(u),))
+        out = np.empty_like(u)
+        try:
+            for val in np.unique(lab):
+                rows = lab == val
+                out[rows] = self.network(u[rows], float(val), i)
+        except PipelineError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ours, never the sampler's
+            raise PipelineError(
+                "diffusion-oracle", f"the exact network of diffusion-oracle raised "
+                f"{type(exc).__name__} at call {i}, label {float(lab[0]):g}: {exc}"[:400],
+                where="network", call=i,
+            ) from exc  # fmt: skip
+        self.labels.append(float(lab[0]) if len(lab) else math.nan)
+        if self.keep:
+            self.inputs.append(u)
+        return torch.from_numpy(out).to(x_in.dtype)
+
+    def apply_model(self, x_in, t, cond=None, *args, **kwargs):
+        return self(x_in, t)
+
+
+
+@dataclass(frozen=True)
+class WrapperPipeline:
+    """What a k-diffusion pipeline chooses: the model ``wrapper`` (a key of
+    :data:`WRAPPER_OUTPUT`, or a subclass of one of those classes), ``quantize`` (labels
+    rounded to the nearest training step, as CompVis front ends run it), the ``sigmas``
+    (``"karras"``: ``get_sigmas_karras(N, sigma_min, sigma_max, rho)`` on the wrapper's range,
+    ``"exponential"``, ``"wrapper"``: its ``get_sigmas(N)``, or a callable
+    ``(N, wrapper) -> sigmas``), ``rho``, the run's ``dtype`` ("float32": the wrapper's
+    alphas_cumprod buffer, the sample and the sigmas in float32, as shipped; "float64") and
+    the sampler's keyword arguments ``kwargs`` (``eta``, ``s_churn``, ``order`` ...;
+    ``extra_args`` defaults to ``{"cond": None}`` for the CompVis v wrapper, which takes a
+    positional cond)."""
+
+    wrapper: object = "CompVisDenoiser"
+    quantize: bool = True
+    sigmas: object = "karras"
+    rho: float = 7.0
+    dtype: str = "float32"
+    kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if wrapper_family(self.wrapper) is None:
+            raise ValueError(f"wrapper must be one of {tuple(WRAPPER_OUTPUT)} or a subclass of "
+                             f"one of those classes, got {self.wrapper!r}")  # fmt: skip
+        if not callable(self.sigmas) and self.sigmas not in SIGMA_SCHEDULES:
+            raise ValueError(f"sigmas must be one of {SIGMA_SCHEDULES} or a callable "
+                             f"(N, wrapper) -> sigmas, got {self.sigmas!r}")  # fmt: skip
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if not isinstance(self.quantize, bool):
+            raise TypeError(f"quantize must be a bool, got {type(self.quantize).__name__}")
+        if not (isinstance(self.rho, (int, float)) and self.rho > 0):
+            raise ValueError(f"rho must be a number > 0, got {self.rho!r}")
+        if not isinstance(self.kwargs, dict):
+            raise TypeError(f"kwargs must be a dict, got {type(self.kwargs).__name__}")
+
+    def key(self):
+        return (self.wrapper, self.quantize, repr(self.sigmas), self.rho, self.dtype,
+                repr(sorted(self.kwargs.items())))  # fmt: skip
+
+
+def wrapper_family(wrapper) -> str | None:
+    """The k-diffusion wrapper ``wrapper`` is (a name of :data:`WRAPPER_OUTPUT`) or subclasses
+    (a user's patched wrapper keeps its family); None when neither."""
+    if isinstance(wrapper, str):
+        return wrapper if wrapper in WRAPPER_OUTPUT else None
+    for c in getattr(wrapper, "__mro__", ()):
+        if c.__name__ in WRAPPER_OUTPUT:
+            return c.__name__
+    return None
+
+
+def wrapper_convention(pipe: WrapperPipeline, schedule):
+    """The :class:`validation.pipeline.Convention` of the network behind ``pipe.wrapper``:
+    trained on ``schedule`` (a DiscreteSchedule; label k names its node k + 1), in the
+    wrapper's output type, integer labels when the wrapper quantizes."""
+    from diffusion_oracle.reference.schedules import DiscreteSchedule
+
+    from .pipeline import discrete_convention
+
+    if not isinstance(schedule, DiscreteSchedule):
+        raise TypeError(
+            f"schedule must be a DiscreteSchedule (the network's training table), got "
+            f"{type(schedule).__name__}"
+        )
+    return discrete_convention(schedule, WRAPPER_OUTPUT[wrapper_family(pipe.wrapper)],
+                               integer_labels=pipe.quantize)  # fmt: skip
+
+
+def _sampler_error(what, exc, dtype):
+    from .pipeline import PipelineError
+
+    return PipelineError(
+        "sampler", f"k-diffusion raised {type(exc).__name__} in {what} ({dtype}): {exc}"[:400],
+        where=what,
+    )  # fmt: skip
+
+
+def build_wrapper(pipe: WrapperPipeline, inner, schedule):
+    """``pipe.wrapper`` around ``inner``, its alphas_cumprod the float64 table of
+    ``schedule`` held in the run's dtype (a CompVis model's buffer is float32)."""
+    import torch
+
+    ext = load_module("external")
+    tdt = torch.float64 if pipe.dtype == "float64" else torch.float32
+    ab = torch.from_numpy(np.exp(np.asarray(schedule.log_alpha_bar[1:], dtype=np.float64)))
+    ab = ab.to(tdt)
+    family = wrapper_family(pipe.wrapper)
+    cls = getattr(ext, pipe.wrapper) if isinstance(pipe.wrapper, str) else pipe.wrapper
+    try:
+        if family.startswith("CompVis"):
+            inner.alphas_cumprod = ab
+            return cls(inner, quantize=pipe.quantize)
+        return cls(inner, ab, quantize=pipe.quantize)
+    except Exception as exc:  # noqa: BLE001 - the wrapper's constructor
+        raise _sampler_error(_wrapper_name(pipe), exc, pipe.dtype) from exc
+
+
+def _wrapper_name(pipe) -> str:
+    return pipe.wrapper if isinstance(pipe.wrapper, str) else pipe.wrapper.__name__
+
+
+def wrapper_sigmas(pipe: WrapperPipeline, wrapper, steps: int):
+    """The sigmas of an ``steps``-step run (``steps + 1`` values ending in 0), in the run's
+    dtype (k-diffusion builds them in float32: ``torch.linspace``'s default)."""
+    import torch
+
+    ks = load_sampling()
+    tdt = torch.float64 if pipe.dtype == "float64" else torch.float32
+    lo, hi = float(wrapper.sigma_min), float(wrapper.sigma_max)
+    what = pipe.sigmas if isinstance(pipe.sigmas, str) else "the sigmas callable"
+    try:
+        if pipe.sigmas == "karras":
+            sig = ks.get_sigmas_karras(steps, lo, hi, rho=pipe.rho)
+        elif pipe.sigmas == "exponential":
+            sig = ks.get_sigmas_exponential(steps, lo, hi)
+        elif pipe.sigmas == "wrapper":
+            sig = wrapper.get_sigmas(steps)
+        else:
+            sig = pipe.sigmas(steps, wrapper)
+    except Exception as exc:  # noqa: BLE001 - k-diffusion's (or the user's) schedule
+        raise _sampler_error(f"sigmas {what!r}", exc, pipe.dtype) from exc
+    return torch.as_tensor(sig).to(tdt)
+
+
+@contextmanager
+def _randn_like(draw):
+    """Answer ``torch.randn_like`` (the churn of sample_euler/heun/dpm_2, k-diffusion's
+    default noise sampler) with ``draw(shape, dtype)``."""
+    import torch
+
+    saved = torch.randn_like
+
+    def randn_like(x, *args, **kwargs):
+        return draw(tuple(x.shape), kwargs.get("dtype") or x.dtype)
+
+    torch.randn_like = randn_like
+    try:
+        yield
+    finally:
+        torch.randn_like = saved
+
+
+@dataclass
+class WrapperRun:
+    """One run: the final ``sample`` (VE frame, float64 copy), the ``sigmas`` (float64), the
+    ``labels`` and, when kept, the network ``inputs`` of every call."""
+
+    sample: np.ndarray
+    sigmas: np.ndarray
+    labels: list
+    inputs: list
+
+
+def drive_wrapper(fn, pipe: WrapperPipeline, network, sample0, steps: int, schedule, *,
+                  draw=None, keep_inputs=False) -> WrapperRun:  # fmt: skip
+    """The k-diffusion pipeline (comment above) from ``sample0`` (VE frame, NumPy, or a
+    callable ``sigma_0 -> sample0``), ``network(u, label, i)`` behind the wrapper and
+    ``draw(shape, dtype)`` for every noise draw (``noise_sampler`` where ``fn`` takes one, and
+    ``torch.randn_like``). Raises :class:`validation.pipeline.PipelineError` naming who."""
+    import inspect
+
+    import torch
+
+    tdt = torch.float64 if pipe.dtype == "float64" else torch.float32
+    inner = _LabelledInner(network, keep=keep_inputs)
+    wrapper = build_wrapper(pipe, inner, schedule)
+    sigmas = wrapper_sigmas(pipe, wrapper, steps)
+    sig64 = sigmas.to(torch.float64).numpy()
+    x0 = sample0(float(sig64[0])) if callable(sample0) else sample0
+    x = torch.from_numpy(np.asarray(x0, dtype=np.float64)).to(tdt)
+    kw = dict(pipe.kwargs)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "extra_args" in params and wrapper_family(pipe.wrapper) == "CompVisVDenoiser":
+        kw.setdefault("extra_args", {"cond": None})
+    if "disable" in params:
+        kw.setdefault("disable", True)
+    noise = contextlib.nullcontext()
+    if draw is not None:
+        if "noise_sampler" in params:
+            kw.setdefault("noise_sampler", lambda s, s_next: draw(tuple(x.shape), x.dtype))
+        noise = _randn_like(draw)
+    name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "fn")
+    from .pipeline import PipelineError
+
+    with noise, torch.no_grad():
+        try:
+            out = fn(wrapper, x, sigmas, **kw)
+        except PipelineError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the sampler's (or its wrapper's) fault
+            raise _sampler_error(f"{name} on {_wrapper_name(pipe)}", exc, pipe.dtype) from exc
+    return WrapperRun(out.detach().cpu().to(torch.float64).numpy(), sig64, inner.labels,
+                      inner.inputs)  # fmt: skip
+
+
+def probe_wrapper_levels(fn, pipe: WrapperPipeline, steps: int, schedule):
+    """The true level of every network input of a run (the point-mass probe of
+    :func:`validation.pipeline.probe_levels`: coordinate 0 the data, 1 the start's noise,
+    2 + j the j-th noise draw), run under two torch seeds to detect noise not drawn through
+    ``noise_sampler`` / ``torch.randn_like``. Returns a
+    :class:`validation.pipeline.LevelTrace` (frame "ve", the float32 sigma table)."""
+    import torch
+
+    from .pipeline import PROBE_C, PointMassNetwork, PointMassProbe
+
+    conv = wrapper_convention(pipe, schedule)
+    probe = PointMassProbe(int(steps))
+
+    def start(sigma0):
+        x = np.zeros((1, probe.slots))
+        x[0, 0], x[0, 1] = PROBE_C, sigma0
+        return x
+
+    runs = []
+    for seed in (0, 1):
+        probe.used = 0
+        torch.manual_seed(seed)
+        runs.append(drive_wrapper(fn, pipe, PointMassNetwork(conv, probe.c), start, steps,
+                                  schedule, draw=probe.draw, keep_inputs=True))  # fmt: skip
+    return probe.trace(runs, steps, pipe.dtype, conv, "the sampler",
+                       "noise_sampler and torch.randn_like", sigma_table=True, frame="ve")
+
+
+class WrapperSampler:
+    """A k-diffusion sampler as a sampler for :func:`diffusion_oracle.verify`, run the way a
+    k-diffusion pipeline runs it (comment above): ``fn(wrapper, x, sigmas, **kwargs)`` with
+    the exact network behind ``pipe.wrapper`` answering at the level each label names
+    (``at="label"``, what a trained network does) or at each call's measured level
+    (``at="level"``: the sampler's algorithm isolated from its labels).
+
+    ``schedule`` is the network's training table (a DiscreteSchedule; default
+    ``DiscreteSchedule.linear(1000)``): verify must run on it (``sampler.schedule``).
+    ``make_grid`` returns the levels the sample really goes through (the level probe), and
+    ``checks`` the judged label/level check."""
+
+    default_grid = "karras"
+    table_dtype = "float32"  # k-diffusion builds its sigmas in float32
+
+    def __init__(self, fn, pipe: WrapperPipeline | None = None, *, schedule=None, name=None,
+                 order=None, stochastic=False, at="label"):  # fmt: skip
+        from diffusion_oracle.reference.schedules import DiscreteSchedule
+
+        if not callable(fn):
+            raise TypeError(f"fn must be a k-diffusion sampling function, got {type(fn).__name__}")
+        if at not in ("label", "level"):
+            raise ValueError(f"at must be 'label' or 'level', got {at!r}")
+        self.fn, self.pipe = fn, pipe or WrapperPipeline()
+        self.schedule = DiscreteSchedule.linear(1000) if schedule is None else schedule
+        wrapper_convention(self.pipe, self.schedule)  # the schedule's type, checked now
+        base = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "")
+        self.name = name or f"{base or 'k-diffusion sampler'} on {_wrapper_name(self.pipe)}" + (
+            "(quantize=True)" if self.pipe.quantize else "")  # fmt: skip
+        self.order, self.stochastic, self.at = order, stochastic, at
+        self._steps, self._traces = {}, {}
+
+    def __repr__(self):
+        return self.name
+
+    def check_schedule(self, schedule):
+        """ValueError unless verify runs on the network's training table (verify calls it
+        before anything runs: a wrong schedule is the caller's error, not a verdict)."""
+        from diffusion_oracle.adapters import _same_schedule
+
+        if not _same_schedule(schedule, self.schedule):
+            raise ValueError(
+                f"schedule must be the network's training table {self.schedule!r} "
+                f"(sampler.schedule), got {schedule!r}"
+            )
+
+    def trace(self, schedule, steps: int):
+        """The level probe of a run of ``steps`` (cached)."""
+        self.check_schedule(schedule)
+        key = (int(steps), self.pipe.key())
+        if key not in self._traces:
+            self._traces[key] = probe_wrapper_levels(self.fn, self.pipe, int(steps), schedule)
+        return self._traces[key]
+
+    def make_grid(self, schedule, steps: int):
+        from .pipeline import measured_grid
+
+        grid = measured_grid(self.trace(schedule, steps), schedule, f"{self.pipe.sigmas} sigmas")
+        self._steps[tuple(np.round(grid.t, 15))] = int(steps)
+        return grid
+
+    def checks(self, schedule, steps) -> list:
+        """The judged pipeline checks verify adds: the label/level check over ``steps``."""
+        from .pipeline import judge_labels
+
+        return [judge_labels([self.trace(schedule, n) for n in steps])]
+
+    def __call__(self, model, x_init, grid, *, rng=None):
+        import torch
+
+        from diffusion_oracle.reference.forward import _rng
+
+        from .pipeline import ExactNetwork
+
+        key = tuple(np.round(grid.t, 15))
+        if key not in self._steps:
+            raise ValueError(
+                "grid must come from this sampler's make_grid (the sampler's sigmas pick its "
+                "times)"
+            )
+        n = self._steps[key]
+        rng = _rng(rng)
+        conv = wrapper_convention(self.pipe, model.schedule)
+        levels = list(self.trace(model.schedule, n).lam_in) if self.at == "level" else None
+        net = ExactNetwork(model, conv, levels=levels, dtype=self.pipe.dtype)
+        x_ve = np.asarray(x_init, dtype=np.float64) / grid.alpha[0]
+
+        def draw(shape, dtype):
+            return torch.from_numpy(rng.standard_normal(shape)).to(dtype or torch.float32)
+
+        r = drive_wrapper(self.fn, self.pipe, net, x_ve, n, model.schedule, draw=draw)
+        s_end = float(r.sigmas[-1])
+        out = r.sample / math.sqrt(1.0 + s_end * s_end)  # the VP frame at the last sigma
+        return out.astype(np.float32) if self.pipe.dtype == "float32" else out

@@ -51,6 +51,7 @@ __all__ = [
     "PointMassNetwork",
     "drive",
     "judge_labels",
+    "measured_grid",
     "network_convention",
     "probe_levels",
     "sample_frame",
@@ -60,11 +61,12 @@ PREDICTION_TYPES = ("epsilon", "sample", "v_prediction", "flow_prediction")
 
 
 class PipelineError(RuntimeError):
-    """A failure of a pipeline run, with who raised: ``who`` is "scheduler" (its constructor,
-    set_timesteps, scale_model_input or step raised, or it produced non-finite values),
-    "configuration" (the configuration names a combination with no defined meaning, e.g.
-    flow_prediction on a discrete VP schedule) or "diffusion-oracle" (this driver: a bug here,
-    never charged to the scheduler)."""
+    """A failure of a pipeline run, with who raised: ``who`` is "scheduler" (a diffusers
+    scheduler's constructor, set_timesteps, scale_model_input or step raised, or it produced
+    non-finite values), "sampler" (a k-diffusion sampler, its model wrapper or its sigma
+    schedule raised), "configuration" (the configuration names a combination with no defined
+    meaning, e.g. flow_prediction on a discrete VP schedule) or "diffusion-oracle" (this
+    driver: a bug here, never charged to the scheduler or the sampler)."""
 
     def __init__(self, who: str, message: str, *, where: str = "", call: int | None = None):
         self.who, self.where, self.call = who, where, call
@@ -273,11 +275,19 @@ def network_convention(scheduler, reference=None) -> Convention:
             where="config",
         )
     ref = reference if isinstance(reference, DiscreteSchedule) else training_schedule(scheduler)
-    lab = np.asarray(ref.log_alpha_bar[1:], dtype=np.float64)  # node n = k + 1
-    # log sigma_VE = 0.5 log((1 - alpha_bar) / alpha_bar), stably: 0.5 log(expm1(-log ab))
+    return discrete_convention(ref, pred, integer_labels=integer)
+
+
+def discrete_convention(schedule, prediction_type: str, *, integer_labels: bool = False):
+    """The :class:`Convention` of a network trained on the discrete ``schedule`` (a
+    DiscreteSchedule: label k is its node n = k + 1), in ``prediction_type``; the table is
+    log sigma_VE = 0.5 log((1 - alpha_bar) / alpha_bar), computed stably as
+    0.5 log(expm1(-log alpha_bar)) from the float64 log alpha_bar."""
+    lab = np.asarray(schedule.log_alpha_bar[1:], dtype=np.float64)  # node n = k + 1
     with np.errstate(divide="ignore"):
         log_sig = 0.5 * np.log(np.expm1(-lab))
-    return Convention("discrete", pred, T, log_sigmas=tuple(log_sig), integer_labels=integer)
+    return Convention("discrete", prediction_type, int(schedule.T), log_sigmas=tuple(log_sig),
+                      integer_labels=integer_labels)  # fmt: skip
 
 
 def sample_frame(scheduler) -> str:
@@ -634,6 +644,48 @@ PROBE_TINY = 1e-30  # the start's noise coefficient at a start on the data (floa
 CONSISTENCY = ("LCMScheduler", "TCDScheduler")
 
 
+class PointMassProbe:
+    """The coordinates of the point-mass probe of a run of ``calls`` network calls: 0 the data
+    (x0 = PROBE_C), 1 the start's noise, 2 + j the j-th noise draw (``draw(shape, dtype)``
+    hands out one-hot draws and counts them in ``used``); :meth:`trace` reads the levels off
+    the runs (each a result with ``inputs``, ``labels``, ``sample``)."""
+
+    def __init__(self, calls: int):
+        self.slots = 2 + 4 * int(calls) + 8
+        self.c = np.zeros(self.slots)
+        self.c[0] = PROBE_C
+        self.used = 0
+
+    def draw(self, shape, dtype):
+        torch = _torch()
+        j = self.used
+        self.used += 1
+        z = torch.zeros(shape, dtype=dtype or torch.float32)
+        if 2 + j < shape[-1]:
+            z[..., 2 + j] = 1.0
+        return z
+
+    def trace(self, runs, steps, dtype, conv, who, noise_where, **kw) -> LevelTrace:
+        """The :class:`LevelTrace` of ``runs`` (the same run under two torch seeds: if they
+        differ, ``who`` draws noise outside ``noise_where`` and the levels are not read)."""
+        r = runs[0]
+        ins = np.stack([u[0] for u in r.inputs]) if r.inputs else np.zeros((0, self.slots))
+        a_end = float(r.sample[0, 0] / PROBE_C)
+        s_end = float(np.sqrt(np.sum(r.sample[0, 1:] ** 2)))
+        trace = LevelTrace(int(steps), list(r.labels), ins[:, 0] / PROBE_C,
+                           np.sqrt(np.sum(ins[:, 1:] ** 2, axis=1)), a_end, s_end, dtype, conv,
+                           conv.integer_labels, **kw)  # fmt: skip
+        trace.stochastic = self.used > 0
+        if self.used + 2 > self.slots:
+            trace.available = False
+            trace.why = f"{self.used} noise draws, more than the probe's slots"
+        elif not np.array_equal(runs[0].sample, runs[1].sample):
+            trace.available = False
+            trace.why = (f"{who} draws noise outside {noise_where} (e.g. a Brownian tree): its "
+                         "levels cannot be read from one probe run")  # fmt: skip
+        return trace
+
+
 def probe_levels(factory, steps, pipe: Pipeline, *, reference=None) -> LevelTrace:
     """Measure the true level of every network input of a run of ``steps`` (module docstring).
     Coordinates: 0 the data (x0 = PROBE_C), 1 the start's noise, 2 + j the j-th noise draw.
@@ -648,50 +700,54 @@ def probe_levels(factory, steps, pipe: Pipeline, *, reference=None) -> LevelTrac
     # a start at the data keeps a trace of noise, so that the oracle network reads the noise
     # direction (eps = e) and the levels of an inversion are observable from the first step
     s0 = max(s0, PROBE_TINY)
-    slots = 2 + 4 * len(labels) + 8
-    x = np.zeros((1, slots))
+    probe = PointMassProbe(len(labels))
+    x = np.zeros((1, probe.slots))
     x[0, 0], x[0, 1] = a0 * PROBE_C, s0
-    c = np.zeros(slots)
-    c[0] = PROBE_C
-    used = [0]
-
-    def draw(shape, dtype):
-        j = used[0]
-        used[0] += 1
-        z = torch.zeros(shape, dtype=dtype or torch.float32)
-        if 2 + j < shape[-1]:
-            z[..., 2 + j] = 1.0
-        return z
-
     runs = []
     for seed in (0, 1):
-        used[0] = 0
+        probe.used = 0
         torch.manual_seed(seed)
-        r = drive(factory, PointMassNetwork(conv, c), x, steps, pipe, draw=draw,
-                  reference=reference, keep_inputs=True,
-                  prepared=prepare(factory, steps, pipe, reference))  # fmt: skip
-        runs.append(r)
-    r = runs[0]
-    ins = np.stack([u[0] for u in r.inputs]) if r.inputs else np.zeros((0, slots))
-    a_in = ins[:, 0] / PROBE_C
-    s_in = np.sqrt(np.sum(ins[:, 1:] ** 2, axis=1))
-    a_end = float(r.sample[0, 0] / PROBE_C)
-    s_end = float(np.sqrt(np.sum(r.sample[0, 1:] ** 2)))
-    trace = LevelTrace(steps, r.labels, a_in, s_in, a_end, s_end, pipe.dtype, conv,
-                       conv.integer_labels, sigma_table=getattr(sched, "sigmas", None) is not None,
-                       frame=frame, consistency=diffusers_name(sched) in CONSISTENCY)  # fmt: skip
-    trace.stochastic = used[0] > 0
-    if used[0] + 2 > slots:
-        trace.available, trace.why = False, f"{used[0]} noise draws, more than the probe's slots"
-    elif not np.array_equal(runs[0].sample, runs[1].sample):
-        trace.available, trace.why = (
-            False,
-            (
-                "the scheduler draws noise outside its module's randn_tensor (e.g. a Brownian "
-                "tree): its levels cannot be read from one probe run"
-            ),
-        )
-    return trace
+        runs.append(drive(factory, PointMassNetwork(conv, probe.c), x, steps, pipe,
+                          draw=probe.draw, reference=reference, keep_inputs=True,
+                          prepared=prepare(factory, steps, pipe, reference)))  # fmt: skip
+    return probe.trace(runs, steps, pipe.dtype, conv, "the scheduler", "its module's randn_tensor",
+                       sigma_table=getattr(sched, "sigmas", None) is not None, frame=frame,
+                       consistency=diffusers_name(sched) in CONSISTENCY)  # fmt: skip
+
+
+def measured_grid(trace: LevelTrace, schedule, family: str):
+    """The reference grid of the levels a traced run really goes through: the first input's
+    level, then each later input that lies further along beyond :func:`level_tolerance`
+    (second stages and ancestral re-noising are not nodes), then where the output lands: the
+    data (``final_zero``: sigma = 0, or a level above the schedule's range, what a float32
+    table leaves of sigma = 0) or a last node. The labels are rounded integers or interpolated
+    sigmas, not a smooth function of i/N, so the grid does not refine (orders on it are judged
+    with the rough-grid rule)."""
+    from diffusion_oracle.reference.grids import Grid
+
+    lo, hi = schedule.log_snr_range()
+
+    def t_of(lam):
+        return float(schedule.t_from_log_snr(min(max(float(lam), lo), hi)))
+
+    lams = [float(v) for v in trace.lam_in]
+    times, last = [t_of(lams[0])], lams[0]
+    for i, lam in enumerate(lams[1:], start=1):
+        # a level is a new node only beyond rounding of the last one: a two-stage method's
+        # second stage and the next step's first stage measure the same level to rounding
+        if lam > last + level_tolerance(trace, i) and t_of(lam) < times[-1]:
+            times.append(t_of(lam))
+            last = lam
+    s_path = max((frame_scales(trace.frame, float(v))[1] for v in trace.lam_in), default=1.0)
+    u = np.finfo(np.float32 if trace.dtype == "float32" else np.float64).eps / 2
+    s_floor = 64.0 * u * (len(trace.labels) + 1) * min(s_path, 1e30)  # rounding of sigma = 0
+    final_zero = trace.s_end <= s_floor or trace.lam_end >= hi
+    if not final_zero:
+        t_land = t_of(trace.lam_end)
+        if t_land < times[-1]:
+            times.append(t_land)
+    return Grid(schedule, np.asarray(times), final_zero=final_zero, family=family,
+                refines=False)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ the judgement
@@ -866,6 +922,9 @@ def judge_labels(traces, *, inverse: bool = False):
         1.0 / (1.0 + math.exp(lam_true / 2.0)))  # fmt: skip
     rep = [j for j in range(1, len(tr.labels)) if tr.labels[j] == tr.labels[j - 1]]
     hint = f"; label repeated at calls {rep[:4]}" if rep and not inverse else ""
+    if not conv.in_range(exact):
+        hint += ("; that level lies outside the network's training range (the label is "
+                 "clamped to it)")  # fmt: skip
     ev["first"] = {"steps": tr.steps, "call": i, "label": float(label), "exact_label": exact}
     return Check(
         name, Verdict.FAIL,

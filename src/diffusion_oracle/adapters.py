@@ -96,10 +96,29 @@ def from_k_diffusion(
     name: str | None = None,
     order=None,
     stochastic: bool = False,
+    wrapper=None,
+    quantize: bool = True,
+    sigmas="karras",
+    rho: float = 7.0,
+    dtype: str = "float32",
+    schedule: DiscreteSchedule | None = None,
     **kwargs,
 ):
     """Wrap a k-diffusion-style ``fn(model, x, sigmas, **kwargs)`` (Crowson's k-diffusion
-    conventions; Karras et al. 2022 VE frame): the harness's model becomes a denoiser
+    conventions; Karras et al. 2022 VE frame).
+
+    With ``wrapper`` (k-diffusion's ``"CompVisDenoiser"``, ``"DiscreteEpsDDPMDenoiser"``,
+    ``"CompVisVDenoiser"``, ``"DiscreteVDDPMDenoiser"``, or a subclass of one): the pipeline a
+    k-diffusion front end runs (:class:`diffusion_oracle.validation.k_diffusion.WrapperSampler`):
+    the exact network behind that wrapper, trained on ``schedule`` (a DiscreteSchedule, default
+    linear(1000); ``sampler.schedule``), answering at the level each label ``t =
+    wrapper.sigma_to_t(sigma)`` names (``quantize=True``: the nearest training step, as CompVis
+    front ends run it); ``sigmas`` "karras" (``get_sigmas_karras`` on the wrapper's range,
+    ``rho``), "exponential", "wrapper" (its ``get_sigmas``) or a callable ``(N, wrapper)``;
+    ``dtype`` "float32" as shipped or "float64"; ``kwargs`` go to ``fn``. verify then also
+    judges whether the labels name the sample's level.
+
+    Without ``wrapper``: the algorithm alone, in float64: the harness's model becomes a denoiser
     ``D(x_VE, sigma)``, the grid becomes ``sigmas = grid.sigma_edm`` (ending in 0 after the final
     jump), x_init is divided by alpha_0. ``order`` declares the convergence order;
     ``stochastic=True`` passes a ``noise_sampler`` drawing from the harness's rng.
@@ -114,6 +133,12 @@ def from_k_diffusion(
         raise ValueError(f"framework must be 'numpy' or 'torch', got {framework!r}")
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    if wrapper is not None:
+        from diffusion_oracle.validation.k_diffusion import WrapperPipeline, WrapperSampler
+
+        pipe = WrapperPipeline(wrapper, quantize, sigmas, rho, dtype, dict(kwargs))
+        return WrapperSampler(fn, pipe, schedule=schedule, name=name, order=order,
+                              stochastic=stochastic)  # fmt: skip
     return _KDiffusionSampler(fn, framework, name, order, stochastic, kwargs)
 
 

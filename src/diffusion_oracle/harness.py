@@ -332,7 +332,8 @@ def verify(
     """Verify ``sampler`` (a callable ``sampler(model, x_init, grid, *, rng)``) against exact
     ground truth; see the module docstring for the pipeline and the tiers.
 
-    Parameters: ``target`` a GaussianMixture or a built-in name; ``schedule`` (default
+    Parameters: ``target`` a GaussianMixture or a built-in name; ``schedule`` (default the
+    sampler's ``schedule`` where an adapter carries its network's training schedule, else
     VPLinear()); ``steps`` geometric step counts; ``grid`` spacing ("uniform", "log_snr",
     "karras", or a discrete respacing; default: the sampler's ``default_grid``, else the
     reference's, else "log_snr"; see :mod:`diffusion_oracle.verification.plan`); ``prediction``
@@ -361,9 +362,13 @@ def verify(
     """
     from tqdm import tqdm
 
+    if schedule is None and getattr(sampler, "schedule", None) is not None:
+        schedule = sampler.schedule  # an adapter bound to its network's training schedule
     tname, target, schedule, steps, tiers, dtype = _check_args(
         target, schedule, steps, tiers, grid, dtype, n_samples, tier3_steps, seed, prediction
     )
+    if callable(getattr(sampler, "check_schedule", None)):
+        sampler.check_schedule(schedule)  # a sampler bound to one training table says so
     # an adapter that knows its library keeps the noise-level table in a coarser dtype than it
     # computes in says so (diffusers' sigma schedulers: float32); the run's own precision (what
     # it hands the model and returns) is detected in tier 1, or passed as dtype=
