@@ -349,6 +349,11 @@ def verify(
     schedule whose last marginal is not N(0, I) (the prior row then says so); ``device`` runs the
     torch implementation ("cuda", "cpu", ...; default CUDA when torch sees a GPU).
 
+    An inversion scheduler (``from_diffusers(..., inverse=True)``) is verified in inversion
+    mode (:func:`diffusion_oracle.validation.inversion.verify_inversion`): from the data towards
+    the noise, against the exact inverted law, under the labelling convention it follows
+    (``reference="ddim"`` also judges it against the DDIM inversion of that convention).
+
     Samplers may carry ``order`` (declared convergence order), ``stochastic``, ``default_grid``,
     ``make_grid(schedule, n)`` (a sampler that chooses its own times), ``tier1_applicable =
     False`` (their law is not the target's: guidance, inpainting) and ``exact_counterpart`` (the
@@ -369,6 +374,13 @@ def verify(
     )
     if callable(getattr(sampler, "check_schedule", None)):
         sampler.check_schedule(schedule)  # a sampler bound to one training table says so
+    if getattr(sampler, "inverse", False):
+        # an inversion (data -> noise): judged against the exact inverted law, under the
+        # labelling convention the scheduler follows
+        from diffusion_oracle.validation.inversion import verify_inversion
+
+        return verify_inversion(sampler, target, schedule, steps, reference=reference,
+                                target_name=tname, progress=progress)  # fmt: skip
     # an adapter that knows its library keeps the noise-level table in a coarser dtype than it
     # computes in says so (diffusers' sigma schedulers: float32); the run's own precision (what
     # it hands the model and returns) is detected in tier 1, or passed as dtype=
