@@ -258,3 +258,19 @@ def test_pipeline_arguments_are_checked():
     with pytest.raises(ValueError, match="strength or begin_index"):
         Pipeline(strength=0.5, begin_index=2)
 
+
+
+def test_a_case_carries_its_pipeline_call():
+    """Case takes what a pipeline passes (set_timesteps / step kwargs, strength, begin index)
+    and runs it through the pipeline route: custom timesteps [999, 749, 499, 249] with
+    strength 0.5 run from label 499 (img2img get_timesteps: the last int(4 * 0.5))."""
+    from diffusion_oracle.validation.conformance import Case
+
+    case = Case("EulerDiscreteScheduler", set_timesteps={"timesteps": [999, 749, 499, 249]},
+                strength=0.5, order=1)  # fmt: skip
+    assert case.label.endswith("[set_timesteps(timesteps=[999, 749, 499, 249]); strength=0.5]")
+    s = case.pipeline_sampler()
+    assert s.trace(s.schedule, 4).labels == [499.0, 249.0]
+    assert judge_labels([s.trace(s.schedule, 4)]).verdict is Verdict.PASS
+    begin = Case("EulerDiscreteScheduler", begin_index=3).pipeline_sampler()
+    assert len(begin.trace(begin.schedule, 8).labels) == 5

@@ -78,7 +78,10 @@ __all__ = [
 @dataclass(frozen=True)
 class Case:
     """A scheduler configuration: diffusers class name, constructor kwargs, the name of the
-    reference sampler that runs the same algorithm (or None), and the step counts to test."""
+    reference sampler that runs the same algorithm (or None), and the step counts to test;
+    with what its pipeline passes (``set_timesteps`` and ``step`` keyword arguments,
+    ``strength`` or ``begin_index``: :class:`validation.pipeline.Pipeline`), which
+    :meth:`pipeline_sampler` runs."""
 
     scheduler: str
     kwargs: dict = field(default_factory=dict)
@@ -87,11 +90,22 @@ class Case:
     order: int | None = None  # the documented convergence order (None: not documented)
     stochastic: bool = False
     inverse: bool = False  # an inversion scheduler: data -> noise (DDIMInverseScheduler)
+    set_timesteps: dict = field(default_factory=dict)
+    step: dict = field(default_factory=dict)
+    strength: float | None = None
+    begin_index: int | None = None
 
     @property
     def label(self) -> str:
         kw = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
-        return f"{self.scheduler}({kw})"
+        call = [f"set_timesteps({', '.join(f'{k}={v}' for k, v in self.set_timesteps.items())})"
+                if self.set_timesteps else "",
+                f"step({', '.join(f'{k}={v}' for k, v in self.step.items())})"
+                if self.step else "",
+                f"strength={self.strength}" if self.strength is not None else "",
+                f"begin_index={self.begin_index}" if self.begin_index is not None else ""]
+        extra = "; ".join(c for c in call if c)
+        return f"{self.scheduler}({kw})" + (f" [{extra}]" if extra else "")
 
     def factory(self):
         """A function returning a fresh scheduler of this configuration: a deep copy of one
@@ -116,6 +130,22 @@ class Case:
         return AlgorithmSampler(
             self.factory(), name=self.label, order=self.order, stochastic=self.stochastic
         )
+
+    def pipeline_sampler(self, dtype: str = "float32"):
+        """This configuration run as its pipelines run it
+        (:class:`validation.diffusers.SchedulerSampler`: the labels given to the network, its
+        set_timesteps / step keyword arguments, strength or begin index, in ``dtype``);
+        ``sampler.schedule`` is its training schedule."""
+        from .diffusers import SchedulerSampler
+
+        factory = self.factory()
+        s = SchedulerSampler(factory, name=self.label, order=self.order,
+                             stochastic=self.stochastic, dtype=dtype,
+                             set_timesteps=self.set_timesteps, step=self.step,
+                             strength=self.strength, begin_index=self.begin_index,
+                             inverse=self.inverse)  # fmt: skip
+        s.schedule = training_schedule(factory())
+        return s
 
 
 def _reference_sampler(name):

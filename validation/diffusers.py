@@ -449,6 +449,7 @@ class SchedulerSampler:
     by the level probe (second stages and ancestral re-noising dropped; the last node where the
     output lands), which is what tier 1 compares against; ``checks(schedule, steps)`` gives
     verify the judged label/level check. ``order`` is the declared convergence order;
+    ``stochastic=None`` measures whether a run draws noise;
     ``at="level"`` has the exact network answer at each call's true level instead of the
     label's (the algorithm isolated from its labels: the conformance checks' mode)."""
 
@@ -466,7 +467,7 @@ class SchedulerSampler:
         )  # fmt: skip
         self._name = name
         self.order = order
-        self.stochastic = stochastic
+        self._stochastic = stochastic
         self.inverse = inverse
         if at not in ("label", "level"):
             raise ValueError(f"at must be 'label' or 'level', got {at!r}")
@@ -485,6 +486,21 @@ class SchedulerSampler:
 
     def __repr__(self):
         return self.name
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether a run draws noise: as declared, or (``stochastic=None``) measured by the
+        level probe's count of noise draws in a 4-step run."""
+        if self._stochastic is None:
+            from .pipeline import probe_levels
+
+            try:
+                sched = self.factory()
+                self._stochastic = probe_levels(self.factory, 4, self.pipeline,
+                                                reference=training_schedule(sched)).stochastic
+            except Exception:  # noqa: BLE001 - a scheduler that raises is reported by verify
+                return False
+        return bool(self._stochastic)
 
     @property
     def table_dtype(self) -> str | None:
@@ -514,6 +530,13 @@ class SchedulerSampler:
         grid = measured_grid(self.trace(schedule, steps), schedule, f"{self.name} timesteps")
         self._steps[tuple(np.round(grid.t, 15))] = int(steps)
         return grid
+
+    def distinct_levels(self, schedule, steps: int) -> int:
+        """The distinct levels the network's input is at in a run of ``steps`` (measured):
+        what verify's model-calls check counts for a pipeline sampler."""
+        from .pipeline import distinct_levels
+
+        return distinct_levels(self.trace(schedule, steps))
 
     def checks(self, schedule: Schedule, steps) -> list:
         """The judged pipeline checks verify adds: the label/level check over ``steps``."""

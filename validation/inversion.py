@@ -50,11 +50,11 @@ def inversion_levels(trace, start: float, schedule):
     """The reference :class:`Grid` of the levels an inversion run goes through (decreasing t,
     as ``ddim_invert`` walks it from its last node): the start level ``start`` (the data when
     +inf or above the schedule's range: ``final_zero``), each later network input further
-    towards the noise beyond :func:`validation.pipeline.level_tolerance` (a second stage at
+    towards the noise beyond :func:`validation.pipeline.probe_tolerance` (a second stage at
     the level the next step starts from is not a node), and the output's level."""
     from diffusion_oracle.reference.grids import Grid
 
-    from .pipeline import level_tolerance
+    from .pipeline import probe_tolerance
 
     lo, hi = schedule.log_snr_range()
 
@@ -67,7 +67,7 @@ def inversion_levels(trace, start: float, schedule):
     lams = [float(v) for v in trace.lam_in] + [float(trace.lam_end)]
     nodes, last = [], float(start)
     for i, lam in enumerate(lams):
-        tol = level_tolerance(trace, min(i, len(trace.labels)))
+        tol = probe_tolerance(trace, i)
         if lam < last - tol and not is_data(lam):
             nodes.append(lam)
             last = lam

@@ -841,7 +841,8 @@ class WrapperSampler:
     ``schedule`` is the network's training table (a DiscreteSchedule; default
     ``DiscreteSchedule.linear(1000)``): verify must run on it (``sampler.schedule``).
     ``make_grid`` returns the levels the sample really goes through (the level probe), and
-    ``checks`` the judged label/level check."""
+    ``checks`` the judged label/level check; ``stochastic=None`` measures whether a run draws
+    noise (the probe counts its draws)."""
 
     default_grid = "karras"
     table_dtype = "float32"  # k-diffusion builds its sigmas in float32
@@ -860,8 +861,19 @@ class WrapperSampler:
         base = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "")
         self.name = name or f"{base or 'k-diffusion sampler'} on {_wrapper_name(self.pipe)}" + (
             "(quantize=True)" if self.pipe.quantize else "")  # fmt: skip
-        self.order, self.stochastic, self.at = order, stochastic, at
+        self.order, self._stochastic, self.at = order, stochastic, at
         self._steps, self._traces = {}, {}
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether a run draws noise: as declared, or (``stochastic=None``) measured by the
+        level probe's count of noise draws in a 4-step run."""
+        if self._stochastic is None:
+            try:
+                self._stochastic = self.trace(self.schedule, 4).stochastic
+            except Exception:  # noqa: BLE001 - a sampler that raises is reported by verify
+                return False
+        return bool(self._stochastic)
 
     def __repr__(self):
         return self.name
@@ -891,6 +903,13 @@ class WrapperSampler:
         grid = measured_grid(self.trace(schedule, steps), schedule, f"{self.pipe.sigmas} sigmas")
         self._steps[tuple(np.round(grid.t, 15))] = int(steps)
         return grid
+
+    def distinct_levels(self, schedule, steps: int) -> int:
+        """The distinct levels the network's input is at in a run of ``steps`` (measured):
+        what verify's model-calls check counts for a pipeline sampler."""
+        from .pipeline import distinct_levels
+
+        return distinct_levels(self.trace(schedule, steps))
 
     def checks(self, schedule, steps) -> list:
         """The judged pipeline checks verify adds: the label/level check over ``steps``."""

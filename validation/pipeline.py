@@ -51,6 +51,7 @@ __all__ = [
     "PointMassNetwork",
     "drive",
     "judge_labels",
+    "distinct_levels",
     "measured_grid",
     "network_convention",
     "probe_levels",
@@ -717,7 +718,7 @@ def probe_levels(factory, steps, pipe: Pipeline, *, reference=None) -> LevelTrac
 
 def measured_grid(trace: LevelTrace, schedule, family: str):
     """The reference grid of the levels a traced run really goes through: the first input's
-    level, then each later input that lies further along beyond :func:`level_tolerance`
+    level, then each later input that lies further along beyond :func:`probe_tolerance`
     (second stages and ancestral re-noising are not nodes), then where the output lands: the
     data (``final_zero``: sigma = 0, or a level above the schedule's range, what a float32
     table leaves of sigma = 0) or a last node. The labels are rounded integers or interpolated
@@ -733,9 +734,9 @@ def measured_grid(trace: LevelTrace, schedule, family: str):
     lams = [float(v) for v in trace.lam_in]
     times, last = [t_of(lams[0])], lams[0]
     for i, lam in enumerate(lams[1:], start=1):
-        # a level is a new node only beyond rounding of the last one: a two-stage method's
-        # second stage and the next step's first stage measure the same level to rounding
-        if lam > last + level_tolerance(trace, i) and t_of(lam) < times[-1]:
+        # a level is a new node only beyond the probe's rounding of the last one: a two-stage
+        # method's second stage and the next step's first stage are the same level
+        if lam > last + probe_tolerance(trace, i) and t_of(lam) < times[-1]:
             times.append(t_of(lam))
             last = lam
     s_path = max((frame_scales(trace.frame, float(v))[1] for v in trace.lam_in), default=1.0)
@@ -751,9 +752,33 @@ def measured_grid(trace: LevelTrace, schedule, family: str):
 
 
 # ------------------------------------------------------------------------------ the judgement
+def probe_tolerance(trace: LevelTrace, i: int) -> float:
+    """How far (in log-SNR) two measurements of the same level may differ at call i: the
+    probe's coordinates evolve multiplicatively (a point mass keeps the data and each noise
+    term on its own coordinate, so no term cancels against another), relative LAMBDA u per
+    operation, four per call, on a and s."""
+    from diffusion_oracle.verification.tolerances import LAMBDA, unit_roundoff
+
+    return LAMBDA * 4.0 * unit_roundoff(trace.dtype) * (i + 3)
+
+
+def distinct_levels(trace: LevelTrace) -> int:
+    """The number of distinct levels the network's input was at (levels equal within
+    :func:`probe_tolerance` counted once)."""
+    lams = sorted(float(v) for v in trace.lam_in)
+    tol = probe_tolerance(trace, len(lams))
+    count, last = 0, None
+    for lam in lams:  # -inf (pure noise) and +inf (the data) are levels too
+        if last is None or (lam > last + tol if math.isfinite(last) else lam != last):
+            count, last = count + 1, lam
+    return count
+
+
 def level_tolerance(trace: LevelTrace, i: int) -> float:
     """How far (in log-SNR) the measured level of call i may sit from the level of a correct
-    label through rounding alone: the probe's own measurement (LAMBDA u per operation, two per
+    label through rounding alone (each term a probabilistic rounding bound, LAMBDA u per
+    operation: Higham & Mary 2019, SIAM J. Sci. Comput. 41(5), Thm. 2.4, as
+    :mod:`verification.tolerances`): the probe's own measurement (LAMBDA u per operation, two per
     call, on a and s), the scheduler's float32 sigma table (each level rounded once, relative
     u32 in sigma: 2 u32 in lambda, 2 u32 / (1 - sigma) for flow sigmas) and, run in float32, its
     float32 alpha_bar table (a cumulative product of k + 1 factors: relative LAMBDA sqrt(k + 2)

@@ -394,14 +394,82 @@ def _reference(spec):
     )
 
 
-def _load_sampler(spec: str):
-    """'module:attr' -> the callable (a class is instantiated with no arguments)."""
+def _order(text: str):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--order must be a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"--order must be > 0, got {text!r}")
+    return int(v) if v.is_integer() else v
+
+
+def _json_dict(text: str) -> dict:
+    import json
+
+    try:
+        val = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}: {exc}") from None
+    if not isinstance(val, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return val
+
+
+def _pipeline_sampler(args):
+    """The sampler of 'diffusers:<Class>' or 'k-diffusion:<sample_fn>' with the pipeline
+    options; None for any other SAMPLER (ValueError naming a bad one)."""
+    from diffusion_oracle.adapters import from_diffusers, from_k_diffusion
+
+    lib, _, name = args.sampler.partition(":")
+    run_dtype = args.dtype or "float32"
+    cls = None
+    if lib == "diffusers":
+        try:
+            import diffusers
+        except ImportError as exc:
+            raise ValueError(f"diffusers is not installed: {exc}") from None
+        cls = getattr(diffusers, name, None)
+        if not (isinstance(cls, type) and hasattr(cls, "set_timesteps")):
+            raise ValueError(f"diffusers has no scheduler class {name!r}")
+    elif lib != "k-diffusion" and name:
+        obj = _resolve(args.sampler)
+        if isinstance(obj, type) and any(
+            c.__module__.startswith("diffusers.") for c in obj.__mro__[1:]
+        ):
+            cls = obj  # a user's subclass of a diffusers scheduler: the pipeline route too
+    if cls is not None:
+        config = dict(args.config)
+        return from_diffusers(lambda: cls(**config), order=args.order, stochastic=None,
+                              dtype=run_dtype, set_timesteps=args.set_timesteps,
+                              step=args.step_kwargs, strength=args.strength,
+                              begin_index=args.begin_index, inverse=args.inverse)  # fmt: skip
+    if lib == "k-diffusion":
+        from diffusion_oracle.validation.k_diffusion import load_sampling
+
+        try:
+            fn = getattr(load_sampling(), name, None)
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
+        if not callable(fn):
+            raise ValueError(f"k_diffusion.sampling has no sampler {name!r}")
+        return from_k_diffusion(fn, wrapper=args.wrapper, quantize=not args.no_quantize,
+                                sigmas=args.sigmas, dtype=run_dtype, order=args.order,
+                                stochastic=None, **args.step_kwargs)  # fmt: skip
+    return None
+
+
+def _resolve(spec: str):
+    """'module:attr' -> the object (the current folder importable)."""
     import importlib
 
     if ":" not in spec:
         raise ValueError(f"sampler must be 'module:function', got {spec!r}")
     mod_name, attr = spec.split(":", 1)
-    sys.path.insert(0, ".")
+    here = os.getcwd()  # absolute: a cached finder for "." keeps the folder it first saw
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    importlib.invalidate_caches()
     try:
         obj = importlib.import_module(mod_name)
     except ImportError as exc:
@@ -410,6 +478,12 @@ def _load_sampler(spec: str):
         if not hasattr(obj, part):
             raise ValueError(f"module {mod_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
+    return obj
+
+
+def _load_sampler(spec: str):
+    """'module:attr' -> the callable (a class is instantiated with no arguments)."""
+    obj = _resolve(spec)
     if isinstance(obj, type):
         obj = obj()
     if not callable(obj):
@@ -445,12 +519,18 @@ def run_verify(args) -> int:
     from diffusion_oracle.harness import verify
     from diffusion_oracle.reference.samplers import BUILTIN_SAMPLERS
 
-    schedule = get_schedule(args.schedule)
+    pipeline = None
     try:
-        reference = _reference(args.reference)
-    except ValueError as exc:
+        if args.sampler:
+            pipeline = _pipeline_sampler(args)
+        inversion = pipeline is not None and getattr(pipeline, "inverse", False)
+        reference = args.reference if inversion else _reference(args.reference)
+    except (ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # a pipeline sampler runs on its network's training schedule (verify's default for it)
+    schedule = None if pipeline is not None and args.schedule is None else get_schedule(
+        args.schedule or "vp-linear")  # fmt: skip
     kw = dict(
         target=args.target,
         schedule=schedule,
@@ -468,7 +548,7 @@ def run_verify(args) -> int:
     )
     if args.sampler:
         try:
-            sampler = _load_sampler(args.sampler)
+            sampler = pipeline or _load_sampler(args.sampler)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -640,7 +720,13 @@ def build_parser() -> argparse.ArgumentParser:
         "is instantiated without arguments",
     )
     v.add_argument("--target", default="ring8", choices=sorted(DEFAULT_TARGETS))
-    v.add_argument("--schedule", default="vp-linear", choices=sorted(SCHEDULES))
+    v.add_argument(
+        "--schedule",
+        default=None,
+        choices=sorted(SCHEDULES),
+        help="the diffusion schedule (default vp-linear; a diffusers scheduler or a k-diffusion "
+        "wrapper runs on its own training schedule)",
+    )
     v.add_argument(
         "--steps",
         type=_steps,
@@ -721,6 +807,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("verify-output"),
         help="folder for plots (default verify-output)",
     )
+    pl = v.add_argument_group(
+        "pipelines",
+        "SAMPLER 'diffusers:<SchedulerClass>' (or 'module:Class' of a subclass of one) runs a "
+        "diffusers scheduler as its pipelines do; "
+        "'k-diffusion:<sample_fn>' a k-diffusion sampler on a model wrapper; both with the "
+        "exact network answering at the level each label names, in --dtype (default float32, "
+        "as shipped)",
+    )
+    pl.add_argument("--config", type=_json_dict, default={}, metavar="JSON",
+                    help="the scheduler's constructor arguments, e.g. "
+                    "'{\"use_karras_sigmas\": true}'")  # fmt: skip
+    pl.add_argument("--set-timesteps", type=_json_dict, default={}, metavar="JSON",
+                    help="set_timesteps keyword arguments (timesteps, sigmas, mu)")  # fmt: skip
+    pl.add_argument("--step-kwargs", type=_json_dict, default={}, metavar="JSON",
+                    help="step keyword arguments (eta, s_churn, ...); for k-diffusion the "
+                    "sampler's")  # fmt: skip
+    pl.add_argument("--strength", type=float, default=None,
+                    help="img2img strength (the run starts part-way, set_begin_index)")
+    pl.add_argument("--begin-index", type=int, default=None, help="start index into timesteps")
+    pl.add_argument("--order", type=_order, default=None, help="the declared convergence order")
+    pl.add_argument("--inverse", action="store_true",
+                    help="an inversion scheduler: verified in inversion mode (--reference ddim "
+                    "also judges it against the DDIM inversion of its convention)")  # fmt: skip
+    pl.add_argument("--wrapper", default="CompVisDenoiser",
+                    help="k-diffusion model wrapper (CompVisDenoiser, DiscreteEpsDDPMDenoiser, "
+                    "CompVisVDenoiser, DiscreteVDDPMDenoiser)")  # fmt: skip
+    pl.add_argument("--no-quantize", action="store_true",
+                    help="k-diffusion: fractional labels (default: quantize=True, as shipped)")
+    pl.add_argument("--sigmas", default="karras", choices=["karras", "exponential", "wrapper"],
+                    help="k-diffusion sigma schedule on the wrapper's range (default karras)")
     g = sub.add_parser(
         "ground-truth",
         help="print the exact ground truth of a target under a schedule, save plots",

@@ -29,6 +29,7 @@ others still run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import traceback
@@ -536,8 +537,11 @@ def _judge(report, sampler, target, schedule, prediction, grids, steps, tiers, s
         # the final step and the step count, judged on every route (whatever tiers run)
         def land():
             ns = sorted({steps[0], steps[-1]})
-            lands.extend(landing(sampler, target, schedule, prediction, grids[n], seed,
-                                 dtype=dtype, table_dtype=table_dtype) for n in ns)  # fmt: skip
+            # keyed by the step count asked for: a sampler's own grid (measured levels) may
+            # hold a different number of nodes
+            lands.extend(dataclasses.replace(
+                landing(sampler, target, schedule, prediction, grids[n], seed, dtype=dtype,
+                        table_dtype=table_dtype), steps=n) for n in ns)  # fmt: skip
             for x in lands:  # the table's landing column
                 next(r for r in rows if r.steps == x.steps).landing = x.rms
             return judge_landing(lands)
@@ -545,6 +549,12 @@ def _judge(report, sampler, target, schedule, prediction, grids, steps, tiers, s
         _guarded(report, "final step (landing)", land)
 
         def calls():
+            levels = getattr(sampler, "distinct_levels", None)
+            if callable(levels):
+                # a pipeline sampler: the distinct levels the network's input was measured at
+                # (integer labels may repeat between two levels: the label check judges them)
+                for r in rows:
+                    r.distinct_times = levels(schedule, r.steps)
             if t1 is not None and any(r.distinct_times is not None for r in rows):
                 return judge_calls(rows, grids)
             from diffusion_oracle.verification.report import StepResult as _SR
