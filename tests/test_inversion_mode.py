@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 
 diffusers = pytest.importorskip("diffusers")
+# diffusers 0.42.1 builds its sigma tables through np.array(tensor): a DeprecationWarning per
+# call under NumPy 2, hundreds of thousands of lines in the log
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 pytest.importorskip("torch")
 
 from diffusion_oracle import Verdict, from_diffusers, verify  # noqa: E402

@@ -11,6 +11,9 @@ import textwrap
 import pytest
 
 pytest.importorskip("diffusers")
+# diffusers 0.42.1 builds its sigma tables through np.array(tensor): a DeprecationWarning per
+# call under NumPy 2, hundreds of thousands of lines in the log
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 pytest.importorskip("torch")
 
 from diffusion_oracle.cli import main  # noqa: E402

@@ -780,9 +780,10 @@ def level_tolerance(trace: LevelTrace, i: int) -> float:
     operation: Higham & Mary 2019, SIAM J. Sci. Comput. 41(5), Thm. 2.4, as
     :mod:`verification.tolerances`): the probe's own measurement (LAMBDA u per operation, two per
     call, on a and s), the scheduler's float32 sigma table (each level rounded once, relative
-    u32 in sigma: 2 u32 in lambda, 2 u32 / (1 - sigma) for flow sigmas) and, run in float32, its
-    float32 alpha_bar table (a cumulative product of k + 1 factors: relative LAMBDA sqrt(k + 2)
-    u32 in alpha_bar, divided by 1 - alpha_bar in lambda)."""
+    u32 in sigma: 2 u32 in lambda, 2 u32 / (1 - sigma) for flow sigmas; an ancestral run also
+    carries each re-noising's absolute offset, 2 u32 sigma_to, down to smaller sigmas) and, run
+    in float32, its float32 alpha_bar table (a cumulative product of k + 1 factors: relative
+    LAMBDA sqrt(k + 2) u32 in alpha_bar, divided by 1 - alpha_bar in lambda)."""
     from diffusion_oracle.verification.tolerances import LAMBDA, unit_roundoff
 
     conv = trace.convention
@@ -811,6 +812,14 @@ def level_tolerance(trace: LevelTrace, i: int) -> float:
                     r = math.exp(lam_prev - lam)  # sigma_to^2 / sigma_from^2 (VE)
                     worst = max(worst, 2.0 * u32 / max(1.0 - r, u32))
         tol += worst
+        if trace.stochastic and i >= 1:
+            # each ancestral step lands at sqrt(sigma_down^2 + sigma_up^2), two separately
+            # rounded float32 table values: an absolute offset of ~2 u32 sigma_to that the
+            # deterministic moves after it carry unchanged (their dt telescopes), so at call i
+            # the earlier offsets add up relative to the current, smaller sigma
+            s_path = [frame_scales(trace.frame, float(v))[1] for v in trace.lam_in[: i + 1]]
+            if s_path[-1] > 0 and all(math.isfinite(v) for v in s_path):
+                tol += 2.0 * u32 * sum(s_path[:-1]) / s_path[-1]
     if conv.path == "discrete" and trace.dtype == "float32" and math.isfinite(lam):
         one_minus_ab = math.exp(-float(np.logaddexp(0.0, lam)))  # sigmoid(-lambda)
         k = max(float(trace.labels[min(i, len(trace.labels) - 1)]), 0.0)
@@ -822,8 +831,9 @@ def label_tolerance(trace: LevelTrace, i: int, lam: float | None = None) -> floa
     """How far (in label units) the label of call i may sit from the exact label of the
     level ``lam`` (default: the measured level of call i): :func:`level_tolerance` through
     d label / d lambda, the label's own rounding (stored float32), and half a unit where the
-    scheduler hands the network integer labels (the nearest integer is the best an integer
-    label can say; a truncated label is off by up to one unit and fails). Within that, the
+    scheduler hands the network integer labels, or integral labels of the training table (the
+    nearest integer is the best an integer label can say; a truncated label is off by up to
+    one unit and fails). Within that, the
     effect of the rounded label on the output is what verify's tiers judge, since the exact
     network answers at the label's level."""
     from diffusion_oracle.verification.tolerances import LAMBDA, unit_roundoff
@@ -838,7 +848,9 @@ def label_tolerance(trace: LevelTrace, i: int, lam: float | None = None) -> floa
     tol = slope * level_tolerance(trace, i)
     tol += LAMBDA * unit_roundoff("float32") * abs(float(trace.labels[i])) + 1e-9
     tol += conv.ambiguity(trace.labels[i])
-    if trace.integer_labels:
+    if trace.integer_labels or (conv.path == "discrete" and float(trace.labels[i]).is_integer()):
+        # a training-table step rounded to the nearest integer (integer tensors, or integral
+        # floats: KDPM2 rounds its Karras labels) is the quantized-network convention
         tol += 0.5
     return tol
 
