@@ -63,9 +63,12 @@ def test_labels_are_the_documented_map_of_the_karras_sigmas(quantize):
     exact = np.interp(np.log(sig), ls, np.arange(1000.0))
     labels = np.asarray(tr.labels)
     if quantize:
+        # the nearest training step, except within float32 reach of a tie (log sigma known to
+        # ~1e-7 relative over a table spacing >= 2e-3: 1e-3 of a step)
         assert np.all(labels == np.round(labels))
+        clear = np.abs(exact - np.floor(exact) - 0.5) > 1e-3
+        assert np.all(labels[clear] == np.round(exact[clear]))
         assert np.all(np.abs(labels - exact) <= 0.5 + 1e-3)
-        assert np.mean(labels == np.round(exact)) >= 0.9
     else:
         # float32: log sigma to ~1e-7 (relative) over a table spacing of >= 2e-3
         np.testing.assert_allclose(labels, exact, atol=1e-3)
@@ -146,7 +149,9 @@ def test_float64_wrapper_run_is_the_reference_on_the_same_grid():
                          dtype="float64", order=2)  # fmt: skip
     rep = verify(s, "ring8", steps=[8, 16, 32], tiers=(1,), reference=Heun(), progress=False)
     assert rep.verdict is Verdict.PASS, rep
-    assert all(r.w2_reference < 1e-5 for r in rep.rows)
+    # judged within verify's rounding model (float64 run, float32 sigmas): the same-grid row
+    same = next(c for c in rep.checks if c.name == "same-grid reference")
+    assert same.verdict is Verdict.PASS and same.law
 
 
 def test_stochastic_samplers_have_their_noise_intercepted():
@@ -233,3 +238,34 @@ def test_quantized_labels_repeat_without_a_repeated_step():
     assert _row(rep, "model calls").verdict is Verdict.PASS
     assert _row(rep, "final step (landing)").verdict is Verdict.PASS
     assert rep.verdict is Verdict.PASS, rep
+
+
+@pytest.mark.parametrize("n", [16, 64, 256])
+def test_planted_faults_fail_at_large_n_too(n):
+    """The review's planted faults at step counts where a rounding model that grew linearly
+    with the path (c803acc..66d1816) reached whole training steps: labels one step high at the
+    last sigmas, and one step high for 0.3 < sigma < 2 (ancestral and deterministic)."""
+
+    class OffByOneLow(EXT.CompVisDenoiser):
+        def sigma_to_t(self, sigma, quantize=None):
+            t = super().sigma_to_t(sigma, quantize)
+            return torch.where(sigma < 0.0101, t + 1, t)
+
+    class MidPlusOne(EXT.CompVisDenoiser):
+        def sigma_to_t(self, sigma, quantize=None):
+            t = super().sigma_to_t(sigma, quantize)
+            return torch.where((sigma > 0.3) & (sigma < 2), t + 1, t)
+
+    for wrapper in (OffByOneLow, MidPlusOne):
+        for fn in (KS.sample_euler, KS.sample_euler_ancestral):
+            s = from_k_diffusion(fn, wrapper=wrapper, quantize=False)
+            assert judge_labels([s.trace(s.schedule, n)]).verdict is Verdict.FAIL, (wrapper, fn)
+
+
+def test_a_draw_multiplied_by_zero_is_not_stochastic():
+    """sample_euler draws torch.randn_like every step and uses it only with churn: measured
+    deterministic (the draw never reaches the sample), so verify runs its tier 2."""
+    s = from_k_diffusion(KS.sample_euler, wrapper="CompVisDenoiser", stochastic=None)
+    assert s.stochastic is False
+    s = from_k_diffusion(KS.sample_euler_ancestral, wrapper="CompVisDenoiser", stochastic=None)
+    assert s.stochastic is True

@@ -257,10 +257,9 @@ def test_pipeline_arguments_are_checked():
     with pytest.raises(ValueError, match="strength must lie in"):
         Pipeline(strength=1.5)
     with pytest.raises(ValueError, match="dtype must be"):
-        Pipeline(dtype="float16")
+        Pipeline(dtype="int8")
     with pytest.raises(ValueError, match="strength or begin_index"):
         Pipeline(strength=0.5, begin_index=2)
-
 
 
 def test_a_case_carries_its_pipeline_call():
@@ -315,3 +314,24 @@ def test_dynamic_shift_mu_reaches_the_labels_and_the_levels():
     # float32 arithmetic on a state of size ~1: absolute, LAMBDA u32 per operation, 4 per call
     np.testing.assert_allclose(measured, shifted, rtol=0, atol=8 * 4 * 2.0**-24 * (8 + 3))
     assert judge_labels([tr]).verdict is Verdict.PASS
+
+
+class MovedSigmas(diffusers.EulerDiscreteScheduler):
+    """A planted fault: the sigma table moved 0.45 training steps, the integral labels kept."""
+
+    def set_timesteps(self, *args, **kwargs):
+        super().set_timesteps(*args, **kwargs)
+        ab = self.alphas_cumprod.double().numpy()
+        log_sig = 0.5 * np.log((1 - ab) / ab)
+        ts = self.timesteps.double().numpy() - 0.45
+        sig = np.exp(np.interp(ts, np.arange(len(log_sig)), log_sig))
+        self.sigmas = torch.cat([torch.from_numpy(sig).float(), torch.zeros(1)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_integral_float_labels_get_no_half_unit(dtype):
+    """Integral float labels are not a rounding convention unless the configuration rounds by
+    construction (KDPM2 + Karras): a table moved 0.45 steps FAILs (66d1816 let it PASS)."""
+    row = _labels(lambda: MovedSigmas(timestep_spacing="trailing"), steps=(5, 10, 25),
+                  dtype=dtype)  # fmt: skip
+    assert row.verdict is Verdict.FAIL and "off by 0.45" in row.reason

@@ -325,7 +325,7 @@ def test_ddim_inverse_checks():
     trailing spacing starts off at N not dividing T; prediction_type="sample" divides by
     sqrt(1 - alpha_bar) = 0 at the data (non-finite samples); the inversion converges at order
     1 to the exact law at its last timestep (tier 1), and so does the round trip."""
-    lead, trail = [c for c in CASES if c.inverse]
+    lead, trail = [c for c in CASES if c.inverse and c.scheduler == "DDIMInverseScheduler"]
     res = {c.name.split(" (")[0]: c for c in check_case(lead, n=64, checks=(1, 2, 3, 6, 7))}
     assert res["invariants"].passed and res["finite"].passed, res
     assert res["same grid as the reference"].passed

@@ -36,14 +36,17 @@ import numpy as np
 __all__ = ["inversion_levels", "verify_inversion"]
 
 
-def _marginal(gauss, lam: float):
-    """(mean, cov) of the VP marginal at log-SNR ``lam`` of the Gaussian ``gauss`` (the data
-    itself at +inf)."""
+def _marginal(gauss, lam: float, schedule):
+    """(mean, cov) of the marginal at log-SNR ``lam`` of the Gaussian ``gauss`` in the frame of
+    ``schedule`` (the frame the driver returns samples in: VP, flow, VE), x = alpha x0 +
+    sigma eps with (alpha, sigma) of the schedule at that log-SNR; the data itself at +inf."""
+    from .diffusers import _ref_frame
+    from .pipeline import frame_scales
+
     if lam == math.inf:
         return gauss.mean_vec.copy(), gauss.cov.copy()
-    a2 = math.exp(-float(np.logaddexp(0.0, -lam)))  # sigmoid(lambda)
-    s2 = math.exp(-float(np.logaddexp(0.0, lam)))
-    return math.sqrt(a2) * gauss.mean_vec, a2 * gauss.cov + s2 * np.eye(gauss.d)
+    a, s = frame_scales(_ref_frame(schedule), lam)
+    return a * gauss.mean_vec, a * a * gauss.cov + s * s * np.eye(gauss.d)
 
 
 def inversion_levels(trace, start: float, schedule):
@@ -98,7 +101,7 @@ def verify_inversion(sampler, target, schedule, steps, *, reference=None, target
     from diffusion_oracle.reference.samplers import ddim_invert
     from diffusion_oracle.verification.evidence import data_m2, moment_gaussian
     from diffusion_oracle.verification.judge import judge_order
-    from diffusion_oracle.verification.report import Check, StepResult, Verdict, VerifyReport
+    from diffusion_oracle.verification.report import Check, Verdict
     from diffusion_oracle.verification.tolerances import rounding_tolerance
 
     from .diffusers import run_pipeline
@@ -106,11 +109,16 @@ def verify_inversion(sampler, target, schedule, steps, *, reference=None, target
 
     if reference not in (None, "ddim"):
         raise ValueError(f"reference must be None or 'ddim' in inversion mode, got {reference!r}")
-    tname = target_name or type(target).__name__
-    report = VerifyReport(sampler.name, sampler.order, tname, repr(schedule), "inversion",
-                          _target_obj=target)  # fmt: skip
-    report.rows = [StepResult(int(n)) for n in steps]
-    report.dtype = sampler.pipeline.dtype
+    if getattr(sampler, "stochastic", False):
+        report_s = _empty_report(sampler, target, target_name, schedule, steps)
+        from diffusion_oracle.verification.report import Check, Verdict
+
+        report_s.checks.append(Check(
+            "inversion", Verdict.INCONCLUSIVE, "the inversion adds noise (stochastic): the "
+            "inverted law of a stochastic map is not judged here (its affine probe assumes a "
+            "deterministic run)"))  # fmt: skip
+        return report_s
+    report = _empty_report(sampler, target, target_name, schedule, steps)
     report.notes.append(
         "inversion mode: the data (or the scheduler's first level) towards the noise; judged "
         "against the exact inverted law (the flow map carries p_start to p_end), on the "
@@ -136,8 +144,8 @@ def verify_inversion(sampler, target, schedule, steps, *, reference=None, target
                 return run_pipeline(factory, model, x, N, rng=rng, pipeline=pipe).sample
 
             A = probe_affine(run, model, None, d)
-            m, S = A.output_law(*_marginal(gauss, lam0))
-            row.w2 = gaussian_w2(m, S, *_marginal(gauss, float(tr.lam_end)))
+            m, S = A.output_law(*_marginal(gauss, lam0, schedule))
+            row.w2 = gaussian_w2(m, S, *_marginal(gauss, float(tr.lam_end), schedule))
             row.nfe, row.dtype = len(tr.labels), pipe.dtype
             try:
                 grid = inversion_levels(tr, lam0, schedule)
@@ -154,8 +162,13 @@ def verify_inversion(sampler, target, schedule, steps, *, reference=None, target
                 def ddim(model, x, g, *, rng=None, mt=model_time, grid=grid):
                     return ddim_invert(model, x, grid, model_time=mt)
 
-                B = probe_affine(ddim, model, None, d)
-                per_conv[conv].append(gaussian_w2(m, S, *B.output_law(*_marginal(gauss, lam0))))
+                try:
+                    B = probe_affine(ddim, model, None, d)
+                except ValueError:  # e.g. eps cannot give x0 at alpha = 0 (pure noise)
+                    per_conv[conv].append(None)
+                    continue
+                start = _marginal(gauss, lam0, schedule)
+                per_conv[conv].append(gaussian_w2(m, S, *B.output_law(*start)))
             bar.update(1)
     except (PipelineError, ProbeError) as exc:
         bar.close()
@@ -193,6 +206,17 @@ def verify_inversion(sampler, target, schedule, steps, *, reference=None, target
     return report
 
 
+def _empty_report(sampler, target, target_name, schedule, steps):
+    from diffusion_oracle.verification.report import StepResult, VerifyReport
+
+    tname = target_name or type(target).__name__
+    report = VerifyReport(sampler.name, sampler.order, tname, repr(schedule), "inversion",
+                          _target_obj=target)  # fmt: skip
+    report.rows = [StepResult(int(n)) for n in steps]
+    report.dtype = sampler.pipeline.dtype
+    return report
+
+
 def _judge_ddim(conv, dist, tols, steps):
     """The same-levels check against the DDIM inversion of the convention the labels follow:
     W2 within the rounding tolerance at every N."""
@@ -205,8 +229,8 @@ def _judge_ddim(conv, dist, tols, steps):
     vals = dist[conv]
     if any(v is None for v in vals):
         return Check(name, Verdict.SKIPPED, f"the model at the {conv} level is not defined on "
-                     "these levels (a start at the data, or levels that do not rise)",
-                     1)  # fmt: skip
+                     "these levels (a start at the data, an end at pure noise, or levels that "
+                     "do not rise)", 1)  # fmt: skip
     bad = [(n, v, t) for n, v, t in zip(steps, vals, tols, strict=True) if v > t]
     ev = {"convention": conv, "w2": vals, "tolerance": tols}
     if bad:

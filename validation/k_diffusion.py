@@ -328,10 +328,12 @@ def conformance_report(target="ring8", *, progress: bool = True, checks=(1, 2, 3
         "|---|" + "---|" * (len(head) + 1),
     ]
 
+    from .conformance import md_cell
+
     def cell(c):
         if c.passed is None:
-            return f"n/a ({c.detail})" if c.value is not None else "n/a"
-        return ("PASS" if c.passed else "FAIL") + f": {c.detail}"
+            return f"n/a ({md_cell(c.detail)})" if c.value is not None else "n/a"
+        return ("PASS" if c.passed else "FAIL") + f": {md_cell(c.detail)}"
 
     for name, res in rows:
         verdict = "FAIL" if any(c.passed is False for c in res) else "PASS"
@@ -339,10 +341,11 @@ def conformance_report(target="ring8", *, progress: bool = True, checks=(1, 2, 3
     lines += ["", "| model wrapper (external.py) | check | verdict |", "|---|---|---|"]
     for c in wraps:
         v = "n/a" if c.passed is None else ("PASS" if c.passed else "FAIL")
-        lines.append(f"| `{c.name}` | {c.detail} | {v} |")
+        lines.append(f"| `{md_cell(c.name)}` | {md_cell(c.detail)} | {v} |")
     lines += ["", "| sigma schedule | check | verdict |", "|---|---|---|"]
     for c in sched:
-        lines.append(f"| `{c.name}` | {c.detail} | {'PASS' if c.passed else 'FAIL'} |")
+        lines.append(f"| `{md_cell(c.name)}` | {md_cell(c.detail)} | "
+                     f"{'PASS' if c.passed else 'FAIL'} |")
     return "\n".join(lines) + "\n", rows + [("wrappers", wraps), ("schedules", sched)]
 
 
@@ -828,7 +831,25 @@ def probe_wrapper_levels(fn, pipe: WrapperPipeline, steps: int, schedule):
         runs.append(drive_wrapper(fn, pipe, PointMassNetwork(conv, probe.c), start, steps,
                                   schedule, draw=probe.draw, keep_inputs=True))  # fmt: skip
     return probe.trace(runs, steps, pipe.dtype, conv, "the sampler",
-                       "noise_sampler and torch.randn_like", sigma_table=True, frame="ve")
+                       "noise_sampler and torch.randn_like", sigma_table=True, frame="ve",
+                       ancestral_dtype=pipe.dtype,
+                       table_rel=sigmas_rounding(pipe, schedule))  # fmt: skip
+
+
+def sigmas_rounding(pipe: WrapperPipeline, schedule) -> float:
+    """Relative rounding of each sigma k-diffusion builds (in float32, ``torch.linspace``'s
+    default): (a + i b)^rho amplifies the base's rounding by rho (Karras: 4 rho u32, as
+    :func:`check_schedules`); exp(linspace(log)) by |log sigma| (exponential, and the wrapper's
+    ``get_sigmas``, which interpolates log sigma at float32 t); a callable by the larger."""
+    conv = wrapper_convention(pipe, schedule)
+    log_range = max(abs(conv.log_sigmas[0]), abs(conv.log_sigmas[-1]),
+                    conv.log_sigmas[-1] - conv.log_sigmas[0])  # fmt: skip
+    u32 = 2.0**-24
+    if pipe.sigmas == "karras":
+        return 4.0 * pipe.rho * u32
+    if pipe.sigmas in ("exponential", "wrapper"):
+        return 4.0 * log_range * u32
+    return 4.0 * max(pipe.rho, log_range) * u32
 
 
 class WrapperSampler:

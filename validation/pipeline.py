@@ -229,6 +229,15 @@ def _is_flow(scheduler) -> bool:
     return name.startswith("FlowMatch") or bool(scheduler.config.get("use_flow_sigmas", False))
 
 
+# configurations that round their float labels to integers by construction (diffusers 0.42:
+# KDPM2's Karras timesteps are ``np.array([self._sigma_to_t(sigma, log_sigmas) ...]).round()``
+# while its sigmas stay the Karras ones): the quantized-network convention, half a unit
+ROUNDED_LABELS = {
+    "KDPM2DiscreteScheduler": "use_karras_sigmas",
+    "KDPM2AncestralDiscreteScheduler": "use_karras_sigmas",
+}
+
+
 def network_convention(scheduler, reference=None) -> Convention:
     """The :class:`Convention` of ``scheduler``'s configuration: never guessed from its state.
     ``reference`` is its training schedule (:func:`validation.diffusers.training_schedule`),
@@ -242,6 +251,8 @@ def network_convention(scheduler, reference=None) -> Convention:
     name = diffusers_name(scheduler)
     ts = getattr(scheduler, "timesteps", None)
     integer = ts is not None and hasattr(ts, "is_floating_point") and not ts.is_floating_point()
+    if name in ROUNDED_LABELS and cfg.get(ROUNDED_LABELS[name], False):
+        integer = True
     pred = cfg.get("prediction_type", None)
     T = int(cfg.get("num_train_timesteps", 1000))
     if name.startswith("FlowMatch"):
@@ -349,7 +360,9 @@ class ExactNetwork:
         self.model, self.conv, self.levels = model, convention, levels
         self.schedule = model.schedule
         self.pred = model_prediction(model)
-        self.dtype = np.dtype(dtype)
+        # the model sees its input in the run's dtype; half precisions (no NumPy bfloat16) as
+        # float32, their rounding already in the values the scheduler handed over
+        self.dtype = np.dtype(dtype if dtype in ("float32", "float64") else "float32")
         self.lo, self.hi = self.schedule.log_snr_range()
         self.times: list = []
 
@@ -412,6 +425,12 @@ class PointMassNetwork:
 
 
 # ------------------------------------------------------------------------------------ the loop
+# float32 as shipped; float64 upcast (a diagnostic); float16 / bfloat16: the latents and the
+# network's output in half precision, as half-precision pipelines run them (the scheduler's
+# tables stay as shipped)
+RUN_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
 @dataclass(frozen=True)
 class Pipeline:
     """What a pipeline passes a scheduler: ``set_timesteps`` keyword arguments (custom
@@ -421,7 +440,7 @@ class Pipeline:
     ``timesteps[N - int(N strength)]`` and ``set_begin_index`` is called, as in diffusers'
     img2img pipelines), ``begin_index`` (a start index directly) and ``dtype`` ("float32" as
     shipped, or "float64": every floating tensor of the scheduler upcast, its betas replaced by
-    the float64 reference's)."""
+    the float64 reference's; "float16" / "bfloat16": half-precision latents and outputs)."""
 
     set_timesteps: dict = field(default_factory=dict)
     step: dict = field(default_factory=dict)
@@ -430,8 +449,8 @@ class Pipeline:
     dtype: str = "float32"
 
     def __post_init__(self):
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.dtype not in RUN_DTYPES:
+            raise ValueError(f"dtype must be one of {RUN_DTYPES}, got {self.dtype!r}")
         if self.strength is not None and not 0.0 < float(self.strength) <= 1.0:
             raise ValueError(f"strength must lie in (0, 1], got {self.strength!r}")
         if self.begin_index is not None and (
@@ -560,7 +579,7 @@ def drive(factory, network, sample0, steps, pipe: Pipeline, *, draw=None, refere
     with ``network(u, label, i)`` answering each call and ``draw(shape, dtype)`` every noise
     draw of the scheduler's module. Raises :class:`PipelineError` naming who failed."""
     torch = _torch()
-    tdt = torch.float64 if pipe.dtype == "float64" else torch.float32
+    tdt = getattr(torch, pipe.dtype)
     sched, labels, begin = prepared or prepare(factory, steps, pipe, reference)
     name = type(sched).__name__
     sample = torch.from_numpy(np.asarray(sample0, dtype=np.float64)).to(tdt)
@@ -626,7 +645,9 @@ class LevelTrace:
     sigma_table: bool = False  # the scheduler keeps a float32 sigma table
     frame: str = "vp"
     consistency: bool = False  # LCM / TCD: a consistency-model step
-    stochastic: bool = False  # the run drew noise (ancestral / SDE steps)
+    stochastic: bool = False  # the run adds noise (ancestral / SDE steps): measured
+    ancestral_dtype: str = "float32"  # where sigma_up / sigma_down are formed (diffusers: float32)
+    table_rel: float = 2.0**-24  # relative rounding of each level of the sigma table
 
     @property
     def lam_in(self) -> np.ndarray:
@@ -637,6 +658,8 @@ class LevelTrace:
     def lam_end(self) -> float:
         if self.s_end <= 0:
             return math.inf
+        if self.a_end <= 0:  # pure noise (flow sigma = 1)
+            return -math.inf
         return 2.0 * (math.log(self.a_end) - math.log(self.s_end))
 
 
@@ -676,11 +699,15 @@ class PointMassProbe:
         trace = LevelTrace(int(steps), list(r.labels), ins[:, 0] / PROBE_C,
                            np.sqrt(np.sum(ins[:, 1:] ** 2, axis=1)), a_end, s_end, dtype, conv,
                            conv.integer_labels, **kw)  # fmt: skip
-        trace.stochastic = self.used > 0
+        # noise that reaches the sample (a draw that is multiplied by zero, as k-diffusion's
+        # sample_euler without churn does, is not a stochastic step)
+        weight = max(float(np.abs(ins[:, 2:]).max(initial=0.0)),
+                     float(np.abs(r.sample[0, 2:]).max(initial=0.0)))  # fmt: skip
+        trace.stochastic = weight > 0.0
         if self.used + 2 > self.slots:
             trace.available = False
             trace.why = f"{self.used} noise draws, more than the probe's slots"
-        elif not np.array_equal(runs[0].sample, runs[1].sample):
+        elif not np.array_equal(runs[0].sample, runs[1].sample, equal_nan=True):
             trace.available = False
             trace.why = (f"{who} draws noise outside {noise_where} (e.g. a Brownian tree): its "
                          "levels cannot be read from one probe run")  # fmt: skip
@@ -776,50 +803,60 @@ def distinct_levels(trace: LevelTrace) -> int:
 
 def level_tolerance(trace: LevelTrace, i: int) -> float:
     """How far (in log-SNR) the measured level of call i may sit from the level of a correct
-    label through rounding alone (each term a probabilistic rounding bound, LAMBDA u per
-    operation: Higham & Mary 2019, SIAM J. Sci. Comput. 41(5), Thm. 2.4, as
-    :mod:`verification.tolerances`): the probe's own measurement (LAMBDA u per operation, two per
-    call, on a and s), the scheduler's float32 sigma table (each level rounded once, relative
-    u32 in sigma: 2 u32 in lambda, 2 u32 / (1 - sigma) for flow sigmas; an ancestral run also
-    carries each re-noising's absolute offset, 2 u32 sigma_to, down to smaller sigmas) and, run
-    in float32, its float32 alpha_bar table (a cumulative product of k + 1 factors: relative
-    LAMBDA sqrt(k + 2) u32 in alpha_bar, divided by 1 - alpha_bar in lambda)."""
+    label through rounding alone. Each term is a probabilistic rounding bound (independent
+    roundings add in quadrature, LAMBDA times: Higham & Mary 2019, SIAM J. Sci. Comput. 41(5),
+    Thm. 2.4, as :mod:`verification.tolerances`), on the probe's coordinates (a point mass keeps
+    the data and each noise term on its own coordinate, so each is rounded relative to its own
+    history, never against another term):
+
+    - the run's arithmetic, u per operation, four per call: the data coordinate known to
+      u sqrt(4 sum_j a_j^2 + 12 a_i^2) and the noise to u sqrt(4 sum_j s_j^2 + 12 s_i^2)
+      (absolute: an epsilon-type update x + eps (sigma' - sigma) carries an absolute error
+      down to smaller sigmas), lambda = 2 log(a / s) to twice their relative sizes;
+    - the step coefficients, formed in the run's dtype: relative u / h on a step of h in
+      half-log-SNR (e^-h - 1 and the multistep divided differences), on the whole state;
+    - the scheduler's float32 sigma table: each level rounded once (``table_rel``: u32 for
+      diffusers' float64-built tables; k-diffusion builds Karras sigmas in float32, 4 rho u32),
+      twice that in lambda (divided by 1 - sigma for flow sigmas): a level off the training
+      table's end by that much has its label clamped;
+    - a run that adds noise (ancestral, SDE): each re-noising lands at sqrt(sigma_down^2 +
+      sigma_up^2) of rounded values, an absolute offset of 2 u_anc sigma_to that later
+      epsilon-type moves carry (u_anc the precision sigma_up / sigma_down are formed in:
+      float32 tables in diffusers, the run's dtype in k-diffusion);
+    - run in float32 on a discrete table, its float32 alpha_bar (a cumulative product of k + 1
+      factors: relative sqrt(k + 2) u32 in alpha_bar, divided by 1 - alpha_bar in lambda)."""
     from diffusion_oracle.verification.tolerances import LAMBDA, unit_roundoff
 
     conv = trace.convention
     u, u32 = unit_roundoff(trace.dtype), unit_roundoff("float32")
     lam = float(trace.lam_in[i]) if i < len(trace.labels) else trace.lam_end
-    # the state may have shrunk from a larger size (VE paths step from sigma_max down): the
-    # rounding of the earlier, larger terms is relative to them (cancellation)
-    sizes = [math.hypot(*frame_scales(trace.frame, float(v))) if math.isfinite(float(v))
-             else 1.0 for v in trace.lam_in[: i + 1]]  # fmt: skip
-    growth = max(sizes) / sizes[-1] if sizes and sizes[-1] > 0 else 1.0
-    tol = 4.0 * u * (i + 3) * growth
+    path = [float(v) for v in trace.lam_in[: i + 1]]
+    if i >= len(trace.labels):
+        path.append(lam)
+    scales = [frame_scales(trace.frame, v) if math.isfinite(v) else (1.0, 1.0) for v in path]
+    a_i, s_i = scales[-1]
+    tol = 0.0
+    if a_i > 0 and s_i > 0:
+        da = u * math.sqrt(4.0 * sum(a * a for a, _ in scales) + 12.0 * a_i * a_i)
+        ds = u * math.sqrt(4.0 * sum(s * s for _, s in scales) + 12.0 * s_i * s_i)
+        tol += 2.0 * (da / a_i + ds / s_i)
+    # the step coefficients, formed in the run's dtype: exponential-integrator and multistep
+    # weights (e^-h - 1, their divided differences) know themselves to ~u / h on a step of
+    # h in half-log-SNR, and they multiply the whole state: relative u sqrt(sum (2 / h_j)^2)
+    fin = [v for v in path if math.isfinite(v)]
+    steps_h = [max(abs(b - a) / 2.0, math.sqrt(u)) for a, b in zip(fin[:-1], fin[1:])
+               if abs(b - a) > 0.0]  # fmt: skip
+    if steps_h:
+        tol += 2.0 * u * math.sqrt(sum((2.0 / h) ** 2 for h in steps_h))
     if trace.sigma_table:
+        rel = trace.table_rel
         if conv.path == "flow" and math.isfinite(lam):
-            tol += 2.0 * u32 / max(1.0 / (1.0 + math.exp(-lam / 2.0)), u32)
+            tol += 2.0 * rel / max(1.0 / (1.0 + math.exp(-lam / 2.0)), u32)
         else:
-            tol += 2.0 * u32
-        # ancestral steps form sigma_up / sigma_down from the float32 levels through
-        # sigma_from^2 - sigma_to^2 (Karras et al. 2022, Alg. 2; k-diffusion get_ancestral_step):
-        # that difference is known to 2 u32 sigma_from^2 only
-        # (two-stage ancestral samplers take sigma_from two calls back)
-        worst = 0.0
-        for back in (1, 2):
-            if trace.stochastic and i >= back and math.isfinite(lam):
-                lam_prev = float(trace.lam_in[i - back])
-                if math.isfinite(lam_prev) and lam > lam_prev:
-                    r = math.exp(lam_prev - lam)  # sigma_to^2 / sigma_from^2 (VE)
-                    worst = max(worst, 2.0 * u32 / max(1.0 - r, u32))
-        tol += worst
-        if trace.stochastic and i >= 1:
-            # each ancestral step lands at sqrt(sigma_down^2 + sigma_up^2), two separately
-            # rounded float32 table values: an absolute offset of ~2 u32 sigma_to that the
-            # deterministic moves after it carry unchanged (their dt telescopes), so at call i
-            # the earlier offsets add up relative to the current, smaller sigma
-            s_path = [frame_scales(trace.frame, float(v))[1] for v in trace.lam_in[: i + 1]]
-            if s_path[-1] > 0 and all(math.isfinite(v) for v in s_path):
-                tol += 2.0 * u32 * sum(s_path[:-1]) / s_path[-1]
+            tol += 2.0 * rel
+    if trace.stochastic and s_i > 0 and len(scales) > 1:
+        u_anc = unit_roundoff(trace.ancestral_dtype)
+        tol += 2.0 * 2.0 * u_anc * math.sqrt(sum(s * s for _, s in scales[:-1])) / s_i
     if conv.path == "discrete" and trace.dtype == "float32" and math.isfinite(lam):
         one_minus_ab = math.exp(-float(np.logaddexp(0.0, lam)))  # sigmoid(-lambda)
         k = max(float(trace.labels[min(i, len(trace.labels) - 1)]), 0.0)
@@ -831,9 +868,9 @@ def label_tolerance(trace: LevelTrace, i: int, lam: float | None = None) -> floa
     """How far (in label units) the label of call i may sit from the exact label of the
     level ``lam`` (default: the measured level of call i): :func:`level_tolerance` through
     d label / d lambda, the label's own rounding (stored float32), and half a unit where the
-    scheduler hands the network integer labels, or integral labels of the training table (the
-    nearest integer is the best an integer label can say; a truncated label is off by up to
-    one unit and fails). Within that, the
+    scheduler hands the network integer labels, or rounds them by construction
+    (:data:`ROUNDED_LABELS`) (the nearest integer is the best an integer label can say; a
+    truncated label is off by up to one unit and fails). Within that, the
     effect of the rounded label on the output is what verify's tiers judge, since the exact
     network answers at the label's level."""
     from diffusion_oracle.verification.tolerances import LAMBDA, unit_roundoff
@@ -848,9 +885,7 @@ def label_tolerance(trace: LevelTrace, i: int, lam: float | None = None) -> floa
     tol = slope * level_tolerance(trace, i)
     tol += LAMBDA * unit_roundoff("float32") * abs(float(trace.labels[i])) + 1e-9
     tol += conv.ambiguity(trace.labels[i])
-    if trace.integer_labels or (conv.path == "discrete" and float(trace.labels[i]).is_integer()):
-        # a training-table step rounded to the nearest integer (integer tensors, or integral
-        # floats: KDPM2 rounds its Karras labels) is the quantized-network convention
+    if trace.integer_labels:
         tol += 0.5
     return tol
 
@@ -895,6 +930,11 @@ def judge_labels(traces, *, inverse: bool = False):
     scale_bad = None
     for tr in traces:
         if tr.consistency:  # the step mixes c_skip x into the next sample: off any marginal
+            continue
+        if tr.frame == "vp":
+            # the network's input is the sample itself (scale_model_input is the identity):
+            # nothing scales it, and its drift off alpha^2 + sigma^2 = 1 is the step's float32
+            # arithmetic (DEIS forms its weights as differences of O(rho log rho / h) terms)
             continue
         a_exp, s_exp = tr.convention.scales(tr.lam_in)
         u = unit_roundoff(tr.dtype)

@@ -1,0 +1,134 @@
+"""Conformance checks 8 (as shipped) and 9 (documented grid), issue 21: the two bugs open
+upstream against diffusers 0.42.1 are reported with their diagnosis, and correct configurations
+stay clean. The pins are the installed release's behaviour (pyproject: diffusers >= 0.42.1,
+< 0.43); a release that fixes a bug makes its test fail, and the test is then updated to pin
+the fix. Expected values: the published formulas computed here (Karras et al. 2022, eq. 5;
+Esser et al. 2024, eq. 23) and k-diffusion's get_sigmas_karras (another implementation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("torch")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+from diffusion_oracle.validation.checks.documented import (  # noqa: E402
+    check_documented,
+    documented_sigmas,
+)
+from diffusion_oracle.validation.checks.shipped import check_shipped  # noqa: E402
+from diffusion_oracle.validation.conformance import Case, conformance_report, md_cell  # noqa: E402
+
+SMALL = tuple(range(1, 13))
+
+
+def test_dpmsolver_cosine_karras_raises_as_shipped():
+    """diffusers issue 12771: DPMSolverMultistepScheduler(beta_schedule='squaredcos_cap_v2',
+    use_karras_sigmas=True) in float32 raises IndexError from N = 4 on and repeats timesteps
+    (the float64 upcast hides the crash: check 6 passed it)."""
+    case = Case("DPMSolverMultistepScheduler", {"beta_schedule": "squaredcos_cap_v2",
+                                                "use_karras_sigmas": True}, order=2)  # fmt: skip
+    res = check_shipped(case, half=False, steps=tuple(range(1, 26)))
+    assert res.passed is False
+    assert "float32: raises at N = 4..25 (22 values)" in res.detail
+    assert "IndexError in DPMSolverMultistepScheduler.step" in res.detail
+    assert "repeated timesteps at N = 4..25" in res.detail
+    assert [n for n, _ in res.data["float32"]["crash"]] == list(range(4, 26))
+
+
+def test_flow_match_shift_applied_twice():
+    """diffusers issue 13243: FlowMatchEulerDiscreteScheduler(shift=3.0) shifts its already
+    shifted sigma_min again: the last sigma is 0.00893 where shift(1/T) = 3/1002 = 0.00299."""
+    res = check_documented(Case("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, order=1))
+    assert res.passed is False
+    want_last = 3.0 * 1e-3 / (1.0 + 2.0 * 1e-3)
+    assert f"the last sigma 0.00892857 where the formula gives {want_last:.6g}" in res.detail
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        Case("FlowMatchEulerDiscreteScheduler", {}, order=1),
+        Case("EulerDiscreteScheduler", {"use_karras_sigmas": True}, "euler", order=1),
+        Case("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, order=2),
+        Case("EulerDiscreteScheduler", {"use_exponential_sigmas": True}, "euler", order=1),
+        Case("FlowMatchEulerDiscreteScheduler", {"use_dynamic_shifting": True},
+             set_timesteps={"mu": 0.8}, order=1),
+    ],
+    ids=lambda c: c.label,
+)
+def test_documented_grids_of_correct_configurations_pass(case):
+    assert check_documented(case).passed is True
+
+
+def test_documented_karras_is_k_diffusions_karras():
+    """The documented Karras grid equals k-diffusion's get_sigmas_karras (float32, another
+    implementation) on the same ends to float32 rounding times rho."""
+    kd = pytest.importorskip("diffusion_oracle.validation.k_diffusion")
+    try:
+        ks = kd.load_sampling()
+    except ImportError:
+        pytest.skip("k-diffusion is not installed")
+    sched = diffusers.EulerDiscreteScheduler(use_karras_sigmas=True)
+    want, _, what, _ = documented_sigmas(sched, 12)
+    got = ks.get_sigmas_karras(12, float(want[-1]), float(want[0])).double().numpy()[:-1]
+    np.testing.assert_allclose(got, want, rtol=4 * 7 * 2.0**-24)
+    assert "rho = 7" in what
+
+
+def test_flow_formula_is_esser_eq_23():
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(shift=2.0)
+    want, _, _, _ = documented_sigmas(sched, 5)
+    u = np.linspace(1.0, 1e-3, 5)
+    np.testing.assert_allclose(want, 2 * u / (1 + u), rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        Case("DDIMScheduler", {"clip_sample": False, "timestep_spacing": "trailing"}, "ddim",
+             order=1),
+        Case("EulerDiscreteScheduler", {"prediction_type": "v_prediction"}, "euler", order=1),
+        Case("FlowMatchEulerDiscreteScheduler", {}, order=1),
+        Case("HeunDiscreteScheduler", {}, "heun", order=2),
+        Case("KDPM2DiscreteScheduler", {}, order=2),
+        Case("PNDMScheduler", {"skip_prk_steps": True}),
+    ],
+    ids=lambda c: c.label,
+)
+def test_correct_configurations_are_clean_as_shipped(case):
+    """Negative controls, and the calls-per-step patterns: Heun 2N - 1 calls on N levels,
+    KDPM2 2N - 1 calls on 2N - 1 levels, PLMS without its Runge-Kutta warm-up N + 1 calls."""
+    res = check_shipped(case, half=False, steps=SMALL)
+    assert res.passed is True, res.detail
+
+
+class RepeatsALabel(diffusers.DDIMScheduler):
+    """A planted fault: the fourth timestep repeats the third."""
+
+    def set_timesteps(self, *args, **kwargs):
+        super().set_timesteps(*args, **kwargs)
+        ts = self.timesteps.clone()
+        if len(ts) > 3:
+            ts[3] = ts[2]
+        self.timesteps = ts
+
+
+def test_a_repeated_timestep_is_named(monkeypatch):
+    monkeypatch.setattr(diffusers, "RepeatsALabel", RepeatsALabel, raising=False)
+    res = check_shipped(Case("RepeatsALabel", {"clip_sample": False}), half=False, steps=SMALL)
+    assert res.passed is False
+    assert "repeated timesteps at N = 4..12 (9 values) (N = 4: label" in res.detail
+    assert "repeated at call 3" in res.detail
+
+
+def test_report_cells_escape_pipes(monkeypatch):
+    """A detail with a '|' (k-diffusion's table broke on one) stays in its cell."""
+    assert md_cell("a | b\nc") == "a \\| b c"
+    case = Case("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, order=1)
+    text, rows = conformance_report([case], progress=False, checks=(9,))
+    row = [ln for ln in text.splitlines() if ln.startswith("| `FlowMatch")][0]
+    cells = [c for c in row.replace("\\|", "").split("|")[1:-1]]
+    assert len(cells) == 3 and "FAIL" in cells[1] and cells[2].strip() == "FAIL"

@@ -1,0 +1,3 @@
+"""The conformance checks, one module per check (issue 21): ``shipped`` (check 8, the runs in
+the dtypes users run) and ``documented`` (check 9, the grid a configuration documents). The
+older checks 1-7 still live in :mod:`validation.conformance`."""

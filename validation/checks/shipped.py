@@ -1,0 +1,200 @@
+"""Check 8, **as shipped** (issue 21): a configuration run the way users run it.
+
+The pipeline-faithful loop (:func:`validation.pipeline.drive`: set_timesteps, scale_model_input,
+the exact network called with the label, step) in float32, the dtype diffusers ships, for every
+step count N in :data:`SHIPPED_STEPS` (1..50, 100, 250, 1000), and in float16 and bfloat16
+(half-precision latents and network outputs, as half-precision pipelines run them) for the same
+N. Per run it records, and the check names, every N where
+
+- the scheduler (or its configuration) **raises** (who raised, the exception, the call);
+- the output is **not finite**;
+- the **timesteps repeat** where the method does not repeat them, or there are not as many
+  distinct timesteps as the method's documented calls need: N for one call per step; Heun
+  (Karras et al. 2022, Alg. 1) and PNDM's PLMS warm-up repeat one level per step or once;
+  KDPM2 (DPM-Solver-2, Lu et al. 2022, Alg. 1 with the log-midpoint) asks a new midpoint
+  level per step: 2N - 1 distinct labels;
+- the **model calls** differ from the method's calls per step (:func:`expected_calls`).
+
+float32 decides the verdict (the dtype the scheduler is shipped and documented in); the half
+precisions are reported with their N lists (a scheduler may document them unsupported).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["SHIPPED_STEPS", "HALF_DTYPES", "check_shipped", "expected_calls", "shipped_runs"]
+
+SHIPPED_STEPS = tuple(range(1, 51)) + (100, 250, 1000)
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+def expected_calls(name: str, config, N: int):
+    """(model calls, distinct timesteps) a run of N steps documents, or None where this
+    module does not know the method's pattern (then only repeats are judged). Sources: the
+    algorithms as published (Heun: Karras et al. 2022, Alg. 1, a second call per step except
+    the last, into sigma = 0; DPM-Solver-2: Lu et al. 2022, Alg. 1, and DPM-Solver++(2S) SDE:
+    Lu et al. 2023, Alg. 1, a midpoint call per step except the last; PLMS: Liu et al. 2022,
+    Sec. 3.3, one extra call at the first step when the Runge-Kutta warm-up is skipped, N > 1)
+    and one call per step for every other diffusers scheduler."""
+    if name in ("HeunDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"):
+        return 2 * N - 1, N
+    if name in ("KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
+                "DPMSolverSDEScheduler"):  # fmt: skip
+        return 2 * N - 1, 2 * N - 1
+    if name == "PNDMScheduler":
+        if not config.get("skip_prk_steps", False):
+            return None  # the PRK warm-up: 4 calls on each of its first steps
+        return (N + 1 if N > 1 else 1), N  # one step alone has no second step to warm up
+    return N, N
+
+
+def _repeats(labels, name):
+    """Calls whose label repeats an earlier one where the method does not: Heun-type methods
+    repeat each level once (consecutive), PNDM its warm-up level once."""
+    seen, bad = {}, []
+    for i, lab in enumerate(labels):
+        if lab in seen:
+            allowed = (name in ("HeunDiscreteScheduler", "FlowMatchHeunDiscreteScheduler",
+                                "PNDMScheduler") and seen[lab] == i - 1)  # fmt: skip
+            if not allowed:
+                bad.append(i)
+        seen.setdefault(lab, i)
+    return bad
+
+
+def shipped_runs(factory, *, dtype="float32", steps=SHIPPED_STEPS, target="ring8", seed=0,
+                 call=None):  # fmt: skip
+    """Run ``factory()``'s scheduler for every N in ``steps`` in ``dtype`` with the exact
+    network of ``target`` on 2 draws, with ``call`` the pipeline's set_timesteps / step keyword
+    arguments, strength and begin index (a dict of :class:`validation.pipeline.Pipeline`
+    fields); returns {N: record} with the record's ``error`` (the PipelineError text, who
+    raised), ``finite``, ``calls``, ``labels`` (the run's timesteps)."""
+    from diffusion_oracle.reference.model import ExactModel
+    from diffusion_oracle.reference.targets import get_target
+    from diffusion_oracle.validation.diffusers import training_schedule
+    from diffusion_oracle.validation.pipeline import (
+        ExactNetwork,
+        Pipeline,
+        PipelineError,
+        drive,
+        frame_scales,
+        network_convention,
+        prepare,
+        sample_frame,
+        start_level,
+    )
+
+    tgt = get_target(target) if isinstance(target, str) else target
+    g = np.random.default_rng(seed)
+    x0 = tgt.sample(2, rng=g)
+    out = {}
+    ref = None
+    for N in steps:
+        rec = {"error": None, "who": None, "finite": None, "calls": None, "labels": None}
+        out[N] = rec
+        pipe = Pipeline(dtype=dtype, **(call or {}))
+        try:
+            ref = ref or training_schedule(factory())
+            prepared = prepare(factory, N, pipe, ref)
+            sched, labels, begin = prepared
+            # the timesteps as set: judged for repeats even when the run then raises
+            rec["labels"] = [float(v) for v in labels]
+            conv = network_convention(sched, ref)
+            frame = sample_frame(sched)
+            lam0 = start_level(sched, labels, begin, conv)
+            a, s = frame_scales(frame, lam0)
+            x = (a if math.isfinite(a) else 1.0) * x0 + min(s, 1e30) * g.standard_normal(x0.shape)
+            net = ExactNetwork(ExactModel(tgt, ref), conv, dtype=dtype)
+
+            def draw(shape, dt, g=g):
+                import torch
+
+                return torch.from_numpy(g.standard_normal(shape)).to(dt or torch.float32)
+
+            r = drive(factory, net, x, N, pipe, draw=draw, reference=ref, prepared=prepared)
+        except PipelineError as exc:
+            rec["error"], rec["who"] = str(exc), exc.who
+            continue
+        rec["finite"] = bool(np.isfinite(r.sample).all())
+        rec["calls"], rec["labels"] = r.calls, list(r.labels)
+    return out
+
+
+def _summarise(name, config, runs):
+    """(crashes, non-finite, repeated, wrong calls) lists of (N, detail)."""
+    crash, nonfinite, repeat, calls = [], [], [], []
+    for N, rec in runs.items():
+        if rec["error"]:
+            crash.append((N, rec["error"]))
+        elif not rec["finite"]:
+            nonfinite.append((N, "non-finite output"))
+        if rec["labels"] is None:
+            continue  # set_timesteps itself raised
+        rep = _repeats(rec["labels"], name)
+        want = expected_calls(name, config, N)
+        distinct = len(set(rec["labels"]))
+        if rep or (want is not None and distinct < want[1]):
+            lab = rec["labels"]
+            at = rep[0] if rep else None
+            detail = (f"label {lab[at]:g} repeated at call {at}" if at is not None else
+                      f"{distinct} distinct timesteps for {want[1]}")  # fmt: skip
+            repeat.append((N, detail))
+        if rec["calls"] is not None and want is not None and rec["calls"] != want[0]:
+            calls.append((N, f"{rec['calls']} model calls for {want[0]}"))
+    return crash, nonfinite, repeat, calls
+
+
+def _ns(items) -> str:
+    """'4..25, 31 (12 values)' for a list of (N, detail)."""
+    ns = sorted(n for n, _ in items)
+    runs, start = [], None
+    for i, n in enumerate(ns):
+        if start is None:
+            start = n
+        if i + 1 == len(ns) or ns[i + 1] != n + 1:
+            runs.append(f"{start}..{n}" if n > start else f"{n}")
+            start = None
+    return ", ".join(runs) + (f" ({len(ns)} values)" if len(ns) > 1 else "")
+
+
+def check_shipped(case, *, steps=SHIPPED_STEPS, half=True, target="ring8", seed=0):
+    """Check 8 of ``case`` (module docstring): a CheckResult judged on the float32 runs, the
+    half-precision findings in its detail and data."""
+    from diffusion_oracle.validation.conformance import CheckResult
+
+    factory = case.factory()
+    name = case.scheduler
+    config = dict(case.kwargs)
+    parts, data, ok = [], {}, True
+    for dtype in ("float32",) + (HALF_DTYPES if half else ()):
+        call = {"set_timesteps": dict(case.set_timesteps), "step": dict(case.step),
+                "strength": case.strength, "begin_index": case.begin_index}  # fmt: skip
+        runs = shipped_runs(factory, dtype=dtype, steps=steps, target=target, seed=seed,
+                            call=call)  # fmt: skip
+        crash, nonfinite, repeat, calls = _summarise(name, config, runs)
+        data[dtype] = {"crash": crash, "non_finite": nonfinite, "repeated": repeat,
+                       "calls": calls}  # fmt: skip
+        found = []
+        if crash:
+            found.append(f"raises at N = {_ns(crash)}, first: {crash[0][1][:160]}")
+        if nonfinite:
+            found.append(f"non-finite output at N = {_ns(nonfinite)}")
+        if repeat:
+            found.append(f"repeated timesteps at N = {_ns(repeat)} (N = {repeat[0][0]}: "
+                         f"{repeat[0][1]})")  # fmt: skip
+        if calls:
+            found.append(f"model calls off at N = {_ns(calls)} (N = {calls[0][0]}: "
+                         f"{calls[0][1]})")  # fmt: skip
+        if dtype == "float32":
+            ok = not found
+            parts.append("float32: " + ("; ".join(found) if found else
+                                        f"{len(steps)} step counts clean"))  # fmt: skip
+        else:
+            parts.append(f"{dtype} (reported): " + ("; ".join(found) if found else "clean"))
+    worst = len(data["float32"]["crash"]) + len(data["float32"]["non_finite"]) + len(
+        data["float32"]["repeated"]) + len(data["float32"]["calls"])  # fmt: skip
+    return CheckResult("as shipped (float32, N = 1..50, 100, 250, 1000)", ok, float(worst),
+                       " | ".join(parts), data)  # fmt: skip
