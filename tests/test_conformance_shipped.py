@@ -132,3 +132,38 @@ def test_report_cells_escape_pipes(monkeypatch):
     row = [ln for ln in text.splitlines() if ln.startswith("| `FlowMatch")][0]
     cells = [c for c in row.replace("\\|", "").split("|")[1:-1]]
     assert len(cells) == 3 and "FAIL" in cells[1] and cells[2].strip() == "FAIL"
+
+
+def test_every_exported_scheduler_is_catalogued_or_listed_with_a_reason():
+    from diffusion_oracle.validation.conformance import (
+        CASES,
+        NOT_CATALOGUED,
+        exported_schedulers,
+        not_catalogued,
+    )
+
+    exported = set(exported_schedulers())
+    assert len(exported) >= 40  # diffusers 0.42.1 exports 49
+    catalogued = {c.scheduler for c in CASES}
+    assert catalogued <= exported, catalogued - exported
+    missing = not_catalogued()
+    assert set(missing) == exported - catalogued
+    assert all(missing[n] == NOT_CATALOGUED[n] for n in missing), [
+        n for n in missing if n not in NOT_CATALOGUED]  # fmt: skip
+
+
+def test_every_k_diffusion_sampler_is_catalogued_or_listed_with_a_reason():
+    kd = pytest.importorskip("diffusion_oracle.validation.k_diffusion")
+    try:
+        exported = set(kd.exported_samplers())
+    except ImportError:
+        pytest.skip("k-diffusion is not installed")
+    catalogued = {fn for _, fn, _, _, _ in kd.conformance_cases()}
+    assert exported - catalogued == set(kd.NOT_CATALOGUED), exported - catalogued
+    assert len(exported) == 13
+
+
+def test_the_report_lists_what_it_does_not_catalogue():
+    case = Case("FlowMatchEulerDiscreteScheduler", {}, order=1)
+    text, _ = conformance_report([case], progress=False, checks=(9,))
+    assert "Not catalogued (" in text and "| `VQDiffusionScheduler` | vector-quantized" in text
