@@ -7,9 +7,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # Everything that goes into the wheel: reinstall when any of it changes.
-SOURCES := pyproject.toml $(shell find src theory reference validation -name '*.py' -o -name 'py.typed' 2>/dev/null)
+SOURCES := pyproject.toml $(shell find src theory reference validation -name '*.py' -o -name 'py.typed' -o -name '*.json' 2>/dev/null)
 
-.PHONY: demo test test-kernels lint notebooks clean
+.PHONY: demo test test-kernels test-drift lint notebooks clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,11 @@ test-kernels: $(KVENV)/.installed
 	cd tests && TRITON_INTERPRET=1 ../$(KPY) -m pytest -q -p no:cacheprovider -W "ignore:::triton.runtime.interpreter" --rootdir=.. -c ../pyproject.toml test_fused_interpreter.py
 
 test: lint test-kernels
-	cd tests && HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} ../$(PY) -m pytest -q -n 2 -p no:cacheprovider --rootdir=.. -c ../pyproject.toml .
+	cd tests && HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} ../$(PY) -m pytest -q -n 2 -p no:cacheprovider --rootdir=.. -c ../pyproject.toml -m "not drift" .
+
+# the driver against older diffusers releases (installs them from the package index)
+test-drift: $(VENV)/.installed
+	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml -m drift test_version_drift.py
 
 # Re-execute the notebooks in place (stored outputs); the tests execute them without writing.
 notebooks: $(VENV)/.installed

@@ -34,7 +34,9 @@ def test_dpmsolver_cosine_karras_raises_as_shipped():
     assert res.passed is False
     assert "float32: raises at N = 4..25 (22 values)" in res.detail
     assert "IndexError in DPMSolverMultistepScheduler.step" in res.detail
-    assert "repeated timesteps at N = 4..25" in res.detail
+    # from N = 6 a repeated label names a level a full step off (N = 4, 5: within half a
+    # unit, the quantization of integer labels, reported)
+    assert "repeated timesteps at N = 6..25 (20 values)" in res.detail
     assert [n for n, _ in res.data["float32"]["crash"]] == list(range(4, 26))
 
 
@@ -167,3 +169,90 @@ def test_the_report_lists_what_it_does_not_catalogue():
     case = Case("FlowMatchEulerDiscreteScheduler", {}, order=1)
     text, _ = conformance_report([case], progress=False, checks=(9,))
     assert "Not catalogued (" in text and "| `VQDiffusionScheduler` | vector-quantized" in text
+
+
+def test_baseline_separates_new_known_and_fixed(tmp_path):
+    from diffusion_oracle.validation.checks import baseline as bl
+    from diffusion_oracle.validation.conformance import CheckResult
+
+    a = Case("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, order=1)
+    b = Case("DDIMScheduler", {"clip_sample": False}, "ddim", order=1)
+    rows = [(a, [CheckResult("documented grid (sigmas)", False, 1.0, "last sigma off")]),
+            (b, [CheckResult("as shipped (float32)", True, 0.0, "clean")])]  # fmt: skip
+    base = bl.from_rows(rows, "diffusers", "0.42.1")
+    assert base["deviations"][a.label]["documented grid"]["upstream"] == (
+        "huggingface/diffusers#13243")
+    path = bl.save(base, tmp_path / "b.json")
+    known = bl.load(path)
+    later = [(a, [CheckResult("documented grid (sigmas)", True, 0.0, "fixed")]),
+             (b, [CheckResult("as shipped (float32)", False, 3.0, "raises at N = 7")])]  # fmt: skip
+    cmp = bl.compare(later, known)
+    assert cmp["new"] == [(b.label, "as shipped", "raises at N = 7")]
+    assert cmp["fixed"] == [(a.label, "documented grid")] and cmp["known"] == []
+    assert bl.compare(rows, known)["known"] == [(a.label, "documented grid",
+                                                 "huggingface/diffusers#13243")]  # fmt: skip
+    (tmp_path / "bad.json").write_text("[1]")
+    with pytest.raises(ValueError, match="no 'deviations' object"):
+        bl.load(tmp_path / "bad.json")
+
+
+def test_cli_baseline_fails_only_on_new_deviations(tmp_path, capsys):
+    from diffusion_oracle.cli import main
+
+    argv = ["conformance", "diffusers", "--schedulers", "FlowMatchEulerDiscreteScheduler",
+            "--checks", "9", "--jobs", "1", "--baseline", str(tmp_path / "known.json")]  # fmt: skip
+    assert main(argv[:-2]) == 1  # the shift bug FAILs check 9
+    assert main(argv + ["--update-baseline"]) == 0
+    assert main(argv) == 0  # known now
+    assert "1 known deviations, 0 new, 0 fixed" in capsys.readouterr().out
+
+
+def test_the_checked_in_baseline_names_the_open_upstream_bugs():
+    from diffusion_oracle.validation.checks import baseline as bl
+
+    known = bl.load(bl.DEFAULT_BASELINE)["deviations"]
+    cos = "DPMSolverMultistepScheduler(beta_schedule=squaredcos_cap_v2, use_karras_sigmas=True)"
+    assert known[cos]["as shipped"]["upstream"] == "huggingface/diffusers#12771"
+    flow = known["FlowMatchEulerDiscreteScheduler(shift=3.0)"]["documented grid"]
+    assert flow["upstream"] == "huggingface/diffusers#13243"
+
+
+class AddNoiseAtTheStart(diffusers.EulerDiscreteScheduler):
+    """A planted fault (an old diffusers bug class): add_noise reads sigmas[0] whatever the
+    begin index, so img2img latents carry the full noise while the network is told less."""
+
+    def add_noise(self, original_samples, noise, timesteps):
+        return original_samples + noise * self.sigmas[0]
+
+
+def test_img2img_start_is_judged(monkeypatch):
+    from diffusion_oracle.validation.checks.usage import check_img2img
+
+    good = check_img2img(Case("EulerDiscreteScheduler", {}, "euler", order=1))
+    assert good.passed is True
+    monkeypatch.setattr(diffusers, "AddNoiseAtTheStart", AddNoiseAtTheStart, raising=False)
+    bad = check_img2img(Case("AddNoiseAtTheStart", {}))
+    assert bad.passed is False
+    assert "N = 10, strength 0.3: add_noise puts the latents at log-SNR" in bad.detail
+    assert "while the first call tells the network t=" in bad.detail
+    ddim = check_img2img(Case("DDIMScheduler", {"clip_sample": False}, "ddim", order=1))
+    flow = check_img2img(Case("FlowMatchEulerDiscreteScheduler", {}, order=1))
+    assert ddim.passed is True and flow.passed is True  # add_noise and scale_noise
+
+
+def test_documented_refusals_and_quantized_repeats_are_reported_not_judged():
+    """LCM refuses N above its original 50 steps with a ValueError from set_timesteps (a
+    documented limit, reported); Karras sigmas denser than the training steps make integer
+    labels repeat on distinct levels, each the nearest step (quantization, reported); DPM-2
+    ancestral calls its midpoint at sigma_next (log-midpoint of sigma and sigma_next^2 /
+    sigma): 2N - 1 calls on N levels, consecutive repeats allowed."""
+    lcm = check_shipped(Case("LCMScheduler", {}, stochastic=True), half=False,
+                        steps=(4, 60))  # fmt: skip
+    assert lcm.passed is True and "refuses N = 60" in lcm.detail
+    kar = check_shipped(Case("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+                        half=False, steps=(100,))  # fmt: skip
+    assert kar.passed is True and "integer labels repeat on distinct levels at N = 100" in (
+        kar.detail)
+    anc = check_shipped(Case("KDPM2AncestralDiscreteScheduler", {}, stochastic=True),
+                        half=False, steps=SMALL)  # fmt: skip
+    assert anc.passed is True and anc.detail.startswith("float32: 12 step counts clean")

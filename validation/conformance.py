@@ -34,6 +34,9 @@ Per configuration (a scheduler class with keyword arguments) and step count:
 9. **documented grid** (:mod:`validation.checks.documented`): the scheduler's sigmas against
    the formula its configuration documents (flow shift, dynamic shift, Karras, exponential),
    in float64, with the float32 table's tolerance; the first entry that differs.
+10. **img2img start** (:mod:`validation.checks.usage`): ``add_noise`` (``scale_noise``)
+    after ``set_begin_index`` puts the latents at the level of the first label, as img2img
+    pipelines use it (strength 0.3, 0.6, 0.9).
 
 Checks 4 and 5 run each configuration refined (:func:`refined_case`: 100x the training steps,
 the same continuous schedule), see docs/findings.md 9.
@@ -310,14 +313,14 @@ def _start(model, t0, n, seed):
     return a * model.target.sample(n, rng=g) + s * g.standard_normal((n, model.d))
 
 
-ALL_CHECKS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+ALL_CHECKS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 
 
 def check_case(
     case: Case, target="ring8", *, n: int = 256, seed: int = 0, checks=ALL_CHECKS
 ) -> list[CheckResult]:
-    """Run ``checks`` (numbers 1..9, see the module doc) on ``case``; returns one
-    :class:`CheckResult` per check, in the order 8, 9, 6, 1, 2, 3, 7, 4, 5."""
+    """Run ``checks`` (numbers 1..10, see the module doc) on ``case``; returns one
+    :class:`CheckResult` per check, in the order 8, 9, 10, 6, 1, 2, 3, 7, 4, 5."""
     checks = set(checks)
     bad_checks = checks - set(ALL_CHECKS)
     if bad_checks:
@@ -358,6 +361,10 @@ def check_case(
         from .checks.documented import check_documented
 
         guarded("documented grid", lambda: check_documented(case))
+    if 10 in checks:
+        from .checks.usage import check_img2img
+
+        guarded("img2img start", lambda: check_img2img(case))
     out = skipped + out
     if case.inverse:
         if checks & {1, 2, 3, 4, 5, 6, 7}:

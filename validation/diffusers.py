@@ -403,7 +403,11 @@ def run_pipeline(
     def draw(shape, dtype):
         import torch
 
-        return torch.from_numpy(rng.standard_normal(shape)).to(dtype or torch.float32)
+        # the latents are (n, d, 1, 1): drawn as the state's (n, d), as verify's probe of the
+        # noise expects, then shaped
+        flat = (shape[0], int(np.prod(shape[1:]))) if len(shape) > 1 else tuple(shape)
+        z = rng.standard_normal(flat).reshape(shape)
+        return torch.from_numpy(z).to(dtype or torch.float32)
 
     d = drive(factory, net, sample0, steps, pipe, draw=draw, reference=ref, keep_inputs=True,
               prepared=prepared)  # fmt: skip

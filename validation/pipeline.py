@@ -552,9 +552,22 @@ def start_level(sched, labels, begin, conv: Convention) -> float:
         # DDIM inversion: its first step starts where initial_alpha_cumprod says (1: the data)
         ab = float(_np64(sched.initial_alpha_cumprod))
         return math.inf if ab >= 1.0 else math.log(ab) - math.log1p(-ab)
-    if sig is not None and len(sig) > begin:
+    if inference_sigmas(sched) and len(sig) > begin:
         return _level_of_sigma(frame, float(_np64(sig[begin])))
     return float(conv.log_snr(float(_np64(labels[0]))))
+
+
+def inference_sigmas(sched) -> bool:
+    """Whether ``sched.sigmas`` is the table of the inference run (a level per timestep and
+    the final one; two-stage schedulers interleave theirs: up to 2 per timestep and 2 more)
+    rather than the training table: diffusers before 0.22 kept all T training sigmas in the
+    multistep solvers' ``sigmas`` and read the run's levels from alphas_cumprod at the integer
+    timesteps."""
+    sig = getattr(sched, "sigmas", None)
+    ts = getattr(sched, "timesteps", None)
+    if sig is None or ts is None:
+        return False
+    return len(sig) <= 2 * len(ts) + 2
 
 
 @dataclass
@@ -582,7 +595,11 @@ def drive(factory, network, sample0, steps, pipe: Pipeline, *, draw=None, refere
     tdt = getattr(torch, pipe.dtype)
     sched, labels, begin = prepared or prepare(factory, steps, pipe, reference)
     name = type(sched).__name__
-    sample = torch.from_numpy(np.asarray(sample0, dtype=np.float64)).to(tdt)
+    x0 = np.asarray(sample0, dtype=np.float64)
+    flat = x0.shape
+    # latents as pipelines hand them over: (batch, channels, height, width); a point of R^d is
+    # d channels of a 1 x 1 image (diffusers before 0.22 einsum over 'bchw' in UniPC)
+    sample = torch.from_numpy(x0.reshape(flat + (1, 1))).to(tdt)
     inputs = []
     from .diffusers import _keep_float64
 
@@ -596,7 +613,7 @@ def drive(factory, network, sample0, steps, pipe: Pipeline, *, draw=None, refere
             if hasattr(sched, "scale_model_input"):
                 u = _scheduler_call(f"{name}.scale_model_input", sched.scale_model_input, sample,
                                     t, call=i, label=label, dtype=pipe.dtype)  # fmt: skip
-            u64 = _np64(u)
+            u64 = _np64(u).reshape(flat)
             if not np.isfinite(u64).all():
                 raise PipelineError(
                     "scheduler", f"the scheduler handed the network non-finite values at call "
@@ -614,11 +631,12 @@ def drive(factory, network, sample0, steps, pipe: Pipeline, *, draw=None, refere
                     f"{type(exc).__name__} at call {i}, label {label:g}: {exc}"[:400],
                     where="network", call=i,
                 ) from exc  # fmt: skip
-            out_t = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float64)).to(u.dtype)
+            out_t = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float64).reshape(
+                flat + (1, 1))).to(u.dtype)  # fmt: skip
             res = _scheduler_call(f"{name}.step", sched.step, out_t, t, sample, call=i,
                                   label=label, dtype=pipe.dtype, **step_kw)  # fmt: skip
             sample = res.prev_sample if hasattr(res, "prev_sample") else res[0]
-    out = _np64(sample)  # non-finite values are returned: the callers' checks report them
+    out = _np64(sample).reshape(flat)  # non-finite values are returned: the callers report them
     return Drive(out, sample, [float(_np64(t)) for t in labels], inputs, len(labels),
                  pipe.dtype, sched, begin)  # fmt: skip
 
@@ -681,12 +699,14 @@ class PointMassProbe:
         self.used = 0
 
     def draw(self, shape, dtype):
+        """A one-hot draw of ``shape`` ((1, slots) or the latents' (1, slots, 1, 1))."""
         torch = _torch()
         j = self.used
         self.used += 1
         z = torch.zeros(shape, dtype=dtype or torch.float32)
-        if 2 + j < shape[-1]:
-            z[..., 2 + j] = 1.0
+        flat = z.view(shape[0], -1)
+        if 2 + j < flat.shape[-1]:
+            flat[..., 2 + j] = 1.0
         return z
 
     def trace(self, runs, steps, dtype, conv, who, noise_where, **kw) -> LevelTrace:
@@ -739,7 +759,7 @@ def probe_levels(factory, steps, pipe: Pipeline, *, reference=None) -> LevelTrac
                           draw=probe.draw, reference=reference, keep_inputs=True,
                           prepared=prepare(factory, steps, pipe, reference)))  # fmt: skip
     return probe.trace(runs, steps, pipe.dtype, conv, "the scheduler", "its module's randn_tensor",
-                       sigma_table=getattr(sched, "sigmas", None) is not None, frame=frame,
+                       sigma_table=inference_sigmas(sched), frame=frame,
                        consistency=diffusers_name(sched) in CONSISTENCY)  # fmt: skip
 
 
@@ -814,7 +834,9 @@ def level_tolerance(trace: LevelTrace, i: int) -> float:
       (absolute: an epsilon-type update x + eps (sigma' - sigma) carries an absolute error
       down to smaller sigmas), lambda = 2 log(a / s) to twice their relative sizes;
     - the step coefficients, formed in the run's dtype: relative u / h on a step of h in
-      half-log-SNR (e^-h - 1 and the multistep divided differences), on the whole state;
+      half-log-SNR (e^-h - 1 and the multistep divided differences), on the whole state (an
+      implementation whose weights are worse conditioned, as DEIS's differences of O(rho log
+      rho / h) terms in float32, drifts beyond it: a finding, not covered);
     - the scheduler's float32 sigma table: each level rounded once (``table_rel``: u32 for
       diffusers' float64-built tables; k-diffusion builds Karras sigmas in float32, 4 rho u32),
       twice that in lambda (divided by 1 - sigma for flow sigmas): a level off the training

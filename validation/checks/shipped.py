@@ -10,10 +10,15 @@ N. Per run it records, and the check names, every N where
 - the output is **not finite**;
 - the **timesteps repeat** where the method does not repeat them, or there are not as many
   distinct timesteps as the method's documented calls need: N for one call per step; Heun
-  (Karras et al. 2022, Alg. 1) and PNDM's PLMS warm-up repeat one level per step or once;
-  KDPM2 (DPM-Solver-2, Lu et al. 2022, Alg. 1 with the log-midpoint) asks a new midpoint
-  level per step: 2N - 1 distinct labels;
+  (Karras et al. 2022, Alg. 1), DPM-Solver-2 ancestral (its midpoint is sigma_next) and PNDM's
+  PLMS warm-up repeat one level per step or once; KDPM2 (DPM-Solver-2, Lu et al. 2022, Alg. 1
+  with the log-midpoint) asks a new midpoint level per step: 2N - 1 distinct labels. Integer
+  labels that repeat on distinct levels (Karras sigmas denser than the training steps) are the
+  quantization the label check judges: reported, not a repeated step;
 - the **model calls** differ from the method's calls per step (:func:`expected_calls`).
+
+An N the scheduler refuses with a ValueError / TypeError from ``set_timesteps`` (an argument it
+documents as invalid: LCM above its original steps) is reported, not judged.
 
 float32 decides the verdict (the dtype the scheduler is shipped and documented in); the half
 precisions are reported with their N lists (a scheduler may document them unsupported).
@@ -39,10 +44,9 @@ def expected_calls(name: str, config, N: int):
     Lu et al. 2023, Alg. 1, a midpoint call per step except the last; PLMS: Liu et al. 2022,
     Sec. 3.3, one extra call at the first step when the Runge-Kutta warm-up is skipped, N > 1)
     and one call per step for every other diffusers scheduler."""
-    if name in ("HeunDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"):
+    if name in HEUN_PATTERN:
         return 2 * N - 1, N
-    if name in ("KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
-                "DPMSolverSDEScheduler"):  # fmt: skip
+    if name in ("KDPM2DiscreteScheduler", "DPMSolverSDEScheduler"):
         return 2 * N - 1, 2 * N - 1
     if name == "PNDMScheduler":
         if not config.get("skip_prk_steps", False):
@@ -51,18 +55,33 @@ def expected_calls(name: str, config, N: int):
     return N, N
 
 
-def _repeats(labels, name):
-    """Calls whose label repeats an earlier one where the method does not: Heun-type methods
-    repeat each level once (consecutive), PNDM its warm-up level once."""
-    seen, bad = {}, []
+# a second call per step at the next step's level: Heun (Karras et al. 2022, Alg. 1), and
+# DPM-Solver-2 ancestral, whose log-midpoint of sigma and sigma_down = sigma_next^2 / sigma
+# (eta = 1) is sigma_next itself
+HEUN_PATTERN = ("HeunDiscreteScheduler", "FlowMatchHeunDiscreteScheduler",
+                "KDPM2AncestralDiscreteScheduler")  # fmt: skip
+
+
+def _repeats(labels, name, levels=None, exact=None):
+    """(repeated, quantized): calls whose label repeats an earlier one where the method does
+    not (Heun-pattern methods repeat each level once, consecutively; PNDM its warm-up level
+    once), split by whether the levels differ (``levels``: the run's sigmas where the
+    scheduler keeps an inference table): integer labels rounded from distinct levels repeat
+    by quantization (the label check judges them), equal levels are a repeated step."""
+    seen, bad, quant = {}, [], []
     for i, lab in enumerate(labels):
         if lab in seen:
-            allowed = (name in ("HeunDiscreteScheduler", "FlowMatchHeunDiscreteScheduler",
-                                "PNDMScheduler") and seen[lab] == i - 1)  # fmt: skip
+            j = seen[lab]
+            allowed = (name in HEUN_PATTERN + ("PNDMScheduler",)) and j == i - 1
             if not allowed:
-                bad.append(i)
+                # the nearest training step of a distinct level (half a unit, and the float32
+                # label's own rounding): quantization; a level off its label: a repeated step
+                nearest = (levels is not None and exact is not None and i < len(levels)
+                           and levels[i] != levels[j]
+                           and abs(lab - exact[i]) <= 0.5 + 1e-3)  # fmt: skip
+                (quant if nearest else bad).append(i)
         seen.setdefault(lab, i)
-    return bad
+    return bad, quant
 
 
 def shipped_runs(factory, *, dtype="float32", steps=SHIPPED_STEPS, target="ring8", seed=0,
@@ -79,8 +98,10 @@ def shipped_runs(factory, *, dtype="float32", steps=SHIPPED_STEPS, target="ring8
         ExactNetwork,
         Pipeline,
         PipelineError,
+        _level_of_sigma,
         drive,
         frame_scales,
+        inference_sigmas,
         network_convention,
         prepare,
         sample_frame,
@@ -93,7 +114,8 @@ def shipped_runs(factory, *, dtype="float32", steps=SHIPPED_STEPS, target="ring8
     out = {}
     ref = None
     for N in steps:
-        rec = {"error": None, "who": None, "finite": None, "calls": None, "labels": None}
+        rec = {"error": None, "who": None, "where": None, "finite": None, "calls": None,
+               "labels": None, "levels": None, "exact": None}  # fmt: skip
         out[N] = rec
         pipe = Pipeline(dtype=dtype, **(call or {}))
         try:
@@ -103,6 +125,12 @@ def shipped_runs(factory, *, dtype="float32", steps=SHIPPED_STEPS, target="ring8
             # the timesteps as set: judged for repeats even when the run then raises
             rec["labels"] = [float(v) for v in labels]
             conv = network_convention(sched, ref)
+            if inference_sigmas(sched):
+                sig = sched.sigmas.detach().double().numpy()
+                rec["levels"] = [float(v) for v in sig[begin:begin + len(labels)]]
+                frame0 = sample_frame(sched)
+                rec["exact"] = [float(conv.label_of(_level_of_sigma(frame0, v)))
+                                for v in rec["levels"]]  # fmt: skip
             frame = sample_frame(sched)
             lam0 = start_level(sched, labels, begin, conv)
             a, s = frame_scales(frame, lam0)
@@ -116,7 +144,9 @@ def shipped_runs(factory, *, dtype="float32", steps=SHIPPED_STEPS, target="ring8
 
             r = drive(factory, net, x, N, pipe, draw=draw, reference=ref, prepared=prepared)
         except PipelineError as exc:
-            rec["error"], rec["who"] = str(exc), exc.who
+            rec["error"], rec["who"], rec["where"] = str(exc), exc.who, exc.where
+            rec["refused"] = (exc.where.endswith("set_timesteps")
+                              and isinstance(exc.__cause__, (ValueError, TypeError)))  # fmt: skip
             continue
         rec["finite"] = bool(np.isfinite(r.sample).all())
         rec["calls"], rec["labels"] = r.calls, list(r.labels)
@@ -124,27 +154,35 @@ def shipped_runs(factory, *, dtype="float32", steps=SHIPPED_STEPS, target="ring8
 
 
 def _summarise(name, config, runs):
-    """(crashes, non-finite, repeated, wrong calls) lists of (N, detail)."""
-    crash, nonfinite, repeat, calls = [], [], [], []
+    """Lists of (N, detail): crashes, non-finite outputs, repeated timesteps (a repeated
+    step), wrong model calls; and, reported only: N the scheduler refuses (a ValueError or
+    TypeError from set_timesteps: an argument it documents as invalid, e.g. LCM above its
+    original steps), and labels repeated by quantization (distinct levels)."""
+    crash, nonfinite, repeat, calls, refused, quant = [], [], [], [], [], []
     for N, rec in runs.items():
-        if rec["error"]:
+        if rec["error"] and rec.get("refused"):
+            refused.append((N, rec["error"]))
+        elif rec["error"]:
             crash.append((N, rec["error"]))
         elif not rec["finite"]:
             nonfinite.append((N, "non-finite output"))
         if rec["labels"] is None:
             continue  # set_timesteps itself raised
-        rep = _repeats(rec["labels"], name)
+        lab = rec["labels"]
+        rep, qrep = _repeats(lab, name, rec.get("levels"), rec.get("exact"))
         want = expected_calls(name, config, N)
-        distinct = len(set(rec["labels"]))
-        if rep or (want is not None and distinct < want[1]):
-            lab = rec["labels"]
+        distinct = len(set(lab))
+        if qrep:
+            quant.append((N, f"label {lab[qrep[0]]:g} repeated at call {qrep[0]} on a "
+                             "different level"))  # fmt: skip
+        if rep or (want is not None and not qrep and distinct < want[1]):
             at = rep[0] if rep else None
             detail = (f"label {lab[at]:g} repeated at call {at}" if at is not None else
                       f"{distinct} distinct timesteps for {want[1]}")  # fmt: skip
             repeat.append((N, detail))
         if rec["calls"] is not None and want is not None and rec["calls"] != want[0]:
             calls.append((N, f"{rec['calls']} model calls for {want[0]}"))
-    return crash, nonfinite, repeat, calls
+    return crash, nonfinite, repeat, calls, refused, quant
 
 
 def _ns(items) -> str:
@@ -174,9 +212,9 @@ def check_shipped(case, *, steps=SHIPPED_STEPS, half=True, target="ring8", seed=
                 "strength": case.strength, "begin_index": case.begin_index}  # fmt: skip
         runs = shipped_runs(factory, dtype=dtype, steps=steps, target=target, seed=seed,
                             call=call)  # fmt: skip
-        crash, nonfinite, repeat, calls = _summarise(name, config, runs)
+        crash, nonfinite, repeat, calls, refused, quant = _summarise(name, config, runs)
         data[dtype] = {"crash": crash, "non_finite": nonfinite, "repeated": repeat,
-                       "calls": calls}  # fmt: skip
+                       "calls": calls, "refused": refused, "quantized": quant}  # fmt: skip
         found = []
         if crash:
             found.append(f"raises at N = {_ns(crash)}, first: {crash[0][1][:160]}")
@@ -188,8 +226,14 @@ def check_shipped(case, *, steps=SHIPPED_STEPS, half=True, target="ring8", seed=
         if calls:
             found.append(f"model calls off at N = {_ns(calls)} (N = {calls[0][0]}: "
                          f"{calls[0][1]})")  # fmt: skip
+        ok_here = not found
+        if refused:
+            found.append(f"refuses N = {_ns(refused)} (reported: {refused[0][1][:120]})")
+        if quant:
+            found.append(f"integer labels repeat on distinct levels at N = {_ns(quant)} "
+                         f"(reported: quantization, judged by the label check)")  # fmt: skip
         if dtype == "float32":
-            ok = not found
+            ok = ok_here
             parts.append("float32: " + ("; ".join(found) if found else
                                         f"{len(steps)} step counts clean"))  # fmt: skip
         else:
