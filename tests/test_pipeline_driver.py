@@ -340,8 +340,9 @@ def test_integral_float_labels_get_no_half_unit(dtype):
 def test_deis_loses_its_level_in_float32():
     """A finding of the label check: DEISMultistepScheduler(use_karras_sigmas=True) in float32
     ends N = 128 steps with the sample at sigma 0.0110 where its own table and label say 0.0100
-    (float64: 0.0100), 0.65 training steps off its label from call 90 (sigma 0.79) on: its weights are differences of O(rho log rho / h) terms (diffusers'
-    ind_fn), ill-conditioned in float32. Pinned on diffusers 0.42.1."""
+    (float64: 0.0100), 0.65 training steps off its label from call 90 (sigma 0.79) on: its
+    weights are differences of O(rho log rho / h) terms (diffusers' ind_fn), ill-conditioned in
+    float32. Pinned on diffusers 0.42.1."""
     f = lambda: diffusers.DEISMultistepScheduler(use_karras_sigmas=True)  # noqa: E731
     ref = training_schedule(f())
     t32 = probe_levels(f, 128, Pipeline(dtype="float32"), reference=ref)
