@@ -67,6 +67,10 @@ def test_cli_conformance_k_diffusion(tmp_path, capsys):
     assert code == 1  # get_sigmas_vp fails its float32 tolerance
     assert "| `sample_heun` | PASS" in out and "get_sigmas_vp" in out
     assert (tmp_path / "conformance_k-diffusion.md").exists()
+    import json
+
+    rows = json.loads((tmp_path / "conformance_k-diffusion.json").read_text())
+    assert any(r["case"] == "sample_heun" for r in rows)
 
 
 def test_model_wrappers_against_the_exact_denoiser(monkeypatch):

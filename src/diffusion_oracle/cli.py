@@ -347,7 +347,9 @@ def _emit_report(args, text, rows) -> int:
         path.write_text(text)
         print(f"report: {path}")
         jpath = args.out / f"conformance_{args.library}.json"
-        jpath.write_text(json.dumps(_rows_json(rows), indent=2) + "\n")
+        jpath.write_text(json.dumps(_rows_json(rows), indent=2,
+                                    default=lambda o: o.item() if hasattr(o, "item") else str(o))
+                         + "\n")  # numpy scalars (bool_) the cleaner leaves; fmt: skip
         print(f"report: {jpath}")
         from diffusion_oracle.validation.conformance import plot_report
 
