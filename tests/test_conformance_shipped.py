@@ -256,3 +256,20 @@ def test_documented_refusals_and_quantized_repeats_are_reported_not_judged():
     anc = check_shipped(Case("KDPM2AncestralDiscreteScheduler", {}, stochastic=True),
                         half=False, steps=SMALL)  # fmt: skip
     assert anc.passed is True and anc.detail.startswith("float32: 12 step counts clean")
+
+
+def test_sigmoid_betas_frame_on_the_reference_sigmoid_schedule():
+    """beta_schedule="sigmoid" (DDPM, GeoDiff) maps to the reference sigmoid schedule (it was
+    refused: 'no reference counterpart'): log alpha_bar = cumsum log(1 - beta) with
+    beta = sigmoid(linspace(-6, 6, T)) (beta_end - beta_start) + beta_start."""
+    from scipy.special import expit
+
+    from diffusion_oracle.validation.diffusers import training_schedule
+
+    ref = training_schedule(diffusers.DDPMScheduler(beta_schedule="sigmoid"))
+    betas = expit(np.linspace(-6.0, 6.0, 1000)) * (0.02 - 1e-4) + 1e-4
+    np.testing.assert_allclose(np.asarray(ref.log_alpha_bar[1:]), np.cumsum(np.log1p(-betas)),
+                               rtol=1e-12)  # fmt: skip
+    res = check_shipped(Case("DDPMScheduler", {"clip_sample": False, "beta_schedule": "sigmoid"},
+                             stochastic=True), half=False, steps=SMALL)  # fmt: skip
+    assert res.passed is True

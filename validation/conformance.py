@@ -231,13 +231,15 @@ CASES = (
     # negative controls (issue 21) and more classes on the pipeline route (checks 8, 9)
     Case("EulerDiscreteScheduler", {"prediction_type": "v_prediction"}, "euler", order=1),
     Case("FlowMatchEulerDiscreteScheduler", {"use_dynamic_shifting": True},
-         set_timesteps={"mu": 0.8}, order=1, checks=(8, 9)),
-    Case("DDIMParallelScheduler", {"clip_sample": False}, order=1, checks=(8, 9)),
-    Case("DDPMParallelScheduler", {"clip_sample": False}, stochastic=True, checks=(8, 9)),
-    Case("DPMSolverMultistepInverseScheduler", {}, order=2, inverse=True, checks=(8, 9)),
-    Case("FlowMatchHeunDiscreteScheduler", {}, order=2, checks=(8, 9)),
-    Case("SASolverScheduler", {}, stochastic=True, checks=(8, 9)),
-    Case("DPMSolverSDEScheduler", {}, stochastic=True, checks=(8, 9)),
+         set_timesteps={"mu": 0.8}, order=1, checks=(8, 9, 10)),
+    Case("DDIMParallelScheduler", {"clip_sample": False}, order=1, checks=(8, 9, 10)),
+    Case("DDPMParallelScheduler", {"clip_sample": False}, stochastic=True, checks=(8, 9, 10)),
+    Case("DPMSolverMultistepInverseScheduler", {}, order=2, inverse=True, checks=(8, 9, 10)),
+    Case("FlowMatchHeunDiscreteScheduler", {}, order=2, checks=(8, 9, 10)),
+    Case("SASolverScheduler", {}, stochastic=True, checks=(8, 9, 10)),
+    Case("DDPMScheduler", {"clip_sample": False, "beta_schedule": "sigmoid"}, "ddpm", order=1,
+         stochastic=True),
+    Case("DPMSolverSDEScheduler", {}, stochastic=True, checks=(8, 9, 10)),
 )  # fmt: skip
 
 # Every scheduler class diffusers 0.42 exports that CASES does not catalogue, with the reason

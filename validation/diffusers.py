@@ -92,6 +92,8 @@ def training_schedule(scheduler) -> Schedule:
         sch = DiscreteSchedule.scaled_linear(T, b0, b1)
     elif kind == "squaredcos_cap_v2":
         sch = DiscreteSchedule.cosine(T)
+    elif kind == "sigmoid":  # GeoDiff (DDPM, DDPMParallel): sigmoid(linspace(-6, 6)) scaled
+        sch = DiscreteSchedule.sigmoid(T, b0, b1)
     else:
         raise ValueError(f"beta_schedule {kind!r} has no reference counterpart yet")
     if cfg.get("rescale_betas_zero_snr", False):
