@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 diffusers = pytest.importorskip("diffusers")
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 from diffusion_oracle.validation.checks.documented import (  # noqa: E402
@@ -234,7 +234,7 @@ def test_img2img_start_is_judged(monkeypatch):
     bad = check_img2img(Case("AddNoiseAtTheStart", {}))
     assert bad.passed is False
     assert "N = 10, strength 0.3: add_noise puts the latents at log-SNR" in bad.detail
-    assert "while the first call tells the network t=" in bad.detail
+    assert "while the first step assumes log-SNR" in bad.detail
     ddim = check_img2img(Case("DDIMScheduler", {"clip_sample": False}, "ddim", order=1))
     flow = check_img2img(Case("FlowMatchEulerDiscreteScheduler", {}, order=1))
     assert ddim.passed is True and flow.passed is True  # add_noise and scale_noise
@@ -273,3 +273,66 @@ def test_sigmoid_betas_frame_on_the_reference_sigmoid_schedule():
     res = check_shipped(Case("DDPMScheduler", {"clip_sample": False, "beta_schedule": "sigmoid"},
                              stochastic=True), half=False, steps=SMALL)  # fmt: skip
     assert res.passed is True
+
+
+class AddNoiseHalfAStepOff(diffusers.DDIMScheduler):
+    """A planted near-threshold fault: add_noise at the level 0.45 training steps noisier
+    than the label (the label is the level for DDIM: no half unit is allowed)."""
+
+    def add_noise(self, original_samples, noise, timesteps):
+        ab = self.alphas_cumprod.double()
+        k = int(timesteps.reshape(-1)[0])
+        lab = torch.log(ab[k]) + 0.45 * (torch.log(ab[k + 1]) - torch.log(ab[k]))
+        a = torch.exp(0.5 * lab)
+        return (a * original_samples + torch.sqrt(1 - a * a) * noise).to(original_samples.dtype)
+
+
+class AddNoiseOnTheLabel(diffusers.DPMSolverMultistepScheduler):
+    """A planted fault: with Karras sigmas the integer label is not the step's level; an
+    add_noise that uses alphas_cumprod[label] leaves the latents off sigmas[begin]."""
+
+    def add_noise(self, original_samples, noise, timesteps):
+        ab = self.alphas_cumprod.double()[int(timesteps.reshape(-1)[0])]
+        return (ab.sqrt() * original_samples + (1 - ab).sqrt() * noise).to(original_samples.dtype)
+
+
+def test_img2img_start_has_no_half_step_slack(monkeypatch):
+    from diffusion_oracle.validation.checks.usage import check_img2img
+
+    torch = pytest.importorskip("torch")  # noqa: F841
+    monkeypatch.setattr(diffusers, "AddNoiseHalfAStepOff", AddNoiseHalfAStepOff, raising=False)
+    monkeypatch.setattr(diffusers, "AddNoiseOnTheLabel", AddNoiseOnTheLabel, raising=False)
+    assert check_img2img(Case("AddNoiseHalfAStepOff", {"clip_sample": False})).passed is False
+    assert check_img2img(Case("AddNoiseOnTheLabel", {"use_karras_sigmas": True})).passed is False
+    assert check_img2img(Case("DPMSolverMultistepScheduler", {"use_karras_sigmas": True})).passed
+
+
+def test_baseline_fingerprints_stale_entries_and_partial_updates():
+    """A crash at new N in a known as-shipped deviation is new; a check that raised is never
+    known; listed entries the run could not confirm are stale; a partial update keeps the
+    entries of the checks and cases it did not run."""
+    from diffusion_oracle.validation.checks import baseline as bl
+    from diffusion_oracle.validation.conformance import CheckResult
+
+    a = Case("DPMSolverMultistepScheduler", {}, order=2)
+    b = Case("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, order=1)
+
+    def shipped(ns):
+        return CheckResult("as shipped (float32)", False, 1.0, f"raises at N = {ns}",
+                           {"float32": {"crash": [(n, "x") for n in ns]}})  # fmt: skip
+
+    grid = CheckResult("documented grid (sigmas)", False, 1.0, "last sigma off")
+    base = bl.from_rows([(a, [shipped([1000])]), (b, [grid])], "diffusers", "0.42.1")
+    assert bl.compare([(a, [shipped([1000])])], base)["known"]
+    cmp = bl.compare([(a, [shipped(list(range(1, 51)))])], base)
+    assert cmp["new"] and not cmp["known"]  # the same check, a crash at every N: new
+    raised = CheckResult("as shipped", False, None, "the check raised KeyError('x')")
+    assert bl.compare([(a, [raised])], base)["new"]
+    assert ("FlowMatchEulerDiscreteScheduler(shift=3.0)", "documented grid",
+            "the case did not run") in cmp["stale"]  # fmt: skip
+    skipped = CheckResult("documented grid (sigmas)", None, None, "not documented here")
+    assert (b.label, "documented grid", "not judged in this run") in bl.compare(
+        [(b, [skipped])], base)["stale"]  # fmt: skip
+    part = bl.from_rows([(a, [CheckResult("img2img start", True, 0.0, "ok")])], "diffusers",
+                        "0.42.1", previous=base)  # fmt: skip
+    assert part["deviations"] == base["deviations"]

@@ -287,6 +287,9 @@ def likelihood_report(
 
 def run_conformance(args) -> int:
     """The ``conformance`` command: the markdown report of ``validation.conformance``."""
+    if args.update_baseline and args.baseline is None:
+        print("error: --update-baseline needs --baseline FILE", file=sys.stderr)
+        return 2
     try:
         from diffusion_oracle.validation.conformance import CASES, conformance_report
     except ImportError as exc:  # pragma: no cover - diffusers missing
@@ -363,8 +366,9 @@ def _emit_report(args, text, rows) -> int:
         return 1 if failed else 0
     version = _library_version(args.library)
     if args.update_baseline:
-        path = bl.save(bl.from_rows(rows, args.library, version), args.baseline)
-        print(f"baseline: {path} written")
+        previous = bl.load(args.baseline) if args.baseline.exists() else None
+        path = bl.save(bl.from_rows(rows, args.library, version, previous), args.baseline)
+        print(f"baseline: {path} written (the cases of this run replaced, the others kept)")
         return 0
     try:
         known = bl.load(args.baseline)
@@ -374,11 +378,16 @@ def _emit_report(args, text, rows) -> int:
     cmp = bl.compare(rows, known)
     print(f"baseline {args.baseline} ({known.get('library')} {known.get('version')}): "
           f"{len(cmp['known'])} known deviations, {len(cmp['new'])} new, {len(cmp['fixed'])} "
-          "fixed")  # fmt: skip
+          f"fixed, {len(cmp['stale'])} not confirmed by this run")  # fmt: skip
+    if known.get("version") not in (None, version):
+        print(f"  note: the baseline was written on {known.get('library')} "
+              f"{known.get('version')}; this is {version}")  # fmt: skip
     for lab, key, detail in cmp["new"]:
         print(f"  NEW  {lab} / {key}: {detail[:200]}")
     for lab, key in cmp["fixed"]:
         print(f"  FIXED {lab} / {key} (update the baseline)")
+    for lab, key, why in cmp["stale"][:20]:
+        print(f"  NOT CONFIRMED {lab} / {key}: {why}")
     return 1 if cmp["new"] else 0
 
 

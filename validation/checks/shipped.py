@@ -17,8 +17,10 @@ N. Per run it records, and the check names, every N where
   quantization the label check judges: reported, not a repeated step;
 - the **model calls** differ from the method's calls per step (:func:`expected_calls`).
 
-An N the scheduler refuses with a ValueError / TypeError from ``set_timesteps`` (an argument it
-documents as invalid: LCM above its original steps) is reported, not judged.
+An N the scheduler refuses with a ValueError / TypeError from ``set_timesteps`` where it
+documents that limit (:data:`DOCUMENTED_LIMITS`: LCM and TCD above their original steps) is
+reported, not judged; any other refusal is a crash. A failure of diffusion-oracle's own driver
+is reported and leaves the check not judged, never charged to the scheduler.
 
 float32 decides the verdict (the dtype the scheduler is shipped and documented in); the half
 precisions are reported with their N lists (a scheduler may document them unsupported).
@@ -114,8 +116,11 @@ def shipped_runs(factory, *, dtype="float32", steps=SHIPPED_STEPS, target="ring8
     out = {}
     ref = None
     for N in steps:
+        custom = [v for k, v in (call or {}).get("set_timesteps", {}).items()
+                  if k in ("timesteps", "sigmas") and v is not None]  # fmt: skip
         rec = {"error": None, "who": None, "where": None, "finite": None, "calls": None,
-               "labels": None, "levels": None, "exact": None}  # fmt: skip
+               "labels": None, "levels": None, "exact": None,
+               "steps": len(custom[0]) if custom else N}  # fmt: skip
         out[N] = rec
         pipe = Pipeline(dtype=dtype, **(call or {}))
         try:
@@ -153,15 +158,27 @@ def shipped_runs(factory, *, dtype="float32", steps=SHIPPED_STEPS, target="ring8
     return out
 
 
+# arguments a scheduler documents as invalid, refused with a ValueError from set_timesteps:
+# LCM / TCD need N <= original_inference_steps (their docstrings; the consistency-distilled
+# network was trained on that many skipped steps)
+DOCUMENTED_LIMITS = {
+    "LCMScheduler": lambda cfg, N: N > int(cfg.get("original_inference_steps", 50)),
+    "TCDScheduler": lambda cfg, N: N > int(cfg.get("original_inference_steps", 50)),
+}
+
+
 def _summarise(name, config, runs):
     """Lists of (N, detail): crashes, non-finite outputs, repeated timesteps (a repeated
     step), wrong model calls; and, reported only: N the scheduler refuses (a ValueError or
     TypeError from set_timesteps: an argument it documents as invalid, e.g. LCM above its
     original steps), and labels repeated by quantization (distinct levels)."""
-    crash, nonfinite, repeat, calls, refused, quant = [], [], [], [], [], []
+    crash, nonfinite, repeat, calls, refused, quant, ours = [], [], [], [], [], [], []
+    limit = DOCUMENTED_LIMITS.get(name)
     for N, rec in runs.items():
-        if rec["error"] and rec.get("refused"):
+        if rec["error"] and rec.get("refused") and limit is not None and limit(config, N):
             refused.append((N, rec["error"]))
+        elif rec["error"] and rec["who"] == "diffusion-oracle":
+            ours.append((N, rec["error"]))  # the driver's own failure: never the scheduler's
         elif rec["error"]:
             crash.append((N, rec["error"]))
         elif not rec["finite"]:
@@ -170,7 +187,7 @@ def _summarise(name, config, runs):
             continue  # set_timesteps itself raised
         lab = rec["labels"]
         rep, qrep = _repeats(lab, name, rec.get("levels"), rec.get("exact"))
-        want = expected_calls(name, config, N)
+        want = expected_calls(name, config, rec.get("steps", N))
         distinct = len(set(lab))
         if qrep:
             quant.append((N, f"label {lab[qrep[0]]:g} repeated at call {qrep[0]} on a "
@@ -182,7 +199,7 @@ def _summarise(name, config, runs):
             repeat.append((N, detail))
         if rec["calls"] is not None and want is not None and rec["calls"] != want[0]:
             calls.append((N, f"{rec['calls']} model calls for {want[0]}"))
-    return crash, nonfinite, repeat, calls, refused, quant
+    return crash, nonfinite, repeat, calls, refused, quant, ours
 
 
 def _ns(items) -> str:
@@ -212,9 +229,10 @@ def check_shipped(case, *, steps=SHIPPED_STEPS, half=True, target="ring8", seed=
                 "strength": case.strength, "begin_index": case.begin_index}  # fmt: skip
         runs = shipped_runs(factory, dtype=dtype, steps=steps, target=target, seed=seed,
                             call=call)  # fmt: skip
-        crash, nonfinite, repeat, calls, refused, quant = _summarise(name, config, runs)
+        crash, nonfinite, repeat, calls, refused, quant, ours = _summarise(name, config, runs)
         data[dtype] = {"crash": crash, "non_finite": nonfinite, "repeated": repeat,
-                       "calls": calls, "refused": refused, "quantized": quant}  # fmt: skip
+                       "calls": calls, "refused": refused, "quantized": quant,
+                       "driver": ours}  # fmt: skip
         found = []
         if crash:
             found.append(f"raises at N = {_ns(crash)}, first: {crash[0][1][:160]}")
@@ -227,6 +245,10 @@ def check_shipped(case, *, steps=SHIPPED_STEPS, half=True, target="ring8", seed=
             found.append(f"model calls off at N = {_ns(calls)} (N = {calls[0][0]}: "
                          f"{calls[0][1]})")  # fmt: skip
         ok_here = not found
+        if ours:
+            found.append(f"diffusion-oracle's driver failed at N = {_ns(ours)} (not judged: "
+                         f"{ours[0][1][:120]})")  # fmt: skip
+            ok_here = None if ok_here else ok_here
         if refused:
             found.append(f"refuses N = {_ns(refused)} (reported: {refused[0][1][:120]})")
         if quant:

@@ -11,13 +11,15 @@ alpha x0 + sigma eps with (alpha, sigma) of that level, in the scheduler's frame
 discrete schedulers, x0 + sigma eps for the sigma schedulers, (1 - sigma) x0 + sigma eps for
 flow). Read on a point mass (x0 = c on coordinate 0, the noise on coordinate 1, so that the
 added noise's coefficients are the two coordinates of the result), at N = 10 and 25 with
-strength 0.3, 0.6 and 0.9, the level of ``add_noise`` is compared with the level the label
-names (:class:`validation.pipeline.Convention`), in label units.
+strength 0.3, 0.6 and 0.9, the level of ``add_noise`` is compared, in label units, with the
+level ``step`` assumes: the scheduler's own sigma at the begin index where it keeps an inference
+table (Karras sigmas sit between integer labels), else the level the label names
+(:class:`validation.pipeline.Convention`).
 
 Tolerance: the scheduler's float32 tables (alpha_bar a cumulative product: relative LAMBDA
 sqrt(k + 2) u32, divided by 1 - alpha_bar in log-SNR; each sigma rounded once: 2 u32), the
-add_noise arithmetic (LAMBDA 4 u32 on each coordinate), through d label / d lambda, plus half a
-unit where the labels are integers (the nearest training step is what an integer label says).
+add_noise arithmetic (LAMBDA 4 u32 on each coordinate, twice in lambda), through d label /
+d lambda; no half unit: add_noise must hit the level the step assumes, not the nearest integer.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ def img2img_start_levels(factory, N: int, strength: float, *, call=None, referen
     from diffusion_oracle.validation.pipeline import (
         Pipeline,
         PipelineError,
+        _level_of_sigma,
         _scheduler_call,
+        inference_sigmas,
         network_convention,
         prepare,
         sample_frame,
@@ -78,11 +82,17 @@ def img2img_start_levels(factory, N: int, strength: float, *, call=None, referen
     else:
         x = _scheduler_call(f"{name}.scale_noise", sched.scale_noise, x0, t, eps, call=0,
                             label=float(labels[0]), dtype=pipe.dtype)  # fmt: skip
-    x = x.detach().double().numpy()[0]
+    x = x.detach().double().numpy().reshape(-1)
     a, s = x[0] / C, abs(x[1])
     lam = 2.0 * (math.log(a) - math.log(s)) if a > 0 and s > 0 else (
         math.inf if s == 0 else -math.inf)  # fmt: skip
-    return float(labels[0]), lam, float(conv.log_snr(labels[0])), conv, frame
+    # the level step() assumes: the scheduler's own sigma where it keeps an inference table
+    # (Karras sigmas sit between the integer labels), else the label's
+    if inference_sigmas(sched):
+        lam_want = _level_of_sigma(frame, float(sched.sigmas[begin].double()))
+    else:
+        lam_want = float(conv.log_snr(labels[0]))
+    return float(labels[0]), lam, lam_want, conv, frame
 
 
 def check_img2img(case, *, steps=IMG2IMG_STEPS, strengths=IMG2IMG_STRENGTHS):
@@ -112,16 +122,17 @@ def check_img2img(case, *, steps=IMG2IMG_STEPS, strengths=IMG2IMG_STRENGTHS):
                     continue
                 first = first or (N, strength, label, lam, lam_label, math.inf, 0.0, conv)
                 continue
-            exact = float(conv.label_of(lam))
+            exact, want = float(conv.label_of(lam)), float(conv.label_of(lam_label))
             h = 1e-4
             slope = abs(float(conv.label_of(lam + h) - conv.label_of(lam - h))) / (2 * h)
             one_minus_ab = math.exp(-float(np.logaddexp(0.0, lam)))
             k = max(label, 0.0)
+            # float32 alpha_bar (cumulative product) and sigma tables, and add_noise's own
+            # arithmetic: 4 u32 on each of the two coordinates, twice in lambda
             tol_lam = LAMBDA * (u32 * math.sqrt(k + 2.0) / max(one_minus_ab, u32) + 2 * u32
-                                + 8 * u32)  # fmt: skip
-            tol = slope * tol_lam + LAMBDA * u32 * abs(label) + (0.5 if conv.integer_labels
-                                                                 else 0.0)  # fmt: skip
-            diff = abs(exact - label)
+                                + 16 * u32)  # fmt: skip
+            tol = slope * tol_lam + LAMBDA * u32 * abs(label)
+            diff = abs(exact - want)
             worst = max(worst, diff / tol)
             if diff > tol and first is None:
                 first = (N, strength, label, lam, lam_label, diff, tol, conv)
@@ -132,7 +143,8 @@ def check_img2img(case, *, steps=IMG2IMG_STEPS, strengths=IMG2IMG_STRENGTHS):
             name, False, diff,
             f"N = {N}, strength {strength}: add_noise puts the latents at log-SNR {lam:.5g} "
             f"(label {float(conv.label_of(lam)) if math.isfinite(lam) else lam:.5g}) while the "
-            f"first call tells the network {sig} (log-SNR {lam_label:.5g}): off by {diff:.3g} "
+            f"first step assumes log-SNR {lam_label:.5g} (the network is told {sig}): off by "
+            f"{diff:.3g} "
             f"{conv.unit}, tolerance {tol:.2g}",
         )  # fmt: skip
     return CheckResult(name, True, worst, f"at N = {list(steps)}, strength {list(strengths)} "
