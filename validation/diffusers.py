@@ -38,6 +38,8 @@ from diffusion_oracle.reference._checks import positive_int
 from diffusion_oracle.reference.parameterization import model_prediction, to_x0_eps
 from diffusion_oracle.reference.schedules import EDM, DiscreteSchedule, Flow, Schedule
 
+from .pipeline import MeasuredSampler
+
 __all__ = [
     "AlgorithmSampler",
     "ConsistencyModel",
@@ -443,7 +445,7 @@ def scheduler_class(name: str):
     return getattr(mod, name)
 
 
-class SchedulerSampler:
+class SchedulerSampler(MeasuredSampler):
     """A diffusers scheduler as a sampler for :func:`diffusion_oracle.verify`, run the way its
     pipelines run it (:mod:`validation.pipeline`): ``sampler(model, x_init, grid, *, rng)``
     runs the pipeline loop for the number of inference steps that produced ``grid``, the exact
@@ -493,20 +495,12 @@ class SchedulerSampler:
     def __repr__(self):
         return self.name
 
-    @property
-    def stochastic(self) -> bool:
-        """Whether a run draws noise: as declared, or (``stochastic=None``) measured by the
-        level probe's count of noise draws in a 4-step run."""
-        if self._stochastic is None:
-            from .pipeline import probe_levels
+    def stochastic_schedule(self):
+        return training_schedule(self.factory())
 
-            try:
-                sched = self.factory()
-                self._stochastic = probe_levels(self.factory, 4, self.pipeline,
-                                                reference=training_schedule(sched)).stochastic
-            except Exception:  # noqa: BLE001 - a scheduler that raises is reported by verify
-                return False
-        return bool(self._stochastic)
+    @property
+    def grid_family(self) -> str:
+        return f"{self.name} timesteps"
 
     @property
     def table_dtype(self) -> str | None:
@@ -530,33 +524,8 @@ class SchedulerSampler:
                                              reference=schedule)  # fmt: skip
         return self._traces[key]
 
-    def make_grid(self, schedule: Schedule, steps: int):
-        from .pipeline import measured_grid
-
-        grid = measured_grid(self.trace(schedule, steps), schedule, f"{self.name} timesteps")
-        self._steps[tuple(np.round(grid.t, 15))] = int(steps)
-        return grid
-
-    def distinct_levels(self, schedule, steps: int) -> int:
-        """The distinct levels the network's input is at in a run of ``steps`` (measured):
-        what verify's model-calls check counts for a pipeline sampler."""
-        from .pipeline import distinct_levels
-
-        return distinct_levels(self.trace(schedule, steps))
-
-    def checks(self, schedule: Schedule, steps) -> list:
-        """The judged pipeline checks verify adds: the label/level check over ``steps``."""
-        from .pipeline import judge_labels
-
-        return [judge_labels([self.trace(schedule, n) for n in steps], inverse=self.inverse)]
-
     def __call__(self, model, x_init, grid, *, rng=None):
-        key = tuple(np.round(grid.t, 15))
-        if key not in self._steps:
-            raise ValueError(
-                "grid must come from this sampler's make_grid (the scheduler picks its times)"
-            )
-        n = self._steps[key]
+        n = self.steps_of(grid)
         levels = None
         if self.at == "level":
             levels = list(self.trace(model.schedule, n).lam_in)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .pipeline import MeasuredSampler
+
 __all__ = [
     "NOT_CATALOGUED",
     "exported_samplers",
@@ -877,7 +879,7 @@ def sigmas_rounding(pipe: WrapperPipeline, schedule) -> float:
     return 4.0 * max(pipe.rho, log_range) * u32
 
 
-class WrapperSampler:
+class WrapperSampler(MeasuredSampler):
     """A k-diffusion sampler as a sampler for :func:`diffusion_oracle.verify`, run the way a
     k-diffusion pipeline runs it (comment above): ``fn(wrapper, x, sigmas, **kwargs)`` with
     the exact network behind ``pipe.wrapper`` answering at the level each label names
@@ -910,16 +912,12 @@ class WrapperSampler:
         self.order, self._stochastic, self.at = order, stochastic, at
         self._steps, self._traces = {}, {}
 
+    def stochastic_schedule(self):
+        return self.schedule
+
     @property
-    def stochastic(self) -> bool:
-        """Whether a run draws noise: as declared, or (``stochastic=None``) measured by the
-        level probe's count of noise draws in a 4-step run."""
-        if self._stochastic is None:
-            try:
-                self._stochastic = self.trace(self.schedule, 4).stochastic
-            except Exception:  # noqa: BLE001 - a sampler that raises is reported by verify
-                return False
-        return bool(self._stochastic)
+    def grid_family(self) -> str:
+        return f"{self.pipe.sigmas} sigmas"
 
     def __repr__(self):
         return self.name
@@ -943,26 +941,6 @@ class WrapperSampler:
             self._traces[key] = probe_wrapper_levels(self.fn, self.pipe, int(steps), schedule)
         return self._traces[key]
 
-    def make_grid(self, schedule, steps: int):
-        from .pipeline import measured_grid
-
-        grid = measured_grid(self.trace(schedule, steps), schedule, f"{self.pipe.sigmas} sigmas")
-        self._steps[tuple(np.round(grid.t, 15))] = int(steps)
-        return grid
-
-    def distinct_levels(self, schedule, steps: int) -> int:
-        """The distinct levels the network's input is at in a run of ``steps`` (measured):
-        what verify's model-calls check counts for a pipeline sampler."""
-        from .pipeline import distinct_levels
-
-        return distinct_levels(self.trace(schedule, steps))
-
-    def checks(self, schedule, steps) -> list:
-        """The judged pipeline checks verify adds: the label/level check over ``steps``."""
-        from .pipeline import judge_labels
-
-        return [judge_labels([self.trace(schedule, n) for n in steps])]
-
     def __call__(self, model, x_init, grid, *, rng=None):
         import torch
 
@@ -970,13 +948,7 @@ class WrapperSampler:
 
         from .pipeline import ExactNetwork
 
-        key = tuple(np.round(grid.t, 15))
-        if key not in self._steps:
-            raise ValueError(
-                "grid must come from this sampler's make_grid (the sampler's sigmas pick its "
-                "times)"
-            )
-        n = self._steps[key]
+        n = self.steps_of(grid)
         rng = _rng(rng)
         conv = wrapper_convention(self.pipe, model.schedule)
         levels = list(self.trace(model.schedule, n).lam_in) if self.at == "level" else None

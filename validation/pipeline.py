@@ -46,6 +46,7 @@ __all__ = [
     "Convention",
     "ExactNetwork",
     "LevelTrace",
+    "MeasuredSampler",
     "Pipeline",
     "PipelineError",
     "PointMassNetwork",
@@ -796,6 +797,51 @@ def measured_grid(trace: LevelTrace, schedule, family: str):
             times.append(t_land)
     return Grid(schedule, np.asarray(times), final_zero=final_zero, family=family,
                 refines=False)  # fmt: skip
+
+
+class MeasuredSampler:
+    """What the pipeline samplers (:class:`validation.diffusers.SchedulerSampler`,
+    :class:`validation.k_diffusion.WrapperSampler`) share around their level probe: a subclass
+    gives ``trace(schedule, steps)`` (the cached :class:`LevelTrace`), ``grid_family``,
+    ``inverse`` and ``_stochastic`` (declared, or None), ``stochastic_schedule()`` (the schedule a
+    4-step probe runs on) and ``_steps = {}``; this class turns the traces into verify's grid,
+    distinct-level count, label check and measured stochasticity."""
+
+    inverse = False
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether a run adds noise: as declared, or (``stochastic=None``) measured by the
+        level probe (noise that reaches the sample) in a 4-step run."""
+        if self._stochastic is None:
+            try:
+                self._stochastic = self.trace(self.stochastic_schedule(), 4).stochastic
+            except Exception:  # noqa: BLE001 - a sampler that raises is reported by verify
+                return False
+        return bool(self._stochastic)
+
+    def make_grid(self, schedule, steps: int):
+        """The grid of the levels a run of ``steps`` really goes through (:func:`measured_grid`)."""
+        grid = measured_grid(self.trace(schedule, steps), schedule, self.grid_family)
+        self._steps[tuple(np.round(grid.t, 15))] = int(steps)
+        return grid
+
+    def steps_of(self, grid) -> int:
+        """The step count that produced ``grid`` (ValueError for any other grid)."""
+        key = tuple(np.round(grid.t, 15))
+        if key not in self._steps:
+            raise ValueError("grid must come from this sampler's make_grid (the scheduler or "
+                             "the sampler's sigmas pick its times)")  # fmt: skip
+        return self._steps[key]
+
+    def distinct_levels(self, schedule, steps: int) -> int:
+        """The distinct levels the network's input is at in a run of ``steps`` (measured):
+        what verify's model-calls check counts for a pipeline sampler."""
+        return distinct_levels(self.trace(schedule, steps))
+
+    def checks(self, schedule, steps) -> list:
+        """The judged pipeline checks verify adds: the label/level check over ``steps``."""
+        return [judge_labels([self.trace(schedule, n) for n in steps], inverse=self.inverse)]
 
 
 # ------------------------------------------------------------------------------ the judgement
