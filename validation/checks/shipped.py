@@ -218,7 +218,7 @@ def _ns(items) -> str:
 def check_shipped(case, *, steps=SHIPPED_STEPS, half=True, target="ring8", seed=0):
     """Check 8 of ``case`` (module docstring): a CheckResult judged on the float32 runs, the
     half-precision findings in its detail and data."""
-    from diffusion_oracle.validation.conformance import CheckResult
+    from diffusion_oracle.validation.checks.common import CheckResult
 
     factory = case.factory()
     name = case.scheduler

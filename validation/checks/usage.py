@@ -97,7 +97,7 @@ def img2img_start_levels(factory, N: int, strength: float, *, call=None, referen
 
 def check_img2img(case, *, steps=IMG2IMG_STEPS, strengths=IMG2IMG_STRENGTHS):
     """Check 10 of ``case`` (module docstring)."""
-    from diffusion_oracle.validation.conformance import CheckResult
+    from diffusion_oracle.validation.checks.common import CheckResult
     from diffusion_oracle.validation.pipeline import PipelineError
     from diffusion_oracle.verification.tolerances import LAMBDA
 
