@@ -37,6 +37,14 @@ Per configuration (a scheduler class with keyword arguments) and step count:
 10. **img2img start** (:mod:`validation.checks.usage`): ``add_noise`` (``scale_noise``)
     after ``set_begin_index`` puts the latents at the level of the first label, as img2img
     pipelines use it (strength 0.3, 0.6, 0.9).
+11. **inpainting** (:mod:`validation.checks.inpainting`): the mask-based blend of diffusers'
+    inpainting pipelines (RePaint: its step / undo_step loop) puts the known region at the
+    level of the scheduler's state at every call (a two-block point-mass probe), ends at the
+    image, and samples the exact conditional law (``GaussianMixture.condition``) on a target
+    where the replacement method is exact.
+12. **step with a generator** (:mod:`validation.checks.usage`): a stochastic configuration's
+    noise comes from the generator passed to ``step`` (the same seed reproduces its samples
+    under another global seed, another seed changes them).
 
 Each check lives in its own module of :mod:`validation.checks` (``invariants`` 1 and 6,
 ``same_grid`` 2, ``invariance`` 3, ``order`` 4, ``narrow`` 5, ``forward`` 7, ``shipped`` 8,
@@ -77,6 +85,7 @@ from .diffusers import frame_of, scheduler_class, training_schedule
 
 __all__ = [
     "ALL_CHECKS",
+    "PIPELINE_CHECKS",
     "CASES",
     "Case",
     "CheckResult",
@@ -169,6 +178,9 @@ class Case:
         return s
 
 
+# the checks that run a configuration as pipelines run it (any scheduler the driver frames)
+PIPELINE_CHECKS = (8, 9, 10, 11, 12)
+
 CASES = (
     Case("DDIMScheduler", {"clip_sample": False}, "ddim", order=1),
     Case("DDIMScheduler", {"clip_sample": False, "timestep_spacing": "trailing"}, "ddim", order=1),
@@ -226,15 +238,17 @@ CASES = (
     # negative controls (issue 21) and more classes on the pipeline route (checks 8, 9)
     Case("EulerDiscreteScheduler", {"prediction_type": "v_prediction"}, "euler", order=1),
     Case("FlowMatchEulerDiscreteScheduler", {"use_dynamic_shifting": True},
-         set_timesteps={"mu": 0.8}, order=1, checks=(8, 9, 10)),
-    Case("DDIMParallelScheduler", {"clip_sample": False}, order=1, checks=(8, 9, 10)),
-    Case("DDPMParallelScheduler", {"clip_sample": False}, stochastic=True, checks=(8, 9, 10)),
-    Case("DPMSolverMultistepInverseScheduler", {}, order=2, inverse=True, checks=(8, 9, 10)),
-    Case("FlowMatchHeunDiscreteScheduler", {}, order=2, checks=(8, 9, 10)),
-    Case("SASolverScheduler", {}, stochastic=True, checks=(8, 9, 10)),
+         set_timesteps={"mu": 0.8}, order=1, checks=PIPELINE_CHECKS),
+    Case("DDIMParallelScheduler", {"clip_sample": False}, order=1, checks=PIPELINE_CHECKS),
+    Case("DDPMParallelScheduler", {"clip_sample": False}, stochastic=True, checks=PIPELINE_CHECKS),
+    Case("DPMSolverMultistepInverseScheduler", {}, order=2, inverse=True, checks=PIPELINE_CHECKS),
+    Case("FlowMatchHeunDiscreteScheduler", {}, order=2, checks=PIPELINE_CHECKS),
+    Case("SASolverScheduler", {}, stochastic=True, checks=PIPELINE_CHECKS),
     Case("DDPMScheduler", {"clip_sample": False, "beta_schedule": "sigmoid"}, "ddpm", order=1,
          stochastic=True),
-    Case("DPMSolverSDEScheduler", {}, stochastic=True, checks=(8, 9, 10)),
+    Case("DPMSolverSDEScheduler", {}, stochastic=True, checks=PIPELINE_CHECKS),
+    # inpainting with resampling jumps (its own loop: check 11)
+    Case("RePaintScheduler", {}, stochastic=True, checks=(11,)),
 )  # fmt: skip
 
 # Every scheduler class diffusers 0.42 exports that CASES does not catalogue, with the reason
@@ -279,21 +293,19 @@ NOT_CATALOGUED = {
     "ScoreSdeVeScheduler": "predictor-corrector VE SDE: step_pred / step_correct, no step()",
     "DDPMWuerstchenScheduler": "Wuerstchen's continuous-time cosine schedule without "
                                "num_train_timesteps: not framed here",
-    "RePaintScheduler": "inpainting: step(original_image, mask) and undo() resampling jumps; "
-                        "its exact conditional law is the usage-loop work of issue 21",
     "FlowMatchLCMScheduler": "LCM on flow sigmas: needs the exact flow consistency model "
                              "(ConsistencyModel frames the VP tables only)",
 }
 
 
-ALL_CHECKS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+ALL_CHECKS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 
 
 def check_case(
     case: Case, target="ring8", *, n: int = 256, seed: int = 0, checks=ALL_CHECKS
 ) -> list[CheckResult]:
-    """Run ``checks`` (numbers 1..10, see the module doc) on ``case``; returns one
-    :class:`CheckResult` per check, in the order 8, 9, 10, 6, 1, 2, 3, 7, 4, 5."""
+    """Run ``checks`` (numbers 1..12, see the module doc) on ``case``; returns one
+    :class:`CheckResult` per check, in the order 8, 9, 10, 11, 12, 6, 1, 2, 3, 7, 4, 5."""
     checks = set(checks)
     bad_checks = checks - set(ALL_CHECKS)
     if bad_checks:
@@ -338,6 +350,14 @@ def check_case(
         from .checks.usage import check_img2img
 
         guarded("img2img start", lambda: check_img2img(case))
+    if 11 in checks:
+        from .checks.inpainting import check_inpainting
+
+        guarded("inpainting", lambda: check_inpainting(case))
+    if 12 in checks:
+        from .checks.usage import check_generator
+
+        guarded("step with a generator", lambda: check_generator(case))
     out = skipped + out
     if case.inverse:
         if checks & {1, 2, 3, 4, 5, 6, 7}:

@@ -588,10 +588,13 @@ class Drive:
 
 
 def drive(factory, network, sample0, steps, pipe: Pipeline, *, draw=None, reference=None,
-          keep_inputs=False, prepared=None) -> Drive:  # fmt: skip
+          keep_inputs=False, prepared=None, after_step=None) -> Drive:  # fmt: skip
     """The pipeline loop (module docstring) from ``sample0`` (the scheduler's frame, NumPy),
     with ``network(u, label, i)`` answering each call and ``draw(shape, dtype)`` every noise
-    draw of the scheduler's module. Raises :class:`PipelineError` naming who failed."""
+    draw of the scheduler's module. ``after_step(i, scheduler, labels, sample)``, when given,
+    returns the latents the loop continues with after step i (an inpainting pipeline's blend
+    with the known region, :mod:`validation.checks.inpainting`). Raises
+    :class:`PipelineError` naming who failed."""
     torch = _torch()
     tdt = getattr(torch, pipe.dtype)
     sched, labels, begin = prepared or prepare(factory, steps, pipe, reference)
@@ -606,7 +609,8 @@ def drive(factory, network, sample0, steps, pipe: Pipeline, *, draw=None, refere
 
     precision = _keep_float64() if pipe.dtype == "float64" else contextlib.nullcontext()
     noise = _noise(sched, draw) if draw is not None else contextlib.nullcontext()
-    step_kw = {k: v for k, v in pipe.step.items() if k != "generator"}
+    # the driver's draws replace the generator; without them a given generator is passed on
+    step_kw = {k: v for k, v in pipe.step.items() if k != "generator" or draw is None}
     with noise, precision:
         for i, t in enumerate(labels):
             label = float(_np64(t))
@@ -637,6 +641,8 @@ def drive(factory, network, sample0, steps, pipe: Pipeline, *, draw=None, refere
             res = _scheduler_call(f"{name}.step", sched.step, out_t, t, sample, call=i,
                                   label=label, dtype=pipe.dtype, **step_kw)  # fmt: skip
             sample = res.prev_sample if hasattr(res, "prev_sample") else res[0]
+            if after_step is not None:
+                sample = after_step(i, sched, labels, sample)
     out = _np64(sample).reshape(flat)  # non-finite values are returned: the callers report them
     return Drive(out, sample, [float(_np64(t)) for t in labels], inputs, len(labels),
                  pipe.dtype, sched, begin)  # fmt: skip
