@@ -19,7 +19,7 @@ $(VENV)/.torch:
 # CI tests an installed build, not the source tree: a regular (non-editable) install.
 $(VENV)/.installed: $(VENV)/.torch $(SOURCES)
 	$(PIP) install --quiet ".[test,notebooks,validation]"
-	$(PIP) install --quiet --no-deps "k-diffusion==0.1.1.post1"
+	$(PIP) install --quiet --no-deps "k-diffusion==0.1.1.post1" "flow_matching==1.0.10" "torchcfm==1.0.7"
 	$(PIP) install --quiet --no-deps --force-reinstall .
 	touch $@
 

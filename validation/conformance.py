@@ -73,7 +73,7 @@ import numpy as np
 from diffusion_oracle.reference.model import ExactModel
 from diffusion_oracle.reference.targets import get_target
 
-from .checks.common import CheckResult, quiet
+from .checks.common import CheckResult, markdown_table, md_cell, quiet
 from .checks.forward import check_forward
 from .checks.invariance import check_invariance
 from .checks.invariants import check_invariants
@@ -96,6 +96,7 @@ __all__ = [
     "check_order",
     "conformance_report",
     "consistency_narrow_modes",
+    "md_cell",
     "narrow_mode_check",
     "plot_report",
     "refined_case",
@@ -393,11 +394,6 @@ def _case_row(case, target, checks):
         return case, [CheckResult("run", False, None, repr(exc)[:160])]
 
 
-def md_cell(text) -> str:
-    """Markdown table cell text: pipes escaped, line breaks flattened."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def conformance_report(
     cases=CASES, target="ring8", *, progress: bool = True, checks=ALL_CHECKS, jobs: int = 1
 ) -> tuple[str, list]:
@@ -437,29 +433,26 @@ def conformance_report(
             key = c.name.split(" (")[0]
             if key not in names:
                 names.append(key)
-    lines = [
-        f"# diffusers {diffusers.__version__} conformance (target {target}, exact model)",
-        "",
-        "| scheduler (config) | " + " | ".join(names) + " | verdict |",
-        "|---|" + "---|" * (len(names) + 1),
-    ]
+    table = []
     for case, res in rows:
         by = {c.name.split(" (")[0]: c for c in res}
         cells = []
         for nm in names:
             c = by.get(nm)
             if c is None or c.passed is None:
-                cells.append("n/a" if c is None else f"n/a ({md_cell(c.detail)})")
+                cells.append("n/a" if c is None else f"n/a ({c.detail})")
             else:
-                cells.append(("PASS" if c.passed else "FAIL") + f": {md_cell(c.detail)}")
+                cells.append(("PASS" if c.passed else "FAIL") + f": {c.detail}")
         verdict = "FAIL" if any(c.passed is False for c in res) else "PASS"
-        lines.append(f"| `{md_cell(case.label)}` | " + " | ".join(cells) + f" | {verdict} |")
+        table.append([f"`{case.label}`", *cells, verdict])
+    lines = [f"# diffusers {diffusers.__version__} conformance (target {target}, exact model)", ""]
+    lines += markdown_table(["scheduler (config)", *names, "verdict"], table)
     missing = not_catalogued()
     if missing:
         lines += ["", f"Not catalogued ({len(missing)} of the {len(exported_schedulers())} "
-                  f"scheduler classes diffusers {diffusers.__version__} exports):", "",
-                  "| scheduler | why |", "|---|---|"]  # fmt: skip
-        lines += [f"| `{n}` | {md_cell(why)} |" for n, why in missing.items()]
+                  f"scheduler classes diffusers {diffusers.__version__} exports):", ""]  # fmt: skip
+        lines += markdown_table(["scheduler", "why"], [[f"`{n}`", why]
+                                                       for n, why in missing.items()])  # fmt: skip
     return "\n".join(lines) + "\n", rows
 
 

@@ -342,37 +342,34 @@ def conformance_report(target="ring8", *, progress: bool = True, checks=(1, 2, 3
     head = ["finite", "same grid as the reference"] + (
         ["order (tier 1)", "tier 3 on narrow modes"] if law else []
     )
-    lines = [
-        f"# k-diffusion {version()} conformance (target {target}, exact model, float64)",
-        "",
-        "| sampler | " + " | ".join(head) + " | verdict |",
-        "|---|" + "---|" * (len(head) + 1),
-    ]
-
-    from .conformance import md_cell
+    from .checks.common import markdown_table
 
     def cell(c):
         if c.passed is None:
-            return f"n/a ({md_cell(c.detail)})" if c.value is not None else "n/a"
-        return ("PASS" if c.passed else "FAIL") + f": {md_cell(c.detail)}"
+            return f"n/a ({c.detail})" if c.value is not None else "n/a"
+        return ("PASS" if c.passed else "FAIL") + f": {c.detail}"
 
-    for name, res in rows:
-        verdict = "FAIL" if any(c.passed is False for c in res) else "PASS"
-        lines.append(f"| `{name}` | " + " | ".join(cell(c) for c in res) + f" | {verdict} |")
-    lines += ["", "| model wrapper (external.py) | check | verdict |", "|---|---|---|"]
-    for c in wraps:
-        v = "n/a" if c.passed is None else ("PASS" if c.passed else "FAIL")
-        lines.append(f"| `{md_cell(c.name)}` | {md_cell(c.detail)} | {v} |")
-    lines += ["", "| sigma schedule | check | verdict |", "|---|---|---|"]
-    for c in sched:
-        lines.append(f"| `{md_cell(c.name)}` | {md_cell(c.detail)} | "
-                     f"{'PASS' if c.passed else 'FAIL'} |")
+    def verdict(res):
+        return "FAIL" if any(c.passed is False for c in res) else "PASS"
+
+    lines = [f"# k-diffusion {version()} conformance (target {target}, exact model, float64)", ""]
+    lines += markdown_table(["sampler", *head, "verdict"],
+                            [[f"`{name}`", *(cell(c) for c in res), verdict(res)]
+                             for name, res in rows])  # fmt: skip
+    lines.append("")
+    lines += markdown_table(["model wrapper (external.py)", "check", "verdict"],
+                            [[f"`{c.name}`", c.detail, "n/a" if c.passed is None else
+                              verdict([c])] for c in wraps])  # fmt: skip
+    lines.append("")
+    lines += markdown_table(["sigma schedule", "check", "verdict"],
+                            [[f"`{c.name}`", c.detail, verdict([c])] for c in sched])
     have = {fn for _, fn, _, _, _ in cases}
     missing = [n for n in exported_samplers() if n not in have]
     if missing:
-        lines += ["", "| not catalogued | why |", "|---|---|"]
-        lines += [f"| `{n}` | {md_cell(NOT_CATALOGUED.get(n, 'no reason recorded'))} |"
-                  for n in missing]  # fmt: skip
+        lines.append("")
+        lines += markdown_table(["not catalogued", "why"],
+                                [[f"`{n}`", NOT_CATALOGUED.get(n, "no reason recorded")]
+                                 for n in missing])  # fmt: skip
     return "\n".join(lines) + "\n", rows + [("wrappers", wraps), ("schedules", sched)]
 
 

@@ -290,6 +290,16 @@ def run_conformance(args) -> int:
     if args.update_baseline and args.baseline is None:
         print("error: --update-baseline needs --baseline FILE", file=sys.stderr)
         return 2
+    if args.library in ("flow_matching", "torchcfm"):
+        try:
+            from diffusion_oracle.validation.flow_libraries import conformance_report as fl_report
+
+            text, rows = fl_report((args.library,), progress=True)
+        except ImportError as exc:
+            print(f"error: {exc}; pip install --no-deps flow_matching==1.0.10 torchcfm==1.0.7 "
+                  "&& pip install POT", file=sys.stderr)  # fmt: skip
+            return 2
+        return _emit_report(args, text, rows)
     try:
         from diffusion_oracle.validation.conformance import CASES, conformance_report
     except ImportError as exc:  # pragma: no cover - diffusers missing
@@ -395,7 +405,8 @@ def _library_version(library: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("diffusers" if library == "diffusers" else "k-diffusion")
+        return version({"diffusers": "diffusers", "flow_matching": "flow_matching",
+                        "torchcfm": "torchcfm"}.get(library, "k-diffusion"))  # fmt: skip
     except PackageNotFoundError:
         return "unknown"
 
@@ -971,14 +982,21 @@ def build_parser() -> argparse.ArgumentParser:
             "the reference sampler (tolerance from the scheduler's own float32 precision), "
             "prediction_type invariance, measured orders (tier 1, exact Gaussian), tier-3 "
             "statistics on narrow modes, finiteness over step counts 1..12, and add_noise / "
-            "scale_model_input against the forward process; the DDIM inversion as an "
+            "scale_model_input against the forward process; as pipelines run them: as "
+            "shipped (float32, half precisions reported, N = 1..50, 100, 250, 1000), the "
+            "documented grid, the img2img start, inpainting loops (blend levels, conditional "
+            "law) and step's generator; the DDIM inversion as an "
             "inversion, LCM and TCD with the exact consistency model. k-diffusion: its samplers "
             "against "
             "the reference on the same grid (float64), their orders and narrow-mode statistics, "
-            "its model wrappers and its sigma schedules. Exit code 1 if any check fails."
+            "its model wrappers and its sigma schedules. flow_matching / torchcfm: schedulers, "
+            "affine paths and conditional flows against closed forms, ODESolver's exact law, "
+            "order and same-grid agreement, OT couplings against an exact assignment. Exit "
+            "code 1 if any check fails."
         ),
     )
-    cf.add_argument("library", choices=["diffusers", "k-diffusion"], help="the library to check")
+    cf.add_argument("library", choices=["diffusers", "k-diffusion", "flow_matching", "torchcfm"],
+                    help="the library to check")  # fmt: skip
     cf.add_argument("--target", default="ring8", choices=sorted(DEFAULT_TARGETS))
     cf.add_argument(
         "--schedulers", default=None, help="comma-separated scheduler class names (default: all)"

@@ -13,6 +13,8 @@ import numpy as np
 
 __all__ = [
     "CheckResult",
+    "markdown_table",
+    "md_cell",
     "quiet",
     "reference_sampler",
     "start_batch",
@@ -54,3 +56,19 @@ def reference_sampler(name):
         "dpmpp2m": DPMSolverPP2M,
         "dpmpp3m-published": lambda: DPMSolverPP3M("published", warmup="diffusers"),
     }[name]()
+
+
+def md_cell(text) -> str:
+    """Markdown table cell text: pipes escaped, line breaks flattened."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(headers, rows) -> list:
+    """The lines of a GitHub markdown table (tabulate's "github" format) with every cell
+    escaped by :func:`md_cell` (a ``|`` in a detail would otherwise split the row) and no
+    number parsing (details stay as written)."""
+    from tabulate import tabulate
+
+    text = tabulate([[md_cell(c) for c in r] for r in rows], [md_cell(h) for h in headers],
+                    tablefmt="github", disable_numparse=True)  # fmt: skip
+    return text.splitlines()
