@@ -160,7 +160,9 @@ def test_planted_leading_offset_fails_with_the_entry(monkeypatch):
     assert res.passed is False
     assert res.detail.startswith("N = 10, entry 0: timestep 901, Table 2 leading gives 900 "
                                  "(difference +1; exact equality after rounding)")  # fmt: skip
+    plot = res.data.pop("plot")
     assert res.data == {"steps": 10, "entry": 0, "got": 901.0, "want": 900.0}
+    assert plot["mark"] == 0 and plot["series"]["scheduler"][1][0] == 901.0
 
 
 def test_planted_trailing_shift_fails_with_the_entry(monkeypatch):

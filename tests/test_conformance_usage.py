@@ -211,3 +211,20 @@ def test_generator_check_reports_documented_exceptions_and_deterministic_cases()
     assert sde.passed is None and "noise_sampler_seed" in sde.detail
     det = check_generator(Case("DDIMScheduler", {"clip_sample": False}))
     assert det.passed is None
+
+
+def test_one_plot_per_failing_row(tmp_path):
+    """plot_failures draws one figure per row with a FAIL (a panel per failing check: the
+    check's series with the first divergence marked, or its detail), none for passing rows."""
+    from diffusion_oracle.validation.checks.common import CheckResult
+    from diffusion_oracle.validation.conformance import plot_failures
+
+    kd = Case("KDPM2DiscreteScheduler", {})
+    res = check_inpainting(kd, law=False)
+    assert res.passed is False and res.data["plot"]["mark"] == 1
+    rows = [(kd, [res, CheckResult("as shipped", False, 1.0, "text | only")]),
+            (Case("DDIMScheduler", {}), [CheckResult("invariants", True, 0.0, "ok")]),
+            ("sample_euler", [CheckResult("same grid", False, 1.0, "differs")])]  # fmt: skip
+    paths = plot_failures(rows, tmp_path, "diffusers")
+    assert len(paths) == 2 and all(p.exists() and p.stat().st_size > 1000 for p in paths)
+    assert paths[0].name.startswith("fail_diffusers_KDPM2DiscreteScheduler")

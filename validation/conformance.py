@@ -98,6 +98,7 @@ __all__ = [
     "consistency_narrow_modes",
     "md_cell",
     "narrow_mode_check",
+    "plot_failures",
     "plot_report",
     "refined_case",
 ]
@@ -483,11 +484,85 @@ def not_catalogued() -> dict:
             for n in exported_schedulers() if n not in have}  # fmt: skip
 
 
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:80]
+
+
+def _failure_panel(ax, c):
+    """One failing check on ``ax``: its ``data["plot"]`` series (the first diverging entry
+    marked), the as-shipped step counts by kind, the W2 ladder of an order check, or else its
+    detail as text."""
+    import textwrap
+
+    data = c.data or {}
+    plot = data.get("plot")
+    if plot:
+        for nm, (xs, ys) in plot["series"].items():
+            ax.plot(xs, ys, marker="o", ms=2.5, lw=1, label=nm)
+        if plot.get("mark") is not None:
+            ax.axvline(plot["mark"], color="tab:red", ls="--", lw=0.8,
+                       label="first divergence")  # fmt: skip
+        if plot.get("log"):
+            ax.set_yscale("log")
+        ax.set_xlabel(plot.get("xlabel", ""))
+        ax.set_ylabel(plot.get("ylabel", ""))
+        ax.legend(fontsize=6)
+    elif isinstance(data.get("float32"), dict):
+        kinds = ("crash", "non_finite", "repeated", "calls")
+        for k, kind in enumerate(kinds):
+            ns = [v[0] if isinstance(v, (list, tuple)) else v for v in data["float32"][kind]]
+            ax.scatter(ns, [k] * len(ns), s=12, color="tab:red")
+        ax.set_yticks(range(len(kinds)), ["raises", "non-finite", "repeated t", "calls off"])
+        ax.set_xscale("log")
+        ax.set_xlabel("inference steps N (float32, as shipped)")
+    elif data.get("w2") and data.get("steps"):
+        ax.loglog(data["steps"], data["w2"], marker="o")
+        ax.set_xlabel("inference steps N")
+        ax.set_ylabel("tier-1 W2")
+    else:
+        ax.axis("off")
+        ax.text(0, 1, textwrap.fill(c.detail, 70), va="top", fontsize=7, family="monospace",
+                transform=ax.transAxes)  # fmt: skip
+    ax.set_title(textwrap.shorten(c.name, 60), fontsize=8)
+
+
+def plot_failures(rows, folder, library: str = "diffusers") -> list:
+    """One figure per failing row of a report (``conformance_report``'s second value), a panel
+    per failing check (:func:`_failure_panel`); returns the paths written."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for case, res in rows:
+        bad = [c for c in res if c.passed is False]
+        if not bad:
+            continue
+        label = case.label if hasattr(case, "label") else str(case)
+        fig, axes = plt.subplots(1, len(bad), figsize=(5.2 * len(bad), 3.8), squeeze=False)
+        for ax, c in zip(axes[0], bad, strict=True):
+            _failure_panel(ax, c)
+        fig.suptitle(f"{library}: {label}"[:140], fontsize=9)
+        fig.tight_layout()
+        path = folder / f"fail_{library}_{_slug(label)}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def plot_report(rows, folder, library: str = "diffusers") -> list:
     """Plots of a report's rows (``conformance_report``'s second value) into ``folder``: the
     tier-1 W2 against N of every configuration with check 4 (log-log, declared-order slopes
-    dashed), and the same-grid deviations of check 2 against their tolerances. Returns the
-    paths written."""
+    dashed), the same-grid deviations of check 2 against their tolerances, and one figure per
+    failing row (:func:`plot_failures`). Returns the paths written."""
     from pathlib import Path
 
     import matplotlib
@@ -547,4 +622,4 @@ def plot_report(rows, folder, library: str = "diffusers") -> list:
         fig.savefig(path, dpi=130)
         plt.close(fig)
         paths.append(path)
-    return paths
+    return paths + plot_failures(rows, folder, library)

@@ -387,6 +387,7 @@ def _check_spacing(case, steps):
     against :func:`documented_timesteps`: (passed, value, detail, data)."""
     factory = case.factory()
     what, judged, first, worst, n_ok, skipped = "", True, None, 0.0, 0, []
+    plot = None  # what the failure plot draws: the first failing N's grids
     for N in steps:
         sched = factory()
         want, ties, exact, w, why = documented_timesteps(sched, N)
@@ -418,6 +419,7 @@ def _check_spacing(case, steps):
                     extra = f" (the extra entry {j}: label {_fmt(labels[j])})"
                 first = ("length", N, f"N = {N}: {n} timesteps where {what} gives "
                          f"{len(want)}{extra}")  # fmt: skip
+                plot = _plot_payload("timestep", labels, want, None, N)
             continue
         if exact:
             ok = (got == want) | (ties & (np.abs(got - want) == 1.0))
@@ -435,6 +437,7 @@ def _check_spacing(case, steps):
                 first = ("timestep", N, f"N = {N}, entry {i}: timestep {_fmt(got[i])}, {what} "
                          f"gives {_fmt(want[i])}{tie} (difference {d:+.6g}; {rule})", i,
                          float(got[i]), float(want[i]))  # fmt: skip
+                plot = _plot_payload("timestep", got, want, i, N)
             continue
         if hasattr(sched, "sigmas") and not sched.config.get("rescale_betas_zero_snr", False):
             s = np.asarray(sched.sigmas.detach().cpu().double().numpy(), dtype=np.float64)
@@ -459,6 +462,7 @@ def _check_spacing(case, steps):
                     first = ("sigma", N, f"N = {N}, entry {i}: sigma {grid[i]:.6g}, {at} gives "
                              f"{ws[i]:.6g} (relative {rel[i]:.2g}, tolerance {tol[i]:.1g})", i,
                              float(grid[i]), float(ws[i]))  # fmt: skip
+                    plot = _plot_payload("sigma", grid, ws, i, N)
                 continue
         n_ok += 1
     steps = [n for n in steps if n not in {m for m, _ in skipped}]
@@ -478,10 +482,21 @@ def _check_spacing(case, steps):
     if not judged:
         return None, None, (f"not judged ({what}; the class documents no interpolation): "
                             f"{detail}"), {}  # fmt: skip
-    data = {"steps": first[1]}
+    data = {"steps": first[1], "plot": plot}
     if len(first) > 3:
         data.update(entry=first[3], got=first[4], want=first[5])
     return False, None, detail, data
+
+
+def _plot_payload(what, got, want, entry, N):
+    """The failure plot of a grid (:func:`validation.conformance.plot_failures`): the
+    scheduler's entries and the documented ones against their index, the first differing entry
+    marked."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return {"series": {"scheduler": [list(range(len(got))), got.tolist()],
+                       "documented": [list(range(len(want))), want.tolist()]},
+            "mark": entry, "xlabel": f"entry (N = {N})", "ylabel": what,
+            "log": what == "sigma"}  # fmt: skip
 
 
 def _ns(steps) -> str:
@@ -602,6 +617,7 @@ def _check_sigmas(case, steps=DOCUMENTED_STEPS):
     factory = case.factory()
     mu = case.set_timesteps.get("mu")
     worst, first, what = 0.0, None, ""
+    plot = None
     for N in steps:
         sched = factory()
         if not hasattr(sched, "sigmas"):
@@ -626,6 +642,7 @@ def _check_sigmas(case, steps=DOCUMENTED_STEPS):
             i = int(bad[0])
             first = (N, i, float(got[i]), float(want[i]), float(rel[i]), float(tol[i]),
                      float(got[-1]), float(want[-1]), bool(rel[-1] <= tol[-1]))  # fmt: skip
+            plot = _plot_payload("sigma", got, want, i, N)
     if first is not None:
         if first[1] is None:
             N, _, ng, nw = first
@@ -639,7 +656,8 @@ def _check_sigmas(case, steps=DOCUMENTED_STEPS):
             name, False, rel,
             f"N = {N}, entry {i}{last}: sigma {g:.6g}, the formula gives {w:.6g} (relative "
             f"{rel:.2g}, tolerance {tol:.1g}){tail}; {what}",
-            {"steps": N, "entry": i, "got": g, "want": w, "last": [g_last, w_last]},
+            {"steps": N, "entry": i, "got": g, "want": w, "last": [g_last, w_last],
+             "plot": plot},
         )  # fmt: skip
     return CheckResult(name, True, worst, f"{what}: every entry within its float32 tolerance "
                        f"at N = {list(steps)} (worst {worst:.2g} of it)")  # fmt: skip

@@ -386,6 +386,20 @@ def judge_inpaint_levels(it: InpaintTrace, *, repaint=False):
     return not first, worst, first
 
 
+def _levels_plot(it: InpaintTrace, why: str, N: int, repaint: bool) -> dict:
+    """The failure plot of check 11: the log-SNR of the region to repaint (the state), of the
+    known region and (RePaint) of the label at every call, the first failing call marked."""
+    tr = it.unknown
+    calls = list(range(len(tr.labels)))
+    series = {"region to repaint (state)": [calls, [float(v) for v in tr.lam_in]],
+              "known region": [calls, [float(v) for v in it.lam_known]]}  # fmt: skip
+    if repaint:
+        series["label"] = [calls, [float(tr.convention.log_snr(t)) for t in tr.labels]]
+    mark = int(why.split()[1]) if why.startswith("call ") else None
+    return {"series": series, "mark": mark, "xlabel": f"network call (N = {N})",
+            "ylabel": "log-SNR of the network input", "log": False}  # fmt: skip
+
+
 def product_target():
     """A four-dimensional GaussianMixture whose coordinates (0, 1) (known) and (2, 3) (to
     repaint) are independent: the product of a two-component and a four-component planar
@@ -524,7 +538,7 @@ def check_inpainting(case, *, steps=INPAINT_STEPS, law=True):
             return CheckResult(name, None, None, why)
         if not ok:
             return CheckResult(name, False, None, f"N = {N}: {why}",
-                               {"steps": N})  # fmt: skip
+                               {"steps": N, "plot": _levels_plot(it, why, N, repaint)})
         worst = max(worst, w)
     parts.append(f"the known region enters every call at the state's level{' and the label' if repaint else ''} (worst {worst:.2g} of the tolerance) and ends at the image, N = {list(steps)}")  # noqa: E501
     if law and case.scheduler not in CONSISTENCY:
