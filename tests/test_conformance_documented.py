@@ -298,3 +298,40 @@ def test_beta_sigmas_are_computed_both_ways_and_not_judged():
     res = check_documented(Case("EulerDiscreteScheduler", {"use_beta_sigmas": True}))
     assert res.passed is None and res.detail.startswith("not judged (two readings")
     assert "the sigma-linear reading within" in res.detail
+
+
+def test_karras_on_spaced_ends_is_reported_not_judged():
+    """Euler converts the sigmas at the spaced timesteps: with SD's leading spacing (offset 1)
+    its Karras grid runs between sigma(901) and sigma(1) of the training table (Karras et al.
+    eq. 5 written here in float64), not the model's range; no docstring names either range,
+    so check 9 reports it, and a wrong rho still FAILs."""
+    from diffusers import EulerDiscreteScheduler
+
+    kw = {"use_karras_sigmas": True, "timestep_spacing": "leading", "steps_offset": 1}
+    ab = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))
+    sig = np.sqrt((1.0 - ab) / ab)
+    lo, hi = sig[1], sig[901]
+    w = np.linspace(0.0, 1.0, 10)
+    want = (hi ** (1 / 7) + w * (lo ** (1 / 7) - hi ** (1 / 7))) ** 7
+    sched = EulerDiscreteScheduler(**kw)
+    sched.set_timesteps(10)
+    # diffusers' float32 alphas_cumprod: sigma(1) = sqrt((1 - ab) / ab) with 1 - ab = 3e-4
+    # carries ~2^-24 / (2 * 3e-4) = 1e-4 relative, into every entry through the end's weight
+    np.testing.assert_allclose(sched.sigmas[:-1].double().numpy(), want, rtol=2e-4)
+    res = check_documented(Case("EulerDiscreteScheduler", kw))
+    assert res.passed is None and "between the spaced timesteps' sigmas" in res.detail
+
+    class Rho6(EulerDiscreteScheduler):
+        def _convert_to_karras(self, in_sigmas, num_inference_steps):
+            lo_, hi_ = float(in_sigmas[-1]), float(in_sigmas[0])
+            r = np.linspace(0, 1, num_inference_steps)
+            return (hi_ ** (1 / 6) + r * (lo_ ** (1 / 6) - hi_ ** (1 / 6))) ** 6
+
+    import diffusers
+
+    diffusers.Rho6Euler = Rho6
+    try:
+        bad = check_documented(Case("Rho6Euler", kw))
+    finally:
+        del diffusers.Rho6Euler
+    assert bad.passed is False and "N = 4, entry" in bad.detail  # neither reading holds
