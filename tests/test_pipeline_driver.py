@@ -353,3 +353,18 @@ def test_deis_loses_its_level_in_float32():
     assert row.verdict is Verdict.FAIL and "N = 128, call 90: the network is told t=215" in (
         row.reason)
     assert judge_labels([t64]).verdict is Verdict.PASS
+
+
+def test_strength_starts_where_diffusers_get_timesteps_does():
+    """diffusers' img2img get_timesteps: t_start = N - min(int(N strength), N) with N the
+    requested num_inference_steps, begin index t_start * order: for Heun (2N - 1 timesteps,
+    order 2) at N = 10 and strength 0.15 that is 9 * 2 = 18, not (N - 1)-based 16."""
+    from diffusers import HeunDiscreteScheduler
+
+    from diffusion_oracle.validation.pipeline import prepare
+
+    for N, strength in ((10, 0.15), (10, 0.6), (7, 0.5)):
+        t_start = N - min(int(N * strength), N)
+        _, labels, begin = prepare(HeunDiscreteScheduler, N, Pipeline(strength=strength))
+        assert begin == t_start * 2
+        assert len(labels) == 2 * N - 1 - begin

@@ -529,7 +529,9 @@ def prepare(factory, steps, pipe: Pipeline, reference=None):
     begin = 0
     order = int(getattr(sched, "order", 1) or 1)
     if pipe.strength is not None:
-        n = len(ts) // order
+        # diffusers' get_timesteps: num_inference_steps (the requested N; with custom
+        # timesteps or sigmas retrieve_timesteps sets it to len(scheduler.timesteps))
+        n = len(ts) if custom else int(steps)
         init = min(int(n * float(pipe.strength)), n)
         begin = max(n - init, 0) * order
     elif pipe.begin_index is not None:

@@ -64,12 +64,14 @@ HEUN_PATTERN = ("HeunDiscreteScheduler", "FlowMatchHeunDiscreteScheduler",
                 "KDPM2AncestralDiscreteScheduler")  # fmt: skip
 
 
-def _repeats(labels, name, levels=None, exact=None):
+def _repeats(labels, name, levels=None, exact=None, exact_tol=None):
     """(repeated, quantized): calls whose label repeats an earlier one where the method does
     not (Heun-pattern methods repeat each level once, consecutively; PNDM its warm-up level
     once), split by whether the levels differ (``levels``: the run's sigmas where the
     scheduler keeps an inference table): integer labels rounded from distinct levels repeat
-    by quantization (the label check judges them), equal levels are a repeated step."""
+    by quantization (the label check judges them), equal levels are a repeated step.
+    ``exact`` the exact label of each level, ``exact_tol`` how far a float32 label may sit from
+    it beyond the half unit of integer rounding (:func:`_exact_label_tolerance`)."""
     seen, bad, quant = {}, [], []
     for i, lab in enumerate(labels):
         if lab in seen:
@@ -80,10 +82,26 @@ def _repeats(labels, name, levels=None, exact=None):
                 # label's own rounding): quantization; a level off its label: a repeated step
                 nearest = (levels is not None and exact is not None and i < len(levels)
                            and levels[i] != levels[j]
-                           and abs(lab - exact[i]) <= 0.5 + 1e-3)  # fmt: skip
+                           and abs(lab - exact[i]) <= 0.5 + (exact_tol[i] if exact_tol
+                                                             else 0.0))  # fmt: skip
                 (quant if nearest else bad).append(i)
         seen.setdefault(lab, i)
     return bad, quant
+
+
+def _exact_label_tolerance(conv, lam: float, label: float) -> float:
+    """How far a label stored in float32 may sit from the exact label of a level read off a
+    float32 sigma, through rounding alone: the label's own storage (u32 |label|) and the sigma's
+    (relative u32: diffusers builds its tables in float64 and stores them once, 2 u32 in
+    lambda) through d label / d lambda; LAMBDA times (verification.tolerances)."""
+    from diffusion_oracle.verification.tolerances import LAMBDA
+
+    u32 = 2.0**-24
+    if not math.isfinite(lam):
+        return LAMBDA * u32 * abs(label)
+    h = 1e-4
+    slope = abs(float(conv.label_of(lam + h)) - float(conv.label_of(lam - h))) / (2 * h)
+    return LAMBDA * (u32 * abs(label) + slope * 2.0 * u32)
 
 
 def shipped_runs(factory, *, dtype="float32", steps=SHIPPED_STEPS, target="ring8", seed=0,
@@ -119,7 +137,7 @@ def shipped_runs(factory, *, dtype="float32", steps=SHIPPED_STEPS, target="ring8
         custom = [v for k, v in (call or {}).get("set_timesteps", {}).items()
                   if k in ("timesteps", "sigmas") and v is not None]  # fmt: skip
         rec = {"error": None, "who": None, "where": None, "finite": None, "calls": None,
-               "labels": None, "levels": None, "exact": None,
+               "labels": None, "levels": None, "exact": None, "exact_tol": None,
                "steps": len(custom[0]) if custom else N}  # fmt: skip
         out[N] = rec
         pipe = Pipeline(dtype=dtype, **(call or {}))
@@ -134,8 +152,10 @@ def shipped_runs(factory, *, dtype="float32", steps=SHIPPED_STEPS, target="ring8
                 sig = sched.sigmas.detach().double().numpy()
                 rec["levels"] = [float(v) for v in sig[begin:begin + len(labels)]]
                 frame0 = sample_frame(sched)
-                rec["exact"] = [float(conv.label_of(_level_of_sigma(frame0, v)))
-                                for v in rec["levels"]]  # fmt: skip
+                lams = [_level_of_sigma(frame0, v) for v in rec["levels"]]
+                rec["exact"] = [float(conv.label_of(v)) for v in lams]
+                rec["exact_tol"] = [_exact_label_tolerance(conv, v, e)
+                                    for v, e in zip(lams, rec["exact"], strict=True)]
             frame = sample_frame(sched)
             lam0 = start_level(sched, labels, begin, conv)
             a, s = frame_scales(frame, lam0)
@@ -186,7 +206,8 @@ def _summarise(name, config, runs):
         if rec["labels"] is None:
             continue  # set_timesteps itself raised
         lab = rec["labels"]
-        rep, qrep = _repeats(lab, name, rec.get("levels"), rec.get("exact"))
+        rep, qrep = _repeats(lab, name, rec.get("levels"), rec.get("exact"),
+                             rec.get("exact_tol"))  # fmt: skip
         want = expected_calls(name, config, rec.get("steps", N))
         distinct = len(set(lab))
         if qrep:
