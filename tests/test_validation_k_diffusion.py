@@ -107,3 +107,25 @@ def test_sampler_law_checks_find_the_published_3m_and_lms_final_step():
     res = kd.check_sampler_law(*cases["sample_lms(order=4)"])
     assert res[0].passed is True, res[0].detail
     assert res[1].passed is False and "mode width / ideal 1.0" in res[1].detail, res[1].detail
+
+
+def test_as_shipped_names_the_one_step_crash_of_the_sde_samplers():
+    """k-diffusion 0.1.1.post1's DPM++ 2M / 3M SDE assign h only when sigma_next > 0 and then
+    read it (h_last = h): one step, sigmas [sigma_max, 0], raises UnboundLocalError (shown here
+    by calling the sampler directly with a trivial denoiser, the independent evidence); the
+    as-shipped check names N = 1 and the open upstream issue; Euler is clean."""
+    import torch
+
+    from diffusion_oracle.validation.k_diffusion import check_wrapper_shipped, load_sampling
+
+    ks = load_sampling()
+    x = torch.zeros(2, 2)
+    for fn in (ks.sample_dpmpp_2m_sde, ks.sample_dpmpp_3m_sde):
+        with pytest.raises(UnboundLocalError):
+            fn(lambda x, s, **kw: x * 0, x, torch.tensor([10.0, 0.0]), disable=True)
+    res = check_wrapper_shipped("sample_dpmpp_2m_sde", "sample_dpmpp_2m_sde", {},
+                                steps=(1, 2, 3))  # fmt: skip
+    assert res.passed is False and "raises at N = [1]," in res.detail
+    assert "UnboundLocalError" in res.detail and "crowsonkb/k-diffusion#72" in res.detail
+    ok = check_wrapper_shipped("sample_euler", "sample_euler", {}, steps=(1, 2, 3, 50))
+    assert ok.passed is True, ok.detail

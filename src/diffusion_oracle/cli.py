@@ -309,7 +309,7 @@ def run_conformance(args) -> int:
         try:
             from diffusion_oracle.validation.k_diffusion import conformance_report as kd_report
 
-            text, rows = kd_report(args.target, checks=args.checks)
+            text, rows = kd_report(args.target, checks=args.checks, jobs=max(1, args.jobs))
         except ImportError as exc:
             print(
                 f"error: {exc}; pip install torchsde torchdiffeq && pip install --no-deps "
