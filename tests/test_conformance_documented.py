@@ -21,6 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 from diffusion_oracle.validation.checks.documented import (  # noqa: E402
     beta_sigmas,
     check_documented,
+    documented_sigmas,
     documented_timesteps,
     table2_timesteps,
     zero_snr_alphas_cumprod,
@@ -335,3 +336,21 @@ def test_karras_on_spaced_ends_is_reported_not_judged():
     finally:
         del diffusers.Rho6Euler
     assert bad.passed is False and "N = 4, entry" in bad.detail  # neither reading holds
+
+
+def test_bad_input_names_the_argument():
+    from diffusion_oracle.validation.checks.documented import table2_timesteps
+
+    case = Case("EulerDiscreteScheduler", {"use_karras_sigmas": True})
+    with pytest.raises(ValueError, match="steps must name at least one"):
+        check_documented(case, steps=())
+    with pytest.raises(ValueError, match="spacing_steps must name at least one"):
+        check_documented(case, spacing_steps=())
+    with pytest.raises(ValueError, match="S must be <= T"):
+        table2_timesteps("leading", 10, 20)
+    with pytest.raises(ValueError, match="offset must be >= 0"):
+        table2_timesteps("leading", 1000, 10, offset=-5)
+    with pytest.raises(TypeError, match="S must be an integer"):
+        table2_timesteps("linspace", 1000, True)
+    with pytest.raises(ValueError, match="N must be >= 1"):
+        documented_sigmas(case.factory()(), 0)

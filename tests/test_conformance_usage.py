@@ -80,19 +80,19 @@ def test_repaint_undo_step_re_noises_with_the_wrong_betas():
     assert "RePaintScheduler" not in NOT_CATALOGUED
 
 
-def test_repaint_with_the_right_undo_interval_passes():
+def test_repaint_with_the_right_undo_interval_passes(monkeypatch):
     """The same scheduler with undo_step re-noising over betas[t - n + 1 .. t] (from
-    alpha_bar[t - n] to alpha_bar[t]; from the data when t - n < 0) passes: the check's verdict
-    hinges on that interval."""
+    alpha_bar[t - n] to alpha_bar[t]; from the data when t - n < 0) passes check 11, levels and
+    law: the check's verdict hinges on that interval."""
+    import diffusers
     from diffusers import RePaintScheduler
-
-    # the probe intercepts the scheduler module's randn_tensor: draw through it
     from diffusers.schedulers import scheduling_repaint as mod
 
-    class FixedUndoDrawn(RePaintScheduler):
+    class FixedUndoRePaint(RePaintScheduler):
         def undo_step(self, sample, timestep, generator=None):
             n = self.config.num_train_timesteps // self.num_inference_steps
-            # below timestep 0 every level is the data (step(0) lands on alpha_bar = 1)
+            # below timestep 0 every level is the data (step(0) lands on alpha_bar = 1); the
+            # noise through the module's randn_tensor, which the probe intercepts
             for k in range(max(int(timestep) - n + 1, 0), int(timestep) + 1):
                 beta = self.betas[k]
                 noise = mod.randn_tensor(sample.shape, generator=generator, dtype=sample.dtype)
@@ -100,10 +100,14 @@ def test_repaint_with_the_right_undo_interval_passes():
             return sample
 
     for N in (10, 25):
-        ok, worst, why = judge_inpaint_levels(probe_repaint_levels(FixedUndoDrawn, N),
+        ok, worst, why = judge_inpaint_levels(probe_repaint_levels(FixedUndoRePaint, N),
                                               repaint=True)  # fmt: skip
         assert ok, why
         assert worst <= 1.0
+    monkeypatch.setattr(diffusers, "FixedUndoRePaint", FixedUndoRePaint, raising=False)
+    res = check_inpainting(Case("FixedUndoRePaint", {"clip_sample": False}, stochastic=True))
+    assert res.passed is True, res.detail
+    assert "RePaint" in res.detail and "GaussianMixture.condition" in res.detail
 
 
 def test_kdpm2_blends_the_known_region_at_the_main_sigma_at_its_midpoint_calls():
@@ -143,18 +147,59 @@ def test_a_blend_at_the_current_timestep_fails():
     assert f"{_lam_vp(ab[899]):.6g}" in why and f"{_lam_vp(ab[999]):.6g}" in why
 
 
-def test_an_inverted_mask_fails_the_law():
-    """Blending with the mask inverted keeps the sampled known region and overwrites the region
-    to repaint: the law check FAILs (known region off y, repainted law wrong)."""
+def _ks_ps(detail):
+    import re
 
-    def inverted(image, noise, mask):
-        return diffusers_blend(image, noise, 1.0 - np.asarray(mask))
+    return [float(v) for v in re.findall(r"p=([0-9.e+-]+)", detail)]
+
+
+@pytest.mark.parametrize("fault", ["inverted mask", "mask ignored"])
+def test_blend_faults_fail_the_law_on_both_regions(fault):
+    """An inverted mask (the known region sampled, the region to repaint overwritten by the
+    noised image) and a loop that writes the noised image everywhere both FAIL the law, on the
+    known region (off y) and on the repainted one (the image holds OFF_LAW = 5 there, far off
+    the conditional law: every KS p-value is ~0)."""
+
+    def faulty(image, noise, mask):
+        m = 1.0 - np.asarray(mask) if fault == "inverted mask" else np.zeros_like(mask)
+        return diffusers_blend(image, noise, m)
 
     case = Case("DDIMScheduler", {"clip_sample": False, "timestep_spacing": "trailing"})
-    ok, _, detail = inpaint_law(case.factory(), Pipeline(), steps=50, n=500, blend=inverted)
-    assert not ok
+    ok, p, detail = inpaint_law(case.factory(), Pipeline(), steps=50, n=500, blend=faulty)
+    assert not ok and max(_ks_ps(detail)) < 1e-10, detail
     ok2, _, detail2 = inpaint_law(case.factory(), Pipeline(), steps=50, n=500)
     assert ok2, detail2
+
+
+def test_a_blend_at_the_wrong_level_passes_the_law_and_fails_the_levels():
+    """What each half judges: a loop that blends the clean image (never noised) leaves the
+    law of a product target unchanged (the separable score never reads the known region), and
+    the level probe names call 1."""
+
+    def clean(image, noise, mask):
+        hook = diffusers_blend(image, noise, mask)
+
+        def blend(i, sched, labels, sample):
+            return hook(len(labels) - 1, sched, labels, sample)  # the last step's: no noise
+
+        return blend
+
+    case = Case("DDIMScheduler", {"clip_sample": False, "timestep_spacing": "trailing"})
+    ok, _, detail = inpaint_law(case.factory(), Pipeline(), steps=50, n=500, blend=clean)
+    assert ok, detail
+    it = probe_inpaint_levels(case.factory(), 10, Pipeline(), blend=clean)
+    ok, _, why = judge_inpaint_levels(it)
+    assert not ok and why.startswith("call 1 ")
+
+
+def test_bad_input_names_the_argument():
+    case = Case("DDIMScheduler", {"clip_sample": False})
+    with pytest.raises(ValueError, match="steps must name at least one"):
+        check_inpainting(case, steps=())
+    with pytest.raises(ValueError, match="n must be >= 10"):
+        inpaint_law(case.factory(), Pipeline(), n=1)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        check_generator(Case("DDPMScheduler", {}, stochastic=True), steps=0)
 
 
 def test_product_target_conditional_law_is_the_marginal():
@@ -171,6 +216,10 @@ def test_product_target_conditional_law_is_the_marginal():
     np.testing.assert_allclose(np.asarray(cond.means)[:4, 2:],
                                np.stack([np.cos(ang), np.sin(ang)], 1), atol=1e-12)  # fmt: skip
     np.testing.assert_allclose(np.asarray(cond.means)[:, :2], [[0.5, -0.2]] * 8, atol=1e-12)
+    covs = np.asarray(cond.covs)
+    np.testing.assert_allclose(covs[:, :2, :], 0.0, atol=1e-12)  # the known block: pinned
+    np.testing.assert_allclose(covs[:, 2:, 2:], np.broadcast_to(0.25**2 * np.eye(2), (8, 2, 2)),
+                               rtol=1e-12)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- check 12

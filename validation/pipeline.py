@@ -536,7 +536,8 @@ def prepare(factory, steps, pipe: Pipeline, reference=None):
         begin = max(n - init, 0) * order
     elif pipe.begin_index is not None:
         begin = pipe.begin_index
-    if begin:
+    if begin or pipe.strength is not None or pipe.begin_index is not None:
+        # img2img / inpainting get_timesteps call set_begin_index whatever the start (0 too)
         if begin >= len(ts):
             raise ValueError(f"begin_index must be below the {len(ts)} timesteps, got {begin}")
         if hasattr(sched, "set_begin_index"):

@@ -12,7 +12,8 @@ from the published formula in float64, against the scheduler's own sigmas (as sh
   configured betas), then the final sigma.
 - **Exponential sigmas** (``use_exponential_sigmas``): log sigma uniform between the same ends.
 
-Tolerance, relative per entry: the scheduler's float32 storage (2 u32) plus, for the VP
+Tolerance, relative per entry: 4 u32 for the scheduler's float32 arithmetic and storage (the
+formula evaluated on float32 inputs, then stored: a few roundings of u32 each) plus, for the VP
 tables, what the float32 training table diffusers builds knows of its ends: alphas_cumprod is a
 float32 cumulative product (relative LAMBDA sqrt(k + 2) u32) and sigma = sqrt((1 - ab) / ab)
 divides that by 2 (1 - ab) (at the first training step 1 - ab = beta_0 = 1e-4: relative 3e-3 at
@@ -48,7 +49,8 @@ Timestep spacings, zero terminal SNR and beta sigmas (issue 21, "documented grid
   sigma_t = sqrt(1 / alpha_bar_t - 1) at the label, linearly interpolated in sigma at
   fractional labels, with the tolerance above at the label's step. The sigma-space
   schedulers (Euler, Euler ancestral, LMS, Heun, KDPM2, DPM-SDE) do not round linspace: their
-  labels are (T - 1) k / (S - 1) in float32 (tolerance u32 |t|). EulerDiscreteScheduler
+  labels are (T - 1) k / (S - 1) in float32 (tolerance 2 u32 max(|t|, 1): the float32 linspace
+  and the label's storage). EulerDiscreteScheduler
   documents this (``interpolation_type="linear"``: "intermediate sigmas") and is judged
   against the unrounded variant; the others document no interpolation and are reported, not
   judged. Two-call methods (Heun, KDPM2, DPM-SDE) are compared on their grid labels (every
@@ -132,10 +134,12 @@ def documented_sigmas(sched, N: int, *, mu=None, ends: str = "table"):
     the ends of the training table (the model's range, as Karras et al. 2022 define sigma_min
     and sigma_max), or "spaced" the table's sigmas at the first and last timestep of the
     configured spacing (what diffusers' Euler family interpolates before converting)."""
+    from diffusion_oracle.reference._checks import positive_int
     from diffusion_oracle.validation.diffusers import training_schedule
     from diffusion_oracle.validation.pipeline import diffusers_name
     from diffusion_oracle.verification.tolerances import LAMBDA
 
+    N = positive_int(N, "N")
     cfg = sched.config
     u32 = 2.0**-24
     name = diffusers_name(sched)
@@ -217,8 +221,13 @@ def table2_timesteps(spacing: str, T: int, S: int, offset: int = 0):
     floor(T / S)), trailing round(flip(arange(T, 0, -T / S))). Minus one for 0-indexed labels:
     linspace t_k = round((T - 1) k / (S - 1)), leading t_k = k floor(T / S) (+ steps_offset),
     trailing t_j = round(T (S - j) / S) - 1, for k, j = 0..S-1 (S = 1 linspace: t = 0)."""
-    if S < 1 or T < 1:
-        raise ValueError(f"T and S must be >= 1, got T = {T}, S = {S}")
+    from diffusion_oracle.reference._checks import positive_int
+
+    T, S = positive_int(T, "T"), positive_int(S, "S")
+    offset = positive_int(offset, "offset", minimum=0)
+    if S > T:
+        raise ValueError(f"S must be <= T (Table 2 spaces S of the T training steps), got "
+                         f"S = {S}, T = {T}")  # fmt: skip
     if spacing == "leading":
         vals = [Fraction(k * (T // S) + offset) for k in range(S)]
     elif spacing == "linspace":
@@ -247,6 +256,9 @@ def documented_timesteps(sched, N: int):
     solver = name in SOLVER_GRID_CLASSES
     if name not in TABLE2_CLASSES and not solver:
         return None, None, True, "", f"{name}'s timesteps are not a Table 2 spacing read here"
+    if N > T:
+        return None, None, True, "", (f"skip: N = {N} exceeds the T = {T} training steps "
+                                      "(Table 2 spaces N of them)")  # fmt: skip
     spacing = cfg.get("timestep_spacing", "linspace" if solver else None)
     if name == "DPMSolverSinglestepScheduler":
         spacing = "linspace"  # no timestep_spacing: always DPM-Solver's time-uniform grid
@@ -587,6 +599,15 @@ def _combine(name, parts):
     return CheckResult(name, None, None, detail)
 
 
+def _step_counts(steps, name) -> tuple:
+    from diffusion_oracle.reference._checks import positive_int
+
+    out = tuple(positive_int(v, name) for v in steps)
+    if not out:
+        raise ValueError(f"{name} must name at least one step count, got {steps!r}")
+    return out
+
+
 def check_documented(case, *, steps=DOCUMENTED_STEPS, spacing_steps=SPACING_STEPS):
     """Check 9 of ``case`` (module docstring): the scheduler's sigmas after
     ``set_timesteps(N, **case.set_timesteps)`` against the documented formula at each N of
@@ -595,6 +616,8 @@ def check_documented(case, *, steps=DOCUMENTED_STEPS, spacing_steps=SPACING_STEP
     ``spacing_steps``; zero terminal SNR (Algorithm 1) against alphas_cumprod; the first
     entry that differs and by how much."""
     name = "documented grid (sigmas vs the published formula)"
+    steps, spacing_steps = _step_counts(steps, "steps"), _step_counts(spacing_steps,
+                                                                        "spacing_steps")
     sched = case.factory()()
     cfg = sched.config
     parts = []

@@ -31,10 +31,14 @@ log-SNR equals the unknown block's (RePaint: and the label's) within the roundin
 two-dimensional mixtures), the exact (unconditional) network, n samples: the repainted
 coordinates against the exact conditional law ``GaussianMixture.condition(A, y)`` (A selects the
 known coordinates), two-sample Kolmogorov-Smirnov tests on both coordinates and a fixed
-projection (Bonferroni, family false alarm 0.01), and the known coordinates equal to y. On a
-product target the replacement method and RePaint are exact (the score is separable); on
-correlated targets both only approximate the conditional law (Lugmayr et al. 2022, Sec. 4), so
-they are not judged there.
+projection (Bonferroni, family false alarm LAW_ALPHA), and the known coordinates equal to y.
+The image's region to repaint is a constant far outside the law (OFF_LAW), so a loop that keeps
+the (noised) image there, or inverts the mask, fails. On a product target the replacement
+method and RePaint are exact (the score is separable), so the law guards the mask's
+orientation, the final overwrite and the sampler under the blend; the level the known region
+is blended at cannot move this law (the separable score never reads it): the level probe above
+judges that. On correlated targets both methods only approximate the conditional law (Lugmayr
+et al. 2022, Sec. 4; docs/findings.md 2), so they are not judged there.
 """
 
 from __future__ import annotations
@@ -66,6 +70,29 @@ LAW_STEPS = 250
 LAW_N = 2000
 LAW_ALPHA = 0.001
 REPAINT_JUMPS = {"jump_length": 10, "jump_n_sample": 10}  # RePaintPipeline's defaults
+# RePaint's law at N = 100 (with its jumps, ~900 calls): at N = 25 its DDIM steps (eta = 0)
+# leave a discretisation the law test resolves (the corrected undo_step reaches p = 0.0036)
+REPAINT_LAW_STEPS = 100
+OFF_LAW = 5.0  # the image's value in the region to repaint: 17 component stds off the law
+
+
+def _inpaint_pipe(pipe):
+    """``pipe`` as an inpainting pipeline runs it: ``strength`` 1.0 unless a strength or a
+    begin index is given (its get_timesteps then calls ``set_begin_index(0)``)."""
+    import dataclasses
+
+    if pipe.strength is None and pipe.begin_index is None:
+        return dataclasses.replace(pipe, strength=1.0)
+    return pipe
+
+
+def _steps(steps, name="steps") -> tuple:
+    from diffusion_oracle.reference._checks import positive_int
+
+    out = tuple(positive_int(v, name) for v in steps)
+    if not out:
+        raise ValueError(f"{name} must name at least one step count, got {steps!r}")
+    return out
 
 
 def _noise_method(sched):
@@ -193,6 +220,7 @@ def probe_inpaint_levels(factory, steps, pipe, *, reference=None, blend=diffuser
     )
 
     ref = reference or training_schedule(factory())
+    pipe = _inpaint_pipe(pipe)
     sched, labels, begin = prepare(factory, steps, pipe, ref)
     conv = network_convention(sched, ref)
     frame = sample_frame(sched)
@@ -446,6 +474,7 @@ def _law_verdict(out, tgt, y, rng, what):
 
 def inpaint_law(factory, pipe, *, steps=LAW_STEPS, n=LAW_N, seed=0, blend=diffusers_blend):
     """(passed, smallest p-value, detail) of the mask-based loop's law (module docstring)."""
+    from diffusion_oracle.reference._checks import positive_int
     from diffusion_oracle.reference.model import ExactModel
     from diffusion_oracle.validation.diffusers import training_schedule
     from diffusion_oracle.validation.pipeline import (
@@ -458,10 +487,12 @@ def inpaint_law(factory, pipe, *, steps=LAW_STEPS, n=LAW_N, seed=0, blend=diffus
         start_level,
     )
 
+    steps, n = positive_int(steps, "steps"), positive_int(n, "n", minimum=10)
     tgt = product_target()
     ref = training_schedule(factory())
     g = np.random.default_rng(seed)
     y = tgt.sample(1, rng=g)[0, :2]
+    pipe = _inpaint_pipe(pipe)
     sched, labels, begin = prepare(factory, steps, pipe, ref)
     conv = network_convention(sched, ref)
     a0, s0 = frame_scales(sample_frame(sched), start_level(sched, labels, begin, conv))
@@ -469,16 +500,18 @@ def inpaint_law(factory, pipe, *, steps=LAW_STEPS, n=LAW_N, seed=0, blend=diffus
     x_data[:, :2] = y  # the known region is the image
     noise = g.standard_normal(x_data.shape)
     x = a0 * x_data + s0 * noise
+    image = x_data.copy()
+    image[:, 2:] = OFF_LAW  # what the image holds where it is repainted: off the law
     mask = np.zeros_like(x)
     mask[:, 2:] = 1.0
     net = ExactNetwork(ExactModel(tgt, ref, prediction="v"), conv)
-    r = drive(factory, net, x, steps, pipe, reference=ref, after_step=blend(x_data, noise, mask))
+    r = drive(factory, net, x, steps, pipe, reference=ref, after_step=blend(image, noise, mask))
     if not np.isfinite(r.sample).all():
         return False, 0.0, f"N = {steps}: non-finite output"
     return _law_verdict(r.sample, tgt, y, g, f"N = {steps}, n = {n}, mask-based blend")
 
 
-def repaint_law(factory, *, steps=25, n=LAW_N, seed=0, jumps=None):
+def repaint_law(factory, *, steps=REPAINT_LAW_STEPS, n=LAW_N, seed=0, jumps=None):
     """(passed, smallest p-value, detail) of RePaint's law (module docstring)."""
     from diffusion_oracle.reference.model import ExactModel
     from diffusion_oracle.validation.diffusers import training_schedule
@@ -495,17 +528,28 @@ def repaint_law(factory, *, steps=25, n=LAW_N, seed=0, jumps=None):
     x_data = tgt.sample(n, rng=g)
     x_data[:, :2] = y
     x = a0 * x_data + s0 * g.standard_normal(x_data.shape)
+    image = x_data.copy()
+    image[:, 2:] = OFF_LAW
     mask = np.zeros_like(x)
     mask[:, :2] = 1.0  # RePaint: 1 on the known region
     import torch
 
     torch.manual_seed(seed)
     net = ExactNetwork(ExactModel(tgt, ref, prediction="v"), conv)
-    r = repaint_loop(factory, net, x, x_data, mask, steps, jumps=jumps)
+    r = repaint_loop(factory, net, x, image, mask, steps, jumps=jumps)
     if not np.isfinite(r.sample).all():
         return False, 0.0, f"N = {steps}: non-finite output"
     return _law_verdict(r.sample, tgt, y, g, f"N = {steps} ({r.calls} calls with the jumps), "
                         f"n = {n}, RePaint")  # fmt: skip
+
+
+def _is_repaint(sched) -> bool:
+    """A RePaintScheduler or a subclass: driven through RePaint's own loop."""
+    try:
+        from diffusers import RePaintScheduler
+    except ImportError:  # pragma: no cover - diffusers missing
+        return False
+    return isinstance(sched, RePaintScheduler)
 
 
 def check_inpainting(case, *, steps=INPAINT_STEPS, law=True):
@@ -515,10 +559,11 @@ def check_inpainting(case, *, steps=INPAINT_STEPS, law=True):
     from diffusion_oracle.validation.pipeline import CONSISTENCY, Pipeline, PipelineError
 
     name = "inpainting (blend levels, conditional law)"
+    steps = _steps(steps)
     if case.inverse:
         return CheckResult(name, None, None, "an inversion: no inpainting loop")
     factory = case.factory()
-    repaint = case.scheduler == "RePaintScheduler"
+    repaint = _is_repaint(factory())
     if not repaint and _noise_method(factory()) is None:
         return CheckResult(name, None, None, "no add_noise / scale_noise to blend with")
     pipe = Pipeline(set_timesteps=dict(case.set_timesteps), step=dict(case.step),

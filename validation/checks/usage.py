@@ -181,6 +181,7 @@ def check_generator(case, *, steps=GENERATOR_STEPS):
 
     import torch
 
+    from diffusion_oracle.reference._checks import positive_int
     from diffusion_oracle.reference.model import ExactModel
     from diffusion_oracle.reference.targets import get_target
     from diffusion_oracle.validation.checks.common import CheckResult
@@ -198,6 +199,7 @@ def check_generator(case, *, steps=GENERATOR_STEPS):
     )
 
     name = "step with a generator (reproducible, used)"
+    steps = positive_int(steps, "steps")
     if not case.stochastic:
         return CheckResult(name, None, None, "deterministic: no noise to draw")
     factory = case.factory()
