@@ -277,3 +277,42 @@ def test_one_plot_per_failing_row(tmp_path):
     paths = plot_failures(rows, tmp_path, "diffusers")
     assert len(paths) == 2 and all(p.exists() and p.stat().st_size > 1000 for p in paths)
     assert paths[0].name.startswith("fail_diffusers_KDPM2DiscreteScheduler")
+
+
+def test_the_checked_in_baseline_is_the_catalogues_and_names_the_new_findings():
+    """validation/baselines/diffusers.json (written by a full run): every entry is a catalogued
+    configuration with a diagnosis, as-shipped entries carry their fingerprint, the three
+    findings of issue 21's usage loops and spacings are there, and the negative controls
+    have no entry."""
+    from diffusion_oracle.validation.checks import baseline as bl
+
+    known = bl.load(bl.DEFAULT_BASELINE)["deviations"]
+    labels = {c.label for c in CASES}
+    assert set(known) <= labels, set(known) - labels
+    for lab, checks in known.items():
+        for key, entry in checks.items():
+            assert entry["detail"], (lab, key)
+            if key == "as shipped":
+                assert entry["fingerprint"], (lab, key)
+    assert "label 760" in known["RePaintScheduler(clip_sample=False)"]["inpainting"]["detail"]
+    assert "call 1 " in known["KDPM2DiscreteScheduler()"]["inpainting"]["detail"]
+    trailing = known["DDIMScheduler(clip_sample=False, timestep_spacing=trailing)"]
+    assert "label -1" in trailing["documented grid"]["detail"]
+    for control in ("EulerDiscreteScheduler(prediction_type=v_prediction)",
+                    "FlowMatchEulerDiscreteScheduler()"):  # fmt: skip
+        assert control not in known
+
+
+@pytest.mark.parametrize("label", ["EulerDiscreteScheduler(prediction_type=v_prediction)",
+                                   "FlowMatchEulerDiscreteScheduler()"])
+def test_negative_controls_pass_every_check(label):
+    """Issue 21's negative controls: correct configurations PASS every check that judges
+    them (1-12), none FAILs."""
+    case = next(c for c in CASES if c.label == label)
+    res = check_case(case)
+    assert not [c for c in res if c.passed is False], [c.detail for c in res if c.passed is False]
+    judged = {c.name.split(" (")[0] for c in res if c.passed is True}
+    # (Euler's narrow-mode statistics are not judged: its linspace grid does not refine in
+    # lambda, docs/findings.md 9)
+    assert {"as shipped", "documented grid", "img2img start", "inpainting", "invariants",
+            "order"} <= judged, judged

@@ -129,3 +129,13 @@ def test_as_shipped_names_the_one_step_crash_of_the_sde_samplers():
     assert "UnboundLocalError" in res.detail and "crowsonkb/k-diffusion#72" in res.detail
     ok = check_wrapper_shipped("sample_euler", "sample_euler", {}, steps=(1, 2, 3, 50))
     assert ok.passed is True, ok.detail
+
+
+def test_dpmpp_2m_negative_control_passes_every_check():
+    """k-diffusion's sample_dpmpp_2m (a correct sampler, issue 21's negative control): same
+    grid, finiteness, order, narrow modes and as shipped all PASS."""
+    from diffusion_oracle.validation.k_diffusion import _sampler_row, conformance_cases
+
+    i = next(k for k, c in enumerate(conformance_cases()) if c[0] == "sample_dpmpp_2m")
+    _, res = _sampler_row(i, "ring8", True, True)
+    assert len(res) == 5 and all(c.passed is True for c in res), [c.detail for c in res]
