@@ -327,8 +327,12 @@ class GaussianMixture:
             if "score" in what:
                 res["score"] = score.T
             if "laplacian" in what:
-                lap = (r * ((yc * yc).sum(1) - (1.0 / c).sum(1))).sum(0)
-                res["laplacian"] = lap - (score * score).sum(0)
+                # sum_k r_k |g_k|^2 - |gbar|^2 = sum_k r_k |g_k - gbar|^2 (the variance of g
+                # under r): the left side cancels far from the data, where every |g_k| is large
+                # and their spread small; the right side has no cancellation
+                dg = g + score[None]  # g_k - gbar (score = -gbar)
+                spread = (r * (dg * dg).sum(1)).sum(0)
+                res["laplacian"] = spread - (r * (1.0 / c).sum(1)).sum(0)
         if {"x0", "cov", "cov_trace"} & set(what):
             m_k = self.means[:, :, None] + self._unrotate(a1 * lam * yc)  # E[x0|x,k], (K, d, n)
             m = (r[:, None, :] * m_k).sum(0)  # (d, n)
@@ -468,7 +472,10 @@ class GaussianMixture:
         return J.reshape(batch + (self.d, self.d))
 
     def laplacian(self, x, alpha, sigma):
-        """Delta log p_t(x) = sum_k r_k (|g_k|^2 - tr C_k^{-1}) - |score|^2, shape (...)."""
+        """Delta log p_t(x) = sum_k r_k (|g_k|^2 - tr C_k^{-1}) - |score|^2, computed as
+        sum_k r_k |g_k - gbar|^2 - sum_k r_k tr C_k^{-1} (gbar = sum_k r_k g_k = -score; the same
+        quantity without the cancellation of |g_k|^2 against |score|^2 far from the data),
+        shape (...)."""
         out, batch = self._eval(x, alpha, sigma, ("laplacian",))
         return out["laplacian"].reshape(batch)
 

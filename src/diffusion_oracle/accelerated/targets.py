@@ -6,7 +6,8 @@ g_k = C_k^{-1}(x - alpha mu_k) (Song et al. 2021; Efron 2011; Karras et al. 2022
 
     score     = -sum_k r_k g_k                    eps = sigma sum_k r_k g_k
     x0        =  sum_k r_k (mu_k + alpha Sigma_k g_k)
-    laplacian =  sum_k r_k (|g_k|^2 - tr C_k^{-1}) - |score|^2
+    laplacian =  sum_k r_k |g_k - gbar|^2 - sum_k r_k tr C_k^{-1},   gbar = sum_k r_k g_k
+                 (= sum_k r_k (|g_k|^2 - tr C_k^{-1}) - |score|^2, which cancels far from the data)
 
 Layouts (the hot path is the score):
 
@@ -240,7 +241,8 @@ class TorchMixture:
         return xf, n, a, s, batch
 
     def _eval(self, x, alpha, sigma, what):
-        fused = self.fused and not set(what) & _SECOND
+        # the laplacian's stable form needs every g_k: the unfused path
+        fused = self.fused and not set(what) & (_SECOND | {"laplacian"})
         xf, n, a, s, batch = self._prep(x, alpha, sigma, check_x=not fused)
         if fused and n > 0 and getattr(a, "ndim", 0) == 0 and getattr(s, "ndim", 0) == 0:
             from ._fused import fused_eval
@@ -307,9 +309,12 @@ class TorchMixture:
                     - a2 * ((rc * self._iso_var) @ self.means)
                 )
             if "laplacian" in what:
-                g_sq = (r * maha / c).sum(1)  # sum_k r_k |g_k|^2 = r_k dist_k / c_k^2
-                tr = (r * d / c).sum(1)
-                out["laplacian"] = g_sq - tr - (g_sum * g_sum).sum(1)
+                a3 = a2.reshape(-1, 1, 1) if a2.ndim else a2
+                c3 = c[..., None]  # (K, 1) or (n, K, 1)
+                g = (x[:, None, :] - a3 * self.means) / c3  # every g_k, (n, K, d)
+                gbar = (r[:, :, None] * g).sum(1)
+                dg = g - gbar[:, None, :]
+                out["laplacian"] = (r * (dg * dg).sum(-1)).sum(1) - (r * d / c).sum(1)
         else:
             rz = r[:, :, None] * z  # r_k times g_k in the rotated basis
             if need_score:
@@ -326,9 +331,14 @@ class TorchMixture:
                 )
                 out["x0"] = r @ self.means + a2 * back
             if "laplacian" in what:
-                g_sq = (r * (z * z).sum(-1)).sum(1)
+                # every g_k in the data basis (g_k = Q_k z_k), then sum_k r_k |g_k - gbar|^2
+                if self.covariance_type == "full":
+                    g = torch.einsum("nkj,kij->nki", z, self._Q64.to(z.dtype))
+                else:
+                    g = z
+                dg = g - g_sum[:, None, :]
                 tr = (r * (1.0 / c).sum(-1)).sum(1)
-                out["laplacian"] = g_sq - tr - (g_sum * g_sum).sum(1)
+                out["laplacian"] = (r * (dg * dg).sum(-1)).sum(1) - tr
         if "score" in what:
             out["score"] = -g_sum
         if "eps" in what:
