@@ -286,6 +286,10 @@ class GaussianMixture:
         """Evaluate the quantities in ``what`` chunk by chunk; returns dict of flat arrays."""
         xf, a, s, batch = self._prep(x, alpha, sigma)
         n = xf.shape[0]
+        if n == 0:  # an empty batch: empty results of the right shapes (one dummy point, cut)
+            one = np.ones(1)
+            res = self._eval_chunk(self.means[:1].copy(), one, one, what)
+            return {k: v[:0] for k, v in res.items()}, batch
         out = {}
         for sl in self._chunks(n):
             res = self._eval_chunk(xf[sl], a[sl], s[sl], what)

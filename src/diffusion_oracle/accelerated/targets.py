@@ -263,6 +263,10 @@ class TorchMixture:
             sc = s[sl] if s.ndim else s
             for k, v in self._chunk_fn(xf[sl], ac, sc, what).items():
                 res[k].append(v)
+        if n == 0:  # an empty batch: empty results of the right shapes (one dummy point, cut)
+            one = torch.ones((), device=self.device, dtype=self.dtype)
+            dummy = self.means[:1].to(self.dtype).clone()
+            return {k: v[:0] for k, v in self._chunk(dummy, one, one, what).items()}, batch
         return {k: torch.cat(v, 0) for k, v in res.items()}, batch
 
     def _chunk(self, x, a, s, what):
