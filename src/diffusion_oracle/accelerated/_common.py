@@ -27,11 +27,19 @@ def resolve(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
 
 
 def as_tensor(x, name: str, *, device, dtype) -> torch.Tensor:
-    """``x`` as a tensor on (device, dtype); TypeError for non-numeric input."""
+    """``x`` as a tensor on (device, dtype); TypeError for non-numeric input, booleans
+    included (as the reference: "must have a real numeric dtype")."""
     if isinstance(x, torch.Tensor):
-        if x.is_complex() or x.dtype == torch.bool:
+        if x.dtype == torch.bool:
+            raise TypeError(f"{name} must have a real numeric dtype (integer or floating), got "
+                            "dtype bool")  # fmt: skip
+        if x.is_complex():
             raise TypeError(f"{name} must be real, got dtype {x.dtype}")
         return x.to(device=device, dtype=dtype)
+    if isinstance(x, (bool, np.bool_)) or (
+            isinstance(x, (list, tuple, np.ndarray)) and np.asarray(x).dtype == bool):  # fmt: skip
+        raise TypeError(f"{name} must have a real numeric dtype (integer or floating), got "
+                        "dtype bool")  # fmt: skip
     try:
         if isinstance(x, np.ndarray) and not x.flags.writeable:
             x = x.copy()  # torch cannot wrap read-only memory

@@ -39,7 +39,8 @@ __all__ = ["TorchMixture"]
 def _host_scalar(v) -> bool:
     """A Python or NumPy real number, or a 0-d tensor on the CPU."""
     if isinstance(v, torch.Tensor):
-        return v.ndim == 0 and v.device.type == "cpu" and not v.is_complex()
+        return (v.ndim == 0 and v.device.type == "cpu" and not v.is_complex()
+                and v.dtype != torch.bool)  # fmt: skip
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
@@ -79,6 +80,7 @@ class TorchMixture:
         chunk_elems: int | None = None,
         compile: bool = False,
         fused: bool | None = None,
+        _singular_ok: bool = False,
     ):
         self.device, self.dtype = resolve(device, dtype)
         from ._fused import HAVE_TRITON
@@ -120,8 +122,28 @@ class TorchMixture:
         # the factorisations happen once, in float64, then are cast to the working dtype
         self._Q64 = None
         if covariance_type == "full":
+            # the reference's rules (reference/targets.py GaussianMixture): symmetric to 1e-12
+            # of the entries, positive definite beyond d eps of the largest eigenvalue; a
+            # mixture the reference built singular (condition()) comes through from_reference
+            asym = (cv - cv.transpose(1, 2)).abs().amax(dim=(1, 2))
+            scale = cv.abs().amax(dim=(1, 2)).clamp(min=np.finfo(float).tiny)
+            bad = torch.nonzero(asym > 1e-12 * scale).flatten()
+            if len(bad):
+                k = int(bad[0])
+                raise ValueError(f"covs[{k}] must be symmetric, max |S - S^T| = "
+                                 f"{float(asym[k]):.6g}")  # fmt: skip
             lam, Q = torch.linalg.eigh(0.5 * (cv + cv.transpose(1, 2)))
-            lam = torch.clamp(lam, min=0.0)
+            if not _singular_ok:
+                eps = self.d * np.finfo(float).eps
+                bad = torch.nonzero((lam[:, 0] <= eps * lam[:, -1].clamp(min=0.0))
+                                    | (lam[:, 0] <= 0)).flatten()  # fmt: skip
+                if len(bad):
+                    k = int(bad[0])
+                    raise ValueError(
+                        f"covs[{k}] must be positive definite, smallest eigenvalue "
+                        f"{float(lam[k, 0]):.6g} (largest {float(lam[k, -1]):.6g})"
+                    )
+            lam = torch.clamp(lam, min=0.0)  # a singular mixture's rounding below 0
             self._Q64 = Q.contiguous()  # row-major: the fused kernel indexes it directly
             self._Qcat = Q.permute(1, 0, 2).reshape(self.d, self.K * self.d)  # [Q_1 ... Q_K]
             self._QcatT = self._Qcat.T.contiguous()
@@ -133,6 +155,9 @@ class TorchMixture:
             lam = cv
         else:
             lam = cv[:, None].expand(self.K, self.d)
+        if covariance_type != "full" and bool((cv <= 0).any()) and not _singular_ok:
+            raise ValueError(f"{covariance_type} covs must be > 0, got "
+                             f"{float(cv[cv <= 0].reshape(-1)[0]):.6g}")  # fmt: skip
         if bool((lam < 0).any()):
             raise ValueError("covs must be positive semi-definite")
         self._lam = lam.to(self.dtype).contiguous()  # (K, d) eigenvalues / variances
@@ -177,6 +202,7 @@ class TorchMixture:
             chunk_elems=chunk_elems,
             compile=compile,
             fused=fused,
+            _singular_ok=True,  # the reference validated it (and may have conditioned it)
         )
 
     # ------------------------------------------------------------------ sampling
