@@ -72,6 +72,19 @@ def _check_path(alpha, sigma, batch_shape, *, singular: bool):
     return a, s
 
 
+def _overflow_error(x_max: float, a_max: float, s_max: float) -> ValueError:
+    """The error for finite inputs whose quadratic forms |x - alpha mu_k|^2 / c_k (or c_k =
+    alpha^2 Sigma_k + sigma^2 itself) overflow float64: names the largest of x, alpha, sigma.
+    (log p = -inf alone is not an error: it is the correctly rounded log of an underflowing
+    density.)"""
+    name, val = max((("x", x_max), ("alpha", a_max), ("sigma", s_max)), key=lambda t: t[1])
+    return ValueError(
+        f"{name} = {val:.6g} is too large: the mixture's quadratic forms |x - alpha mu_k|^2 / "
+        "(alpha^2 Sigma_k + sigma^2) overflow float64; keep |x|, alpha and sigma well below "
+        "1e150 (rescale the data)"
+    )
+
+
 class GaussianMixture:
     """p_0(x) = sum_k w_k N(x; mu_k, Sigma_k) with exact diffused quantities (module docstring).
 
@@ -291,11 +304,15 @@ class GaussianMixture:
             res = self._eval_chunk(self.means[:1].copy(), one, one, what)
             return {k: v[:0] for k, v in res.items()}, batch
         out = {}
-        for sl in self._chunks(n):
-            res = self._eval_chunk(xf[sl], a[sl], s[sl], what)
-            for key, val in res.items():
-                out.setdefault(key, []).append(val)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported below
+            for sl in self._chunks(n):
+                res = self._eval_chunk(xf[sl], a[sl], s[sl], what)
+                for key, val in res.items():
+                    out.setdefault(key, []).append(val)
         out = {k: np.concatenate(v, axis=0) for k, v in out.items()}
+        if any(np.isnan(v).any() for v in out.values()):
+            raise _overflow_error(float(np.abs(xf).max()), float(np.abs(a).max()),
+                                  float(np.abs(s).max()))  # fmt: skip
         return out, batch
 
     def _eval_chunk(self, x, a, s, what):

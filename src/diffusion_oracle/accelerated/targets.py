@@ -51,6 +51,22 @@ _QUANTITIES = ("log_prob", "resp", "score", "eps", "x0", "laplacian")
 _SECOND = frozenset({"x0_cov_trace", "eps_cov_trace", "tr_jac_x0", "tr_jac_eps"})
 
 
+def _check_overflow(out, x, a, s):
+    """ValueError when finite inputs gave NaN (the quadratic forms |x - alpha mu_k|^2 / c_k or
+    c_k = alpha^2 Sigma_k + sigma^2 overflow float64), naming the largest of x, alpha, sigma;
+    log p = -inf alone is the correctly rounded log of an underflowing density."""
+    if not any(bool(torch.isnan(v).any()) for v in out.values()):
+        return
+    vals = [("x", float(x.abs().max())), ("alpha", float(torch.as_tensor(a).abs().max())),
+            ("sigma", float(torch.as_tensor(s).abs().max()))]  # fmt: skip
+    name, val = max(vals, key=lambda t: t[1])
+    raise ValueError(
+        f"{name} = {val:.6g} is too large: the mixture's quadratic forms |x - alpha mu_k|^2 / "
+        "(alpha^2 Sigma_k + sigma^2) overflow float64; keep |x|, alpha and sigma well below "
+        "1e150 (rescale the data)"
+    )
+
+
 class TorchMixture:
     """A Gaussian mixture with exact diffused quantities (module docstring).
 
@@ -274,7 +290,9 @@ class TorchMixture:
             from ._fused import fused_eval
 
             # fused_eval checks x's finiteness through the log-densities it computes
-            return fused_eval(self, xf, float(a), float(s), what), batch
+            out = fused_eval(self, xf, float(a), float(s), what)
+            _check_overflow(out, xf, torch.tensor(float(a)), torch.tensor(float(s)))
+            return out, batch
         if fused:
             check_finite(xf, "x")
         a = as_tensor(a, "alpha", device=self.device, dtype=self.dtype)
@@ -293,7 +311,9 @@ class TorchMixture:
             one = torch.ones((), device=self.device, dtype=self.dtype)
             dummy = self.means[:1].to(self.dtype).clone()
             return {k: v[:0] for k, v in self._chunk(dummy, one, one, what).items()}, batch
-        return {k: torch.cat(v, 0) for k, v in res.items()}, batch
+        out = {k: torch.cat(v, 0) for k, v in res.items()}
+        _check_overflow(out, xf, a, s)
+        return out, batch
 
     def _chunk(self, x, a, s, what):
         n, K, d = x.shape[0], self.K, self.d
@@ -322,6 +342,9 @@ class TorchMixture:
         joint = self.log_weights - 0.5 * (d * LOG_2PI + logdet + maha)  # (n, K)
         logp = torch.logsumexp(joint, dim=1)
         r = torch.exp(joint - logp[:, None])
+        # far from the data joint_k and logp agree to every digit (|joint| ~ 1e200: the O(1)
+        # log w_k is below their ulp), so each exp is 1: normalising keeps sum_k r_k = 1
+        r = r / r.sum(1, keepdim=True)
         if "log_prob" in what:
             out["log_prob"] = logp
         if "resp" in what:
