@@ -316,3 +316,20 @@ def test_negative_controls_pass_every_check(label):
     # lambda, docs/findings.md 9)
     assert {"as shipped", "documented grid", "img2img start", "inpainting", "invariants",
             "order"} <= judged, judged
+
+
+def test_a_row_with_nothing_judged_is_inconclusive_and_bad_steps_name_the_argument():
+    """A report row whose checks all came back not judged is INCONCLUSIVE, not PASS; the probes
+    and the k-diffusion as-shipped check refuse empty or non-positive step counts."""
+    from diffusion_oracle.validation.checks.common import CheckResult, row_verdict
+    from diffusion_oracle.validation.k_diffusion import check_wrapper_shipped
+
+    na = CheckResult("inpainting", None, None, "not measurable")
+    assert row_verdict([na]) == "INCONCLUSIVE"
+    assert row_verdict([na, CheckResult("as shipped", True, 0.0, "clean")]) == "PASS"
+    assert row_verdict([na, CheckResult("as shipped", False, 1.0, "raises")]) == "FAIL"
+    case = Case("DDIMScheduler", {"clip_sample": False})
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        probe_inpaint_levels(case.factory(), 0, Pipeline())
+    with pytest.raises(ValueError, match="steps must name at least one"):
+        check_wrapper_shipped("sample_euler", "sample_euler", {}, steps=())

@@ -73,7 +73,7 @@ import numpy as np
 from diffusion_oracle.reference.model import ExactModel
 from diffusion_oracle.reference.targets import get_target
 
-from .checks.common import CheckResult, markdown_table, md_cell, quiet
+from .checks.common import CheckResult, markdown_table, md_cell, parallel_rows, quiet, row_verdict
 from .checks.forward import check_forward
 from .checks.invariance import check_invariance
 from .checks.invariants import check_invariants
@@ -409,23 +409,8 @@ def conformance_report(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(cases), desc="diffusers conformance", unit="config")
-    if jobs > 1 and len(cases) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(_case_row, c, target, tuple(checks)) for c in cases]
-            if bar is not None:
-                for f in futures:
-                    f.add_done_callback(lambda _f: bar.update(1))
-            rows = [f.result() for f in futures]
-    else:
-        rows = []
-        for case in cases:
-            rows.append(_case_row(case, target, checks))
-            if bar is not None:
-                bar.update(1)
+    rows = parallel_rows(_case_row, [(c, target, tuple(checks)) for c in cases], jobs=jobs,
+                         bar=bar)  # fmt: skip
     if bar is not None:
         bar.close()
     names = []
@@ -444,7 +429,7 @@ def conformance_report(
                 cells.append("n/a" if c is None else f"n/a ({c.detail})")
             else:
                 cells.append(("PASS" if c.passed else "FAIL") + f": {c.detail}")
-        verdict = "FAIL" if any(c.passed is False for c in res) else "PASS"
+        verdict = row_verdict(res)
         table.append([f"`{case.label}`", *cells, verdict])
     lines = [f"# diffusers {diffusers.__version__} conformance (target {target}, exact model)", ""]
     lines += markdown_table(["scheduler (config)", *names, "verdict"], table)

@@ -1055,7 +1055,7 @@ def conformance_report(packages=("flow_matching", "torchcfm"), *, progress: bool
         except Exception as exc:  # noqa: BLE001 - any failure is a finding
             res = [_result("run", False, None, f"{type(exc).__name__}: {exc}"[:200])]
         rows.append((pkg, label, res))
-    from .checks.common import markdown_table
+    from .checks.common import markdown_table, row_verdict
 
     lines = []
     for pkg in packages:
@@ -1067,7 +1067,7 @@ def conformance_report(packages=("flow_matching", "torchcfm"), *, progress: bool
             for c in res:
                 v = "n/a" if c.passed is None else ("PASS" if c.passed else "FAIL")
                 cells.append(f"{v} {c.name}: {c.detail}")
-            verdict = "FAIL" if any(c.passed is False for c in res) else "PASS"
+            verdict = row_verdict(res)
             table.append([f"`{label}`", "; ".join(cells), verdict])
         lines += [f"# {pkg} {version(pkg)} conformance (exact answers, float64)", ""]
         lines += markdown_table(["case", "checks", "verdict"], table)

@@ -240,11 +240,11 @@ def check_wrapper_shipped(name, fn_name, kwargs, *, wrapper="CompVisDenoiser", s
     from diffusion_oracle.reference.schedules import DiscreteSchedule
     from diffusion_oracle.reference.targets import get_target
 
-    from .checks.common import CheckResult
+    from .checks.common import CheckResult, step_counts
     from .checks.shipped import SHIPPED_STEPS
     from .pipeline import ExactNetwork, PipelineError
 
-    steps = SHIPPED_STEPS if steps is None else tuple(steps)
+    steps = SHIPPED_STEPS if steps is None else step_counts(steps)
     fn = getattr(load_sampling(), fn_name)
     sch = DiscreteSchedule.scaled_linear(1000)
     tgt = get_target(target) if isinstance(target, str) else target
@@ -402,24 +402,10 @@ def conformance_report(target="ring8", *, progress: bool = True, checks=(1, 2, 3
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(cases), desc="k-diffusion conformance", unit="sampler")
-    if jobs > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    from .checks.common import parallel_rows
 
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(_sampler_row, i, target, law, shipped)
-                       for i in range(len(cases))]  # fmt: skip
-            if bar is not None:
-                for f in futures:
-                    f.add_done_callback(lambda _f: bar.update(1))
-            rows = [f.result() for f in futures]
-    else:
-        rows = []
-        for i in range(len(cases)):
-            rows.append(_sampler_row(i, target, law, shipped))
-            if bar is not None:
-                bar.update(1)
+    rows = parallel_rows(_sampler_row, [(i, target, law, shipped) for i in range(len(cases))],
+                         jobs=jobs, bar=bar)  # fmt: skip
     if bar is not None:
         bar.close()
     sched = check_schedules()
@@ -427,7 +413,7 @@ def conformance_report(target="ring8", *, progress: bool = True, checks=(1, 2, 3
     head = ["finite", "same grid as the reference"] + (
         ["order (tier 1)", "tier 3 on narrow modes"] if law else []
     ) + (["as shipped"] if shipped else [])
-    from .checks.common import markdown_table
+    from .checks.common import markdown_table, row_verdict
 
     def cell(c):
         if c.passed is None:
@@ -435,7 +421,7 @@ def conformance_report(target="ring8", *, progress: bool = True, checks=(1, 2, 3
         return ("PASS" if c.passed else "FAIL") + f": {c.detail}"
 
     def verdict(res):
-        return "FAIL" if any(c.passed is False for c in res) else "PASS"
+        return row_verdict(res)
 
     lines = [f"# k-diffusion {version()} conformance (target {target}, exact model, float64)", ""]
     lines += markdown_table(["sampler", *head, "verdict"],

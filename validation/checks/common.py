@@ -15,6 +15,10 @@ __all__ = [
     "CheckResult",
     "markdown_table",
     "md_cell",
+    "noise_method",
+    "parallel_rows",
+    "row_verdict",
+    "step_counts",
     "quiet",
     "reference_sampler",
     "start_batch",
@@ -72,3 +76,54 @@ def markdown_table(headers, rows) -> list:
     text = tabulate([[md_cell(c) for c in r] for r in rows], [md_cell(h) for h in headers],
                     tablefmt="github", disable_numparse=True)  # fmt: skip
     return text.splitlines()
+
+
+def row_verdict(results) -> str:
+    """A report row's verdict from its checks: FAIL if one failed, PASS if none failed and at
+    least one judged (passed), INCONCLUSIVE when nothing was judged."""
+    if any(c.passed is False for c in results):
+        return "FAIL"
+    return "PASS" if any(c.passed is True for c in results) else "INCONCLUSIVE"
+
+
+def step_counts(steps, name="steps") -> tuple:
+    """``steps`` as a non-empty tuple of ints >= 1 (ValueError / TypeError naming ``name``)."""
+    from diffusion_oracle.reference._checks import positive_int
+
+    out = tuple(positive_int(v, name) for v in steps)
+    if not out:
+        raise ValueError(f"{name} must name at least one step count, got {steps!r}")
+    return out
+
+
+def noise_method(sched):
+    """How a scheduler noises clean latents: "add_noise" (x = alpha x0 + sigma eps, or
+    x0 + sigma eps), "scale_noise" (flow: (1 - sigma) x0 + sigma eps), or None."""
+    if hasattr(sched, "add_noise"):
+        return "add_noise"
+    if hasattr(sched, "scale_noise"):
+        return "scale_noise"
+    return None
+
+
+def parallel_rows(fn, args, *, jobs: int = 1, bar=None) -> list:
+    """``[fn(*a) for a in args]``, in ``jobs`` forked worker processes when jobs > 1 (the
+    order kept), ticking ``bar`` (tqdm) per row; the args must pickle."""
+    args = list(args)
+    if jobs > 1 and len(args) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = [pool.submit(fn, *a) for a in args]
+            if bar is not None:
+                for f in futures:
+                    f.add_done_callback(lambda _f: bar.update(1))
+            return [f.result() for f in futures]
+    rows = []
+    for a in args:
+        rows.append(fn(*a))
+        if bar is not None:
+            bar.update(1)
+    return rows

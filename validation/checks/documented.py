@@ -79,6 +79,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from diffusion_oracle.validation.checks.common import step_counts
+
 __all__ = [
     "DOCUMENTED_STEPS",
     "SPACING_STEPS",
@@ -599,15 +601,6 @@ def _combine(name, parts):
     return CheckResult(name, None, None, detail)
 
 
-def _step_counts(steps, name) -> tuple:
-    from diffusion_oracle.reference._checks import positive_int
-
-    out = tuple(positive_int(v, name) for v in steps)
-    if not out:
-        raise ValueError(f"{name} must name at least one step count, got {steps!r}")
-    return out
-
-
 def check_documented(case, *, steps=DOCUMENTED_STEPS, spacing_steps=SPACING_STEPS):
     """Check 9 of ``case`` (module docstring): the scheduler's sigmas after
     ``set_timesteps(N, **case.set_timesteps)`` against the documented formula at each N of
@@ -616,7 +609,7 @@ def check_documented(case, *, steps=DOCUMENTED_STEPS, spacing_steps=SPACING_STEP
     ``spacing_steps``; zero terminal SNR (Algorithm 1) against alphas_cumprod; the first
     entry that differs and by how much."""
     name = "documented grid (sigmas vs the published formula)"
-    steps, spacing_steps = _step_counts(steps, "steps"), _step_counts(spacing_steps,
+    steps, spacing_steps = step_counts(steps, "steps"), step_counts(spacing_steps,
                                                                         "spacing_steps")
     sched = case.factory()()
     cfg = sched.config

@@ -55,6 +55,8 @@ import types
 
 import numpy as np
 
+from diffusion_oracle.validation.checks.common import noise_method, step_counts
+
 __all__ = [
     "INPAINT_STEPS",
     "LAW_N",
@@ -91,23 +93,6 @@ def _inpaint_pipe(pipe):
     return pipe
 
 
-def _steps(steps, name="steps") -> tuple:
-    from diffusion_oracle.reference._checks import positive_int
-
-    out = tuple(positive_int(v, name) for v in steps)
-    if not out:
-        raise ValueError(f"{name} must name at least one step count, got {steps!r}")
-    return out
-
-
-def _noise_method(sched):
-    if hasattr(sched, "add_noise"):
-        return "add_noise"
-    if hasattr(sched, "scale_noise"):
-        return "scale_noise"
-    return None
-
-
 def diffusers_blend(image, noise, mask):
     """The blend of diffusers' inpainting pipelines (module docstring) as an ``after_step``
     hook of :func:`validation.pipeline.drive`: ``image``, ``noise`` (the pipeline's start
@@ -122,7 +107,7 @@ def diffusers_blend(image, noise, mask):
         proper = img
         if i < len(labels) - 1:
             t = torch.as_tensor(labels[i + 1]).reshape(1)
-            if _noise_method(sched) == "add_noise":
+            if noise_method(sched) == "add_noise":
                 proper = sched.add_noise(img, eps, t)
             else:
                 proper = sched.scale_noise(img, t, eps)
@@ -224,6 +209,7 @@ def probe_inpaint_levels(factory, steps, pipe, *, reference=None, blend=diffuser
         start_level,
     )
 
+    steps = step_counts([steps])[0]
     ref = reference or training_schedule(factory())
     pipe = _inpaint_pipe(pipe)
     sched, labels, begin = prepare(factory, steps, pipe, ref)
@@ -330,6 +316,7 @@ def probe_repaint_levels(factory, steps, *, dtype="float32", jumps=None):
         frame_scales,
     )
 
+    steps = step_counts([steps])[0]
     ref = training_schedule(factory())
     conv = discrete_convention(ref, "epsilon", integer_labels=True)
     sched = factory()
@@ -526,6 +513,7 @@ def repaint_law(factory, *, steps=REPAINT_LAW_STEPS, n=LAW_N, seed=0, jumps=None
     from diffusion_oracle.validation.diffusers import training_schedule
     from diffusion_oracle.validation.pipeline import ExactNetwork, discrete_convention, frame_scales
 
+    steps, n = step_counts([steps])[0], step_counts([n], "n")[0]
     tgt = product_target()
     ref = training_schedule(factory())
     conv = discrete_convention(ref, "epsilon", integer_labels=True)
@@ -568,12 +556,12 @@ def check_inpainting(case, *, steps=INPAINT_STEPS, law=True):
     from diffusion_oracle.validation.pipeline import CONSISTENCY, Pipeline, PipelineError
 
     name = "inpainting (blend levels, conditional law)"
-    steps = _steps(steps)
+    steps = step_counts(steps)
     if case.inverse:
         return CheckResult(name, None, None, "an inversion: no inpainting loop")
     factory = case.factory()
     repaint = _is_repaint(factory())
-    if not repaint and _noise_method(factory()) is None:
+    if not repaint and noise_method(factory()) is None:
         return CheckResult(name, None, None, "no add_noise / scale_noise to blend with")
     pipe = Pipeline(set_timesteps=dict(case.set_timesteps), step=dict(case.step),
                     strength=case.strength, begin_index=case.begin_index)  # fmt: skip

@@ -28,6 +28,8 @@ import math
 
 import numpy as np
 
+from diffusion_oracle.validation.checks.common import noise_method
+
 __all__ = [
     "GENERATOR_DOCUMENTED",
     "IMG2IMG_STEPS",
@@ -40,14 +42,6 @@ __all__ = [
 IMG2IMG_STEPS = (10, 25)
 IMG2IMG_STRENGTHS = (0.3, 0.6, 0.9)
 C = 0.5  # the point mass's data coordinate
-
-
-def _noise_fn(sched):
-    if hasattr(sched, "add_noise"):
-        return "add_noise"
-    if hasattr(sched, "scale_noise"):
-        return "scale_noise"
-    return None
 
 
 def img2img_start_levels(factory, N: int, strength: float, *, call=None, reference=None):
@@ -73,7 +67,7 @@ def img2img_start_levels(factory, N: int, strength: float, *, call=None, referen
     kw.pop("begin_index", None)
     pipe = Pipeline(strength=strength, **kw)
     sched, labels, begin = prepare(factory, N, pipe, ref)
-    how = _noise_fn(sched)
+    how = noise_method(sched)
     if how is None:
         raise PipelineError("configuration", "the scheduler has no add_noise / scale_noise",
                             where="add_noise")  # fmt: skip
@@ -112,7 +106,7 @@ def check_img2img(case, *, steps=IMG2IMG_STEPS, strengths=IMG2IMG_STRENGTHS):
     if case.inverse:
         return CheckResult(name, None, None, "an inversion: no img2img start")
     factory = case.factory()
-    if _noise_fn(factory()) is None:
+    if noise_method(factory()) is None:
         return CheckResult(name, None, None, "no add_noise / scale_noise")
     call = {"set_timesteps": dict(case.set_timesteps), "step": dict(case.step)}
     u32 = 2.0**-24
