@@ -27,3 +27,16 @@ def softplus(x):
 def log_sigmoid(x):
     """log(1 / (1 + exp(-x))) = -softplus(-x)."""
     return -softplus(-np.asarray(x, dtype=np.float64))
+
+
+def log_ratio(num, den, diff):
+    """log(num / den) for num >= 0, den > 0, given diff = num - den formed without cancellation
+    (by a difference identity of the caller's closed form): log1p(diff / den) where the ratio is
+    within [1/2, 3/2] (there log(num / den) would keep only the digits that rounding the quotient
+    left to a result near 0), log(num / den) elsewhere (a result of size >= log(3/2), so the
+    quotient's half-ulp rounding is a relative error of a few ulps). -inf where num = 0."""
+    num, den, diff = (np.asarray(v, dtype=np.float64) for v in (num, den, diff))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = diff / den
+        near = np.abs(r) < 0.5
+        return np.where(near, np.log1p(np.where(near, r, 0.0)), np.log(num / den))

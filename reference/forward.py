@@ -98,10 +98,10 @@ def _pair(schedule: Schedule, s, t) -> _Pair:
     with np.errstate(divide="ignore", invalid="ignore"):
         la_s, la_t = np.asarray(schedule.log_alpha(s)), np.asarray(schedule.log_alpha(t))
         ls_s, ls_t = np.asarray(schedule.log_sigma(s)), np.asarray(schedule.log_sigma(t))
-        lam_s, lam_t = np.asarray(schedule.log_snr(s)), np.asarray(schedule.log_snr(t))
+        d_lam = np.asarray(schedule.log_snr_diff(s, t))  # lambda_t - lambda_s, no cancellation
         dead = np.isneginf(la_s)
-        frac = np.where(dead, 1.0, -np.expm1(np.where(dead, 0.0, lam_t - lam_s)))
-        log_frac = np.where(dead, 0.0, log1mexp(np.where(dead, 1.0, lam_s - lam_t)))
+        frac = np.where(dead, 1.0, -np.expm1(np.where(dead, 0.0, d_lam)))
+        log_frac = np.where(dead, 0.0, log1mexp(np.where(dead, 1.0, -d_lam)))
     return _Pair(s, t, la_s, la_t, ls_s, ls_t, dead, frac, log_frac)
 
 

@@ -38,7 +38,7 @@ from ._checks import (
     positive_scalar,
     scalar_out,
 )
-from ._stable import log1mexp, log_sigmoid, softplus
+from ._stable import log1mexp, log_ratio, log_sigmoid, softplus
 
 __all__ = [
     "Schedule",
@@ -114,6 +114,25 @@ class Schedule(ABC):
     def log_snr(self, t):
         """lambda(t) = log SNR(t) = log(alpha^2 / sigma^2) (Kingma et al. 2021, VDM, eq. 3)."""
         return self._call(self._log_snr, t)
+
+    def log_snr_diff(self, s, t):
+        """lambda(t) - lambda(s), formed from t - s by each schedule's difference identity
+        rather than by subtracting two rounded log-SNRs: accurate to a few ulps of the difference
+        itself, also for s next to t where the subtraction keeps only |lambda| eps / |lambda_t -
+        lambda_s| of it. The posterior q(x_s | x_t, x_0) needs it through
+        -expm1(lambda_t - lambda_s) (Kingma et al. 2021, VDM, eq. 32), DPM-Solver through its
+        step h = lambda_s - lambda_t (Lu et al. 2022, arXiv:2206.00927, eq. 3.4). ``s`` and ``t``
+        in [0, 1], broadcast together, in either order; 0 where s = t."""
+        s, t = np.broadcast_arrays(self._t(s), self._t(t))
+        lo, hi = np.minimum(s, t), np.maximum(s, t)
+        sign = np.where(s <= t, 1.0, -1.0)
+        apart = lo < hi
+        d = _safe(self._log_snr_diff)(np.where(apart, lo, 0.0), np.where(apart, hi, 1.0))
+        return scalar_out(np.where(apart, sign * d, 0.0), t)
+
+    def _log_snr_diff(self, s, t):
+        # fallback for a schedule without a difference identity (subclasses override)
+        return self._log_snr(t) - self._log_snr(s)
 
     def snr(self, t):
         """SNR(t) = alpha^2 / sigma^2 = exp(lambda(t))."""
@@ -247,6 +266,12 @@ class Schedule(ABC):
 # ====================================================================== continuous VP
 
 
+def _beta_linear_dB(schedule, s, t):
+    """B(t) - B(s) = (t - s) (beta_min + (beta_max - beta_min)(t + s)/2) for the linear-beta
+    schedules: from t - s, never from two rounded B values."""
+    return (t - s) * (schedule.beta_min + 0.5 * (schedule.beta_max - schedule.beta_min) * (t + s))
+
+
 class VPLinear(Schedule):
     """Continuous VP SDE with linear beta(t) = beta_min + t (beta_max - beta_min).
 
@@ -298,6 +323,12 @@ class VPLinear(Schedule):
     def _log_snr(self, t):
         B = self._B(t)
         return -B - log1mexp(B)
+
+    def _log_snr_diff(self, s, t):
+        # lambda = -B - log(1 - e^-B): the ratio (1 - e^-B_t)/(1 - e^-B_s) is
+        # 1 - expm1(-dB)/expm1(B_s); both terms have the sign of dB, no cancellation
+        dB = _beta_linear_dB(self, s, t)
+        return -dB - np.log1p(-np.expm1(-dB) / np.expm1(self._B(s)))
 
     def _d_alpha(self, t):
         return -0.5 * self._beta(t) * self._alpha(t)
@@ -368,6 +399,32 @@ class VPCosine(Schedule):
             2.0 * np.log(np.sin(self._psi(t)))
             - np.log(np.sin(self._delta(t)))
             - np.log(np.sin(self._k * (t + 2 * self.s)))
+        )
+
+    def _log_snr_diff(self, s, t):
+        # each sine ratio from sin(a + 2h) - sin(a) = 2 cos(a + h) sin(h), h = k (t - s)/2;
+        # the cosines of the midpoints are taken as sines of their complements where the
+        # argument passes pi/4 (m = (t + s)/2, 1 - m = ((1 - t) + (1 - s))/2 exactly)
+        k, s0 = self._k, self.s
+        sh = np.sin(0.5 * k * (t - s))
+        m, one_m = 0.5 * (t + s), 0.5 * ((1.0 - t) + (1.0 - s))
+        quarter = 0.5 * _HALF_PI
+        # sin(psi): cos(psi_mid) = sin(phi_mid), phi_mid = k (m + s0) <= pi/2
+        d_psi = -2.0 * np.sin(k * (m + s0)) * sh
+        # sin(delta): cos(k m)
+        cos_mid = np.where(k * m <= quarter, np.cos(k * m), np.sin(k * (one_m + s0)))
+        d_delta = 2.0 * cos_mid * sh
+        # sin(k (t + 2 s0)): cos(k (m + 2 s0)) = sin(k (1 - m - s0))
+        w_mid = k * (m + 2.0 * s0)
+        cos_w = np.where(w_mid <= quarter, np.cos(w_mid), np.sin(k * (one_m - s0)))
+        d_w = 2.0 * cos_w * sh
+        sin_psi_s, sin_psi_t = np.sin(self._psi(s)), np.sin(self._psi(t))
+        sin_del_s, sin_del_t = np.sin(self._delta(s)), np.sin(self._delta(t))
+        sin_w_s, sin_w_t = np.sin(k * (s + 2.0 * s0)), np.sin(k * (t + 2.0 * s0))
+        return (
+            2.0 * log_ratio(sin_psi_t, sin_psi_s, d_psi)
+            - log_ratio(sin_del_t, sin_del_s, d_delta)
+            - log_ratio(sin_w_t, sin_w_s, d_w)
         )
 
     def _sin_phi(self, t):
@@ -464,6 +521,9 @@ class VEGeometric(Schedule):
     def _d_sigma(self, t):
         return self._sigma(t) * self._log_ratio
 
+    def _log_snr_diff(self, s, t):
+        return -2.0 * (t - s) * self._log_ratio
+
     def _d_log_snr(self, t):
         return np.full_like(t, -2.0 * self._log_ratio)
 
@@ -526,6 +586,10 @@ class EDM(Schedule):
 
     def _d_sigma(self, t):
         return self.rho * self._D * self._base(t) ** (self.rho - 1.0)
+
+    def _log_snr_diff(self, s, t):
+        # -2 rho log(base_t / base_s), base_t - base_s = (t - s) D
+        return -2.0 * self.rho * np.log1p((t - s) * self._D / self._base(s))
 
     def _d_log_snr(self, t):
         return -2.0 * self.rho * self._D / self._base(t)
@@ -615,6 +679,12 @@ class SubVP(Schedule):
         B = self._B(t)
         return -B - 2.0 * log1mexp(B)
 
+    def _log_snr_diff(self, s, t):
+        # lambda = -B - 2 log(1 - e^-B): the ratio (1 - e^-B_t)/(1 - e^-B_s) is
+        # 1 - expm1(-dB)/expm1(B_s); both terms have the sign of dB, no cancellation
+        dB = _beta_linear_dB(self, s, t)
+        return -dB - 2.0 * np.log1p(-np.expm1(-dB) / np.expm1(self._B(s)))
+
     def _d_alpha(self, t):
         return -0.5 * self._beta(t) * self._alpha(t)
 
@@ -674,6 +744,10 @@ class Flow(Schedule):
 
     def _log_snr(self, t):
         return 2.0 * (np.log1p(-t) - np.log(t))
+
+    def _log_snr_diff(self, s, t):
+        # 2 (log((1 - t)/(1 - s)) - log(t/s)), both differences known exactly: -(t - s), t - s
+        return 2.0 * (log_ratio(1.0 - t, 1.0 - s, -(t - s)) - np.log1p((t - s) / s))
 
     def _d_alpha(self, t):
         return np.full_like(t, -1.0)
@@ -897,7 +971,9 @@ class DiscreteSchedule(Schedule):
         return scalar_out(out, n)
 
     # ------------------------------------------------------------------ continuous embedding
-    def _interval(self, t):
+    def _position(self, t):
+        """(n, frac, rest, snap): t T = n - 1 + frac on interval n, rest = 1 - frac, each
+        accurate to an ulp of itself; snap where t is a node."""
         u, u_lo = _two_prod(t, float(self.T))  # u + u_lo = t T exactly
         # t within a few ulps of a node n/T is the node itself (left-limit convention), so that
         # t = n / T computed in floating point lands on interval n, not on n + 1 with frac ~ 1e-16
@@ -905,9 +981,14 @@ class DiscreteSchedule(Schedule):
         snap = np.abs(u - node) <= 4.0 * np.finfo(float).eps * np.maximum(u, 1.0)
         u = np.where(snap, node, u)
         n = np.clip(np.ceil(u), 1, self.T).astype(np.int64)
-        # u - (n - 1) is exact (Sterbenz); adding u_lo keeps the fraction accurate to an ulp of
-        # itself, which matters where the last cosine step makes alpha steep in t
+        # u - (n - 1) and n - u are exact (Sterbenz); adding u_lo keeps the fraction accurate to
+        # an ulp of itself, which matters where the last cosine step makes alpha steep in t
         frac = np.where(snap, u - (n - 1), (u - (n - 1)) + u_lo)
+        rest = np.where(snap, n - u, (n - u) - u_lo)
+        return n, frac, rest, snap
+
+    def _interval(self, t):
+        n, frac, _, _ = self._position(t)
         ell = self._ell[n - 1]
         with np.errstate(invalid="ignore"):
             L = self.log_alpha_bar[n - 1] + np.where(frac == 0.0, 0.0, frac * ell)
@@ -928,6 +1009,33 @@ class DiscreteSchedule(Schedule):
     def _log_snr(self, t):
         L = self._interval(t)[0]
         return L - log1mexp(-L)
+
+    def _log_snr_diff(self, s, t):
+        # lambda = L - log(1 - e^L): lambda_t - lambda_s = dL - log1p(-expm1(dL)/expm1(-L_s)),
+        # both terms <= 0. dL = L_t - L_s from the positions: (t - s) T ell inside one interval;
+        # across intervals the tail of s's, the whole steps between (summed directly for up to
+        # _DIRECT_STEPS of them, else a difference of the compensated prefix sums, which is then
+        # large against its rounding) and the head of t's
+        n_s, _, rest_s, snap_s = self._position(s)
+        n_t, frac_t, _, snap_t = self._position(t)
+        ell_s, ell_t = self._ell[n_s - 1], self._ell[n_t - 1]
+        same = n_s == n_t
+        # a snapped end sits on a node: t's fraction is 1, s's rest is 0
+        du = np.where(snap_s | snap_t, (frac_t - 1.0) + rest_s, (t - s) * self.T)
+        inside = np.where(du == 0.0, 0.0, du * ell_t)
+        between = np.asarray(n_t - 1 - n_s)
+        direct = np.zeros(np.shape(between))
+        for j in range(_DIRECT_STEPS):
+            idx = np.clip(n_s + j, 0, self.T - 1)
+            direct = direct + np.where(j < between, self._ell[idx], 0.0)
+        lab = self.log_alpha_bar
+        prefix = lab[np.clip(n_t - 1, 0, self.T)] - lab[np.clip(n_s, 0, self.T)]
+        middle = np.where(between <= _DIRECT_STEPS, direct, prefix)
+        tail = np.where(rest_s == 0.0, 0.0, rest_s * ell_s)
+        head = np.where(frac_t == 0.0, 0.0, frac_t * ell_t)
+        dL = np.where(same, inside, tail + middle + head)
+        L_s = self._interval(s)[0]
+        return dL - np.log1p(-np.expm1(dL) / (np.expm1(-L_s) + 0.0))  # +0.0: never -0.0
 
     def _d_alpha(self, t):
         L, ell = self._interval(t)
@@ -970,6 +1078,9 @@ class DiscreteSchedule(Schedule):
         ell = self._ell[n - 1]
         frac = np.where(np.isfinite(ell), (target - self.log_alpha_bar[n - 1]) / ell, 0.0)
         return (n - 1 + np.clip(frac, 0.0, 1.0)) / self.T
+
+
+_DIRECT_STEPS = 8  # log_snr_diff sums up to this many whole steps directly
 
 
 def _two_prod(a, b: float):

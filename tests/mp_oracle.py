@@ -33,7 +33,9 @@ def mp_alpha_sigma(schedule):
         s = mp.mpf(schedule.s)
 
         def a(t):
-            return mp.cos(mp.pi / 2 * (t + s) / (1 + s)) / mp.cos(mp.pi / 2 * s / (1 + s))
+            # cos(pi/2 (t + s)/(1 + s)) written as the sine of its complement, so that
+            # alpha(1) is exactly 0 at any precision (the zero-SNR end)
+            return mp.sin(mp.pi / 2 * (1 - t) / (1 + s)) / mp.cos(mp.pi / 2 * s / (1 + s))
 
         return a, (lambda t: mp.sqrt(1 - a(t) ** 2))
     if isinstance(schedule, VEGeometric):

@@ -65,15 +65,27 @@ def posterior_coefficients(schedule: TorchSchedule, s, t):
     """(coef_x0, coef_xt, var) of q(x_s | x_t, x_0) = N(coef_x0 x_0 + coef_xt x_t, var I) for
     s < t (Kingma et al. 2021, App. A; Ho et al. 2020, eq. 7 on a DDPM grid), formed in log space:
     e = -expm1(lambda_t - lambda_s), coef_x0 = alpha_s e,
-    coef_xt = exp(log alpha_t - log alpha_s + 2 (log sigma_s - log sigma_t)), var = sigma_s^2 e."""
+    coef_xt = exp(log alpha_t - log alpha_s + 2 (log sigma_s - log sigma_t)), var = sigma_s^2 e,
+    with lambda_t - lambda_s from :meth:`TorchSchedule.log_snr_diff`'s difference identities.
+    Where alpha_s = 0 (zero terminal SNR) the result is N(0, sigma_s^2): coef_x0 = coef_xt = 0."""
     ss, tt = schedule._t(s), schedule._t(t)
     if bool((ss >= tt).any()):
         raise ValueError("s must be < t for the posterior q(x_s | x_t, x_0)")
-    e = -torch.expm1(schedule._log_snr(tt) - schedule._log_snr(ss))
+    ss, tt = torch.broadcast_tensors(ss, tt)
     la_s, la_t = schedule._log_alpha(ss), schedule._log_alpha(tt)
     ls_s, ls_t = schedule._log_sigma(ss), schedule._log_sigma(tt)
+    # alpha_s = 0 (zero terminal SNR): x_s is independent of x_t and x_0, N(0, sigma_s^2)
+    dead = torch.isneginf(la_s)
+    live_s = torch.where(dead, torch.zeros_like(ss), ss)
+    live_t = torch.where(dead, torch.ones_like(tt), tt)
+    e = -torch.expm1(schedule._log_snr_diff(live_s, live_t))  # lambda_t - lambda_s from t - s
+    e = torch.where(dead, torch.ones_like(e), e)
     coef_x0 = torch.exp(la_s) * e
-    coef_xt = torch.exp(la_t - la_s + 2.0 * (ls_s - ls_t))
+    coef_xt = torch.where(
+        dead,
+        torch.zeros_like(e),
+        torch.exp(la_t - torch.where(dead, torch.zeros_like(la_s), la_s) + 2.0 * (ls_s - ls_t)),
+    )
     var = torch.exp(2.0 * ls_s) * e
     return coef_x0, coef_xt, var
 
