@@ -172,6 +172,9 @@ class GaussianMixture:
         self.K, self.d = self.means.shape
         self.covariance_type = covariance_type
         self._evals = np.array(evals, dtype=np.float64)
+        self._lam_max = float(self._evals.max())  # largest eigenvalue of any Sigma_k
+        self._mu_c = self.means - self.means.mean(0)  # centred means, for u . (mu_j - mu_k)
+        self._d2 = None  # |mu_j - mu_k|^2, formed on first use
         self._evecs = None if evecs is None else np.array(evecs, dtype=np.float64)
         self._singular = bool(singular or (self._evals <= 0).any())
         if labels is not None:
@@ -282,6 +285,12 @@ class GaussianMixture:
         a, s = _check_path(alpha, sigma, batch, singular=self._singular)
         return x.reshape(-1, self.d), a, s, batch
 
+    def _pair_d2(self):
+        """|mu_j - mu_k|^2 for all pairs, (K, K), from direct differences (row by row)."""
+        if self._d2 is None:
+            self._d2 = np.stack([((self.means - m) ** 2).sum(1) for m in self.means])
+        return self._d2
+
     def _rotate(self, z):
         """Q_k^T z for z of shape (K, d, n)."""
         return z if self._evecs is None else np.einsum("kde,kdn->ken", self._evecs, z)
@@ -328,22 +337,64 @@ class GaussianMixture:
         c = a1 * a1 * lam + s1 * s1  # eigenvalues of C_k, (K, d, n or 1)
         yc = y / c
         maha = (y * yc).sum(1)  # (K, n)
-        log_comp = -0.5 * (self.d * LOG_2PI + np.log(c).sum(1) + maha)
+        logdet = np.log(c).sum(1)
+        # Noise-dominated points (alpha^2 max eig Sigma <= sigma^2): far from the data every
+        # maha_k is about |x|^2 / sigma^2 and the responsibilities hang on their differences,
+        # which the plain form keeps only to |x|^2/sigma^2 ulps (2e-10 relative in E[x0|x] at
+        # 1e3 stds, lambda = -30). With 1/c = 1/sigma^2 - alpha^2 lam/(sigma^2 c) and
+        # u = x - alpha mu_j for the leading component j, |x - alpha mu_k|^2 = |u|^2 +
+        # 2 alpha u.(mu_j - mu_k) + alpha^2 |mu_j - mu_k|^2: the common |u|^2/sigma^2 leaves
+        # every maha_k exactly and is added back to log p once.
+        high = (s > 0) & (a * a * self._lam_max <= s * s)  # (n or 1)
+        shift = 0.0
+        if high.any():
+            n = x.shape[0]
+            a_n, s_n = np.broadcast_to(a, (n,)), np.broadcast_to(np.where(high, s, 1.0), (n,))
+            j = (self.log_weights[:, None] - 0.5 * (logdet + maha)).argmax(0)  # (n,)
+            u = x - a_n[:, None] * self.means[j]  # (n, d), direct differences
+            um = self._mu_c @ u.T  # u . (mu_k - mean of mu), (K, n)
+            cols = np.arange(n)
+            corr = (yc * y * lam).sum(1)  # sum_i y_i^2 lam_i / c_i, (K, n)
+            cross = 2.0 * a_n * (um[j, cols] - um) + a_n * a_n * self._pair_d2()[j].T
+            maha_hi = (cross - a_n * a_n * corr) / (s_n * s_n)
+            half_u2 = 0.5 * (u * u).sum(1) / (s_n * s_n)
+            # near overflow (|x| ~ 1e150 and up) the plain form's inf is the answer
+            use = high & np.isfinite(maha_hi).all(0) & np.isfinite(half_u2)
+            maha = np.where(use, maha_hi, maha)
+            shift = np.where(use, half_u2, 0.0)
+        log_comp = -0.5 * (self.d * LOG_2PI + logdet + maha)
         joint = self.log_weights[:, None] + log_comp  # (K, n)
         # log-sum-exp over components with the max shifted out (Blanchard et al. 2021)
         jmax = joint.max(axis=0)
         jmax = np.where(np.isfinite(jmax), jmax, 0.0)
         e = np.exp(joint - jmax)
         tot = e.sum(axis=0)
-        logp = jmax + np.log(tot)
+        logp = jmax + np.log(tot) - shift
         r = e / tot  # (K, n)
+        cache = {}
+
+        def spread_terms():
+            """(g, dg, m_k, m): g_k in the data basis, g_k - gbar, E[x0|x,k] and E[x0|x]. At
+            noise-dominated points g_k - gbar = -(alpha/sigma^2)(m_k - m): every g_k is about
+            x / sigma^2 there and their spread is lost in the subtraction, the means' is not."""
+            if not cache:
+                g = self._unrotate(yc)
+                m_k = self.means[:, :, None] + self._unrotate(a1 * lam * yc)  # (K, d, n)
+                m = (r[:, None, :] * m_k).sum(0)
+                dg = g - (r[:, None, :] * g).sum(0)[None]
+                if high.any():
+                    s_h = np.where(high, s, 1.0)
+                    dg_hi = -(a / (s_h * s_h)) * (m_k - m[None])
+                    dg = np.where(high, dg_hi, dg)
+                cache.update(g=g, dg=dg, m_k=m_k, m=m)
+            return cache["g"], cache["dg"], cache["m_k"], cache["m"]
         res = {}
         if "log_prob" in what:
             res["log_prob"] = logp
         if "resp" in what:
             res["resp"] = r.T
         if {"score", "laplacian"} & set(what):
-            g = self._unrotate(yc)
+            g, dg, _, _ = spread_terms()
             score = -(r[:, None, :] * g).sum(0)  # (d, n)
             if "score" in what:
                 res["score"] = score.T
@@ -351,12 +402,10 @@ class GaussianMixture:
                 # sum_k r_k |g_k|^2 - |gbar|^2 = sum_k r_k |g_k - gbar|^2 (the variance of g
                 # under r): the left side cancels far from the data, where every |g_k| is large
                 # and their spread small; the right side has no cancellation
-                dg = g + score[None]  # g_k - gbar (score = -gbar)
                 spread = (r * (dg * dg).sum(1)).sum(0)
                 res["laplacian"] = spread - (r * (1.0 / c).sum(1)).sum(0)
         if {"x0", "cov", "cov_trace"} & set(what):
-            m_k = self.means[:, :, None] + self._unrotate(a1 * lam * yc)  # E[x0|x,k], (K, d, n)
-            m = (r[:, None, :] * m_k).sum(0)  # (d, n)
+            _, _, m_k, m = spread_terms()  # E[x0|x,k] (K, d, n) and E[x0|x] (d, n)
             if "x0" in what:
                 res["x0"] = m.T
             post = s1 * s1 * lam / c  # eigenvalues of Cov[x0|x,k], (K, d, n or 1)
@@ -379,8 +428,7 @@ class GaussianMixture:
         if "eps_cov_trace" in what:
             # tr Cov[eps|x] = sum_k r_k [tr(I - sigma^2 C_k^{-1}) + sigma^2 |g_k - gbar|^2], with
             # I - sigma^2 C_k^{-1} = alpha^2 Sigma_k C_k^{-1}: no division by sigma
-            g = self._unrotate(yc)
-            dg = g - (r[:, None, :] * g).sum(0)[None]
+            _, dg, _, _ = spread_terms()
             within = (r * (a1 * a1 * lam / c).sum(1)).sum(0)
             res["eps_cov_trace"] = within + s * s * (r * (dg * dg).sum(1)).sum(0)
         if {"tr_jac", "jac"} & set(what):
@@ -388,11 +436,8 @@ class GaussianMixture:
             # J_x0 = sum_k r_k [alpha Sigma_k C_k^{-1} - (m_k - m)(g_k - gbar)^T],
             # J_eps = sigma sum_k r_k [C_k^{-1} - (g_k - gbar)(g_k - gbar)^T], gbar = sum r_k g_k,
             # from d r_k/dx = -r_k (g_k - gbar) and d m_k/dx = alpha Sigma_k C_k^{-1}.
-            g = self._unrotate(yc)  # (K, d, n)
-            gbar = (r[:, None, :] * g).sum(0)
-            dg = g - gbar[None]
-            m_k = self.means[:, :, None] + self._unrotate(a1 * lam * yc)
-            dm = m_k - (r[:, None, :] * m_k).sum(0)[None]
+            _, dg, m_k, m = spread_terms()  # (K, d, n)
+            dm = m_k - m[None]
             if "tr_jac" in what:
                 lam_c = (lam / c).sum(1)  # tr(Sigma_k C_k^{-1}), (K, n or 1)
                 inv_c = (1.0 / c).sum(1)  # tr C_k^{-1}

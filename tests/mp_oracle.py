@@ -129,3 +129,30 @@ def mp_t_from_log_snr(schedule, target, t0):
     if abs(f(t)) > mp.mpf(10) ** -35 * max(1, abs(target)):
         raise AssertionError("mpmath root finding did not converge")
     return t
+
+
+def mp_time(schedule, x):
+    """The float64 time x as an mpf; for a discrete schedule within 4 ulps of a node n/T, the
+    node itself (the documented convention of DiscreteSchedule)."""
+    X = mp.mpf(x)
+    if isinstance(schedule, DiscreteSchedule):
+        u = X * schedule.T
+        if abs(u - mp.nint(u)) <= 4 * mp.mpf(2) ** -52 * max(u, 1):
+            return mp.nint(u) / schedule.T
+    return X
+
+
+def mp_posterior(schedule, s, t):
+    """(lambda_t - lambda_s, coef_x0, coef_xt, var) of q(x_s | x_t, x_0) by conditioning the
+    joint of (x_s, x_t) given x_0 (Kingma et al. 2021, App. A), at 50 digits from the defining
+    alpha and sigma; None where alpha_s = 0."""
+    a, sg = mp_alpha_sigma(schedule)
+    S, T = mp_time(schedule, s), mp_time(schedule, t)
+    a_s, a_t, s_s, s_t = a(S), a(T), sg(S), sg(T)
+    if a_s == 0:
+        return None
+    a_ts = a_t / a_s
+    var_ts = s_t**2 - a_ts**2 * s_s**2
+    d_lam = (2 * mp.log(a_t) if a_t != 0 else mp.mpf("-inf")) - 2 * mp.log(s_t)
+    d_lam -= 2 * mp.log(a_s) - (2 * mp.log(s_s) if s_s != 0 else mp.mpf("-inf"))
+    return d_lam, a_s * var_ts / s_t**2, a_ts * s_s**2 / s_t**2, var_ts * s_s**2 / s_t**2

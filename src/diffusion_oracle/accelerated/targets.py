@@ -182,6 +182,9 @@ class TorchMixture:
         self.weights = w.to(self.dtype)
         self.log_weights = torch.log(w).to(self.dtype)
         self.means = mu.to(self.dtype).contiguous()
+        self._lam_max = float(lam.max()) if lam.numel() else 0.0  # largest eigenvalue
+        self._mu_c = self.means - self.means.mean(0)  # centred means
+        self._d2 = None  # |mu_j - mu_k|^2, on first use
         if self.fused:
             from ._fused import MAX_DP_DIAG, MAX_DP_FULL, fusable
 
@@ -338,9 +341,37 @@ class TorchMixture:
             z = y / c
             maha = (y * z).sum(-1)
             logdet = torch.log(c).sum(-1)
+        # where noise dominates (alpha^2 max eig <= sigma^2) each maha_k is ~|x|^2/sigma^2 and
+        # r_k rests on their differences: take the common |x|^2/sigma^2 out exactly with
+        # 1/c = 1/sigma^2 - alpha^2 lam/(sigma^2 c) and add it back to log p once
+        # (relative to u = x - alpha mu_j of the leading component j, whose |u|^2/sigma^2 is
+        # the common part: |x - alpha mu_k|^2 = |u|^2 + 2 alpha u.(mu_j - mu_k) +
+        # alpha^2 |mu_j - mu_k|^2, the cross term through centred means)
+        high = self._noise_dominated(a, s)
+        shift = 0.0
+        if high is not None:
+            a_n = a.expand(n) if a.ndim == 0 else a
+            s_n = torch.where(high, s, torch.ones_like(s))
+            s_n = s_n.expand(n) if s_n.ndim == 0 else s_n
+            j = (self.log_weights - 0.5 * (logdet + maha)).argmax(1)  # (n,)
+            u = x - a_n[:, None] * self.means[j]  # (n, d)
+            um = u @ self._mu_c.T  # (n, K)
+            if self.covariance_type == "iso":
+                corr = dist * self._iso_var / c
+            else:
+                corr = (y * z * self._lam).sum(-1)
+            a_c, s_c = a_n[:, None], s_n[:, None]
+            cross = 2.0 * a_c * (um.gather(1, j[:, None]) - um) + a_c * a_c * self._pair_d2()[j]
+            maha_hi = (cross - a_c * a_c * corr) / (s_c * s_c)
+            half_u2 = 0.5 * (u * u).sum(1) / (s_n * s_n)
+            # near overflow (|x| ~ 1e150 and up) the plain form's inf is the answer
+            use = high & torch.isfinite(maha_hi).all(1) & torch.isfinite(half_u2)
+            maha = torch.where(use[:, None], maha_hi, maha)
+            shift = torch.where(use, half_u2, torch.zeros_like(half_u2))
         joint = self.log_weights - 0.5 * (d * LOG_2PI + logdet + maha)  # (n, K)
         logp = torch.logsumexp(joint, dim=1)
         r = torch.exp(joint - logp[:, None])
+        logp = logp - shift
         # far from the data joint_k and logp agree to every digit (|joint| ~ 1e200: the O(1)
         # log w_k is below their ulp), so each exp is 1: normalising keeps sum_k r_k = 1
         r = r / r.sum(1, keepdim=True)
@@ -359,8 +390,9 @@ class TorchMixture:
                 out["x0"] = r @ self.means + a2 * (
                     (r * self._iso_var)[:, :, None] * g).sum(1)  # fmt: skip
             if "laplacian" in what:
-                gbar = (r[:, :, None] * g).sum(1)
-                dg = g - gbar[:, None, :]
+                a3 = a2.reshape(-1, 1, 1) if a2.ndim else a2
+                m_k = self.means + a3 * self._iso_var[:, None] * g
+                dg = self._spread(g, m_k, r, a, s, high)
                 out["laplacian"] = (r * (dg * dg).sum(-1)).sum(1) - (r * d / c).sum(1)
         else:
             rz = r[:, :, None] * z  # r_k times g_k in the rotated basis
@@ -380,10 +412,13 @@ class TorchMixture:
             if "laplacian" in what:
                 # every g_k in the data basis (g_k = Q_k z_k), then sum_k r_k |g_k - gbar|^2
                 if self.covariance_type == "full":
-                    g = torch.einsum("nkj,kij->nki", z, self._Q64.to(z.dtype))
+                    Q = self._Q64.to(z.dtype)
+                    g = torch.einsum("nkj,kij->nki", z, Q)
+                    back = torch.einsum("nkj,kij->nki", self._lam * z, Q)
                 else:
-                    g = z
-                dg = g - g_sum[:, None, :]
+                    g, back = z, self._lam * z
+                m_k = self.means + (a.reshape(-1, 1, 1) if a.ndim else a) * back
+                dg = self._spread(g, m_k, r, a, s, high)
                 tr = (r * (1.0 / c).sum(-1)).sum(1)
                 out["laplacian"] = (r * (dg * dg).sum(-1)).sum(1) - tr
         if "score" in what:
@@ -393,6 +428,35 @@ class TorchMixture:
         if set(what) & _SECOND:
             out.update(self._second_order(x, a, s, r, set(what) & _SECOND))
         return out
+
+    def _pair_d2(self):
+        """|mu_j - mu_k|^2, (K, K), by direct differences (never the |a|^2 - 2 a.b + |b|^2
+        expansion, which cancels for close means far from the origin)."""
+        if self._d2 is None:
+            self._d2 = torch.stack([((self.means - m) ** 2).sum(-1) for m in self.means])
+        return self._d2
+
+    def _noise_dominated(self, a, s):
+        """Boolean (n,) or 0-dim tensor of the points where alpha^2 max eig Sigma <= sigma^2,
+        or None where there is none (the plain forms are used throughout)."""
+        high = (s > 0) & (a * a * self._lam_max <= s * s)
+        return high if bool(high.any()) else None
+
+    @staticmethod
+    def _spread(g, m_k, r, a, s, high):
+        """g_k - gbar, (n, K, d). Where noise dominates every g_k is ~x/sigma^2 and their spread
+        drowns in the subtraction; there it is -(alpha/sigma^2)(m_k - m), from the component
+        means E[x0|x,k] whose spread is kept."""
+        r3 = r[:, :, None]
+        dg = g - (r3 * g).sum(1, keepdim=True)
+        if high is None:
+            return dg
+        a3 = a.reshape(-1, 1, 1) if a.ndim else a
+        s_h = torch.where(high, s, torch.ones_like(s))
+        s3 = s_h.reshape(-1, 1, 1) if s_h.ndim else s_h
+        dm = m_k - (r3 * m_k).sum(1, keepdim=True)
+        h3 = high.reshape(-1, 1, 1) if high.ndim else high
+        return torch.where(h3, -(a3 / (s3 * s3)) * dm, dg)
 
     def _second_order(self, x, a, s, r, what):
         """Posterior traces and Jacobian traces from per-component quantities in the original
@@ -412,7 +476,7 @@ class TorchMixture:
             g = diff / c
             m_k = self.means + a3 * self._lam * g
         r3 = r[:, :, None]
-        dg = g - (r3 * g).sum(1, keepdim=True)
+        dg = self._spread(g, m_k, r, a, s, self._noise_dominated(a, s))
         dm = m_k - (r3 * m_k).sum(1, keepdim=True)
         lam_c = (self._lam / c).sum(-1)  # tr(Sigma_k C_k^{-1}), (K,) or (n, K)
         out = {}
