@@ -85,6 +85,12 @@ def _overflow_error(x_max: float, a_max: float, s_max: float) -> ValueError:
     )
 
 
+# the quantities whose digits the responsibilities' differences reach (GaussianMixture's
+# noise-dominated form is used for these only)
+_R_SENSITIVE = frozenset({"resp", "x0", "cov", "cov_trace", "eps_cov_trace", "laplacian",
+                          "tr_jac", "jac"})  # fmt: skip
+
+
 class GaussianMixture:
     """p_0(x) = sum_k w_k N(x; mu_k, Sigma_k) with exact diffused quantities (module docstring).
 
@@ -345,7 +351,9 @@ class GaussianMixture:
         # u = x - alpha mu_j for the leading component j, |x - alpha mu_k|^2 = |u|^2 +
         # 2 alpha u.(mu_j - mu_k) + alpha^2 |mu_j - mu_k|^2: the common |u|^2/sigma^2 leaves
         # every maha_k exactly and is added back to log p once.
-        high = (s > 0) & (a * a * self._lam_max <= s * s)  # (n or 1)
+        # Only what the responsibilities' digits reach pays for it: log p and the score are
+        # relatively accurate in the plain form (every term ~ the result there).
+        high = (s > 0) & (a * a * self._lam_max <= s * s) & bool(_R_SENSITIVE & set(what))
         shift = 0.0
         if high.any():
             n = x.shape[0]
@@ -373,39 +381,49 @@ class GaussianMixture:
         r = e / tot  # (K, n)
         cache = {}
 
-        def spread_terms():
-            """(g, dg, m_k, m): g_k in the data basis, g_k - gbar, E[x0|x,k] and E[x0|x]. At
-            noise-dominated points g_k - gbar = -(alpha/sigma^2)(m_k - m): every g_k is about
-            x / sigma^2 there and their spread is lost in the subtraction, the means' is not."""
-            if not cache:
-                g = self._unrotate(yc)
-                m_k = self.means[:, :, None] + self._unrotate(a1 * lam * yc)  # (K, d, n)
-                m = (r[:, None, :] * m_k).sum(0)
+        def g_k():
+            """g_k = C_k^{-1}(x - alpha mu_k) in the data basis, (K, d, n)."""
+            if "g" not in cache:
+                cache["g"] = self._unrotate(yc)
+            return cache["g"]
+
+        def means_k():
+            """(E[x0|x,k], E[x0|x]): (K, d, n) and (d, n)."""
+            if "m" not in cache:
+                m_k = self.means[:, :, None] + self._unrotate(a1 * lam * yc)
+                cache["m"] = m_k, (r[:, None, :] * m_k).sum(0)
+            return cache["m"]
+
+        def spread():
+            """g_k - gbar, (K, d, n). At noise-dominated points it is
+            -(alpha/sigma^2)(m_k - m): every g_k is about x / sigma^2 there and their spread is
+            lost in the subtraction, the component means' is not."""
+            if "dg" not in cache:
+                g = g_k()
                 dg = g - (r[:, None, :] * g).sum(0)[None]
                 if high.any():
+                    m_k, m = means_k()
                     s_h = np.where(high, s, 1.0)
-                    dg_hi = -(a / (s_h * s_h)) * (m_k - m[None])
-                    dg = np.where(high, dg_hi, dg)
-                cache.update(g=g, dg=dg, m_k=m_k, m=m)
-            return cache["g"], cache["dg"], cache["m_k"], cache["m"]
+                    dg = np.where(high, -(a / (s_h * s_h)) * (m_k - m[None]), dg)
+                cache["dg"] = dg
+            return cache["dg"]
         res = {}
         if "log_prob" in what:
             res["log_prob"] = logp
         if "resp" in what:
             res["resp"] = r.T
         if {"score", "laplacian"} & set(what):
-            g, dg, _, _ = spread_terms()
-            score = -(r[:, None, :] * g).sum(0)  # (d, n)
+            score = -(r[:, None, :] * g_k()).sum(0)  # (d, n)
             if "score" in what:
                 res["score"] = score.T
             if "laplacian" in what:
                 # sum_k r_k |g_k|^2 - |gbar|^2 = sum_k r_k |g_k - gbar|^2 (the variance of g
                 # under r): the left side cancels far from the data, where every |g_k| is large
                 # and their spread small; the right side has no cancellation
-                spread = (r * (dg * dg).sum(1)).sum(0)
-                res["laplacian"] = spread - (r * (1.0 / c).sum(1)).sum(0)
+                dg = spread()
+                res["laplacian"] = (r * (dg * dg).sum(1)).sum(0) - (r * (1.0 / c).sum(1)).sum(0)
         if {"x0", "cov", "cov_trace"} & set(what):
-            _, _, m_k, m = spread_terms()  # E[x0|x,k] (K, d, n) and E[x0|x] (d, n)
+            m_k, m = means_k()  # E[x0|x,k] (K, d, n) and E[x0|x] (d, n)
             if "x0" in what:
                 res["x0"] = m.T
             post = s1 * s1 * lam / c  # eigenvalues of Cov[x0|x,k], (K, d, n or 1)
@@ -428,7 +446,7 @@ class GaussianMixture:
         if "eps_cov_trace" in what:
             # tr Cov[eps|x] = sum_k r_k [tr(I - sigma^2 C_k^{-1}) + sigma^2 |g_k - gbar|^2], with
             # I - sigma^2 C_k^{-1} = alpha^2 Sigma_k C_k^{-1}: no division by sigma
-            _, dg, _, _ = spread_terms()
+            dg = spread()
             within = (r * (a1 * a1 * lam / c).sum(1)).sum(0)
             res["eps_cov_trace"] = within + s * s * (r * (dg * dg).sum(1)).sum(0)
         if {"tr_jac", "jac"} & set(what):
@@ -436,7 +454,8 @@ class GaussianMixture:
             # J_x0 = sum_k r_k [alpha Sigma_k C_k^{-1} - (m_k - m)(g_k - gbar)^T],
             # J_eps = sigma sum_k r_k [C_k^{-1} - (g_k - gbar)(g_k - gbar)^T], gbar = sum r_k g_k,
             # from d r_k/dx = -r_k (g_k - gbar) and d m_k/dx = alpha Sigma_k C_k^{-1}.
-            _, dg, m_k, m = spread_terms()  # (K, d, n)
+            dg = spread()  # (K, d, n)
+            m_k, m = means_k()
             dm = m_k - m[None]
             if "tr_jac" in what:
                 lam_c = (lam / c).sum(1)  # tr(Sigma_k C_k^{-1}), (K, n or 1)

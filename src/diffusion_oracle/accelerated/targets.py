@@ -66,6 +66,9 @@ def _check_overflow(out, x, a, s):
     )
 
 
+_R_SENSITIVE = frozenset({"resp", "x0", "laplacian"}) | _SECOND
+
+
 class TorchMixture:
     """A Gaussian mixture with exact diffused quantities (module docstring).
 
@@ -347,7 +350,9 @@ class TorchMixture:
         # (relative to u = x - alpha mu_j of the leading component j, whose |u|^2/sigma^2 is
         # the common part: |x - alpha mu_k|^2 = |u|^2 + 2 alpha u.(mu_j - mu_k) +
         # alpha^2 |mu_j - mu_k|^2, the cross term through centred means)
-        high = self._noise_dominated(a, s)
+        # (only for the quantities whose digits the responsibilities reach: log p and the
+        # score are relatively accurate in the plain form)
+        high = self._noise_dominated(a, s) if _R_SENSITIVE & set(what) else None
         shift = 0.0
         if high is not None:
             a_n = a.expand(n) if a.ndim == 0 else a
