@@ -43,9 +43,16 @@ VALID_EXAMPLES = {"ci": 10, "dev": 10, "stress": 80, "nightly": 400}.get(PROFILE
 TIME_LIMIT = 20.0  # seconds per call: anything longer is a hang
 
 
+def _profile():
+    try:
+        return settings.get_profile(PROFILE)
+    except Exception:  # noqa: BLE001 - an unregistered name: hypothesis' defaults
+        return settings()
+
+
 def fuzz_settings(n: int = EXAMPLES):
     return settings(
-        settings.get_profile(PROFILE) if PROFILE in settings._profiles else settings(),
+        _profile(),
         max_examples=n,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
