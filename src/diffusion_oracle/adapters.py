@@ -27,7 +27,7 @@ __all__ = ["from_k_diffusion", "from_diffusers"]
 
 def _check_common(name, order, stochastic):
     """The adapters' shared arguments: ``name`` a str or None, ``order`` None or a finite number
-    > 0, ``stochastic`` a bool."""
+    > 0, ``stochastic`` a bool (or None: measured, on the pipeline routes)."""
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {type(name).__name__} {name!r}")
     if order is not None:
@@ -37,8 +37,9 @@ def _check_common(name, order, stochastic):
                             f"{order!r}")  # fmt: skip
         if not (np.isfinite(order) and order > 0):
             raise ValueError(f"order must be a finite number > 0 or None, got {order!r}")
-    if not isinstance(stochastic, (bool, np.bool_)):
-        raise TypeError(f"stochastic must be a bool, got {type(stochastic).__name__} "
+    # None: the pipeline routes (diffusers schedulers, k-diffusion wrappers) measure it
+    if stochastic is not None and not isinstance(stochastic, (bool, np.bool_)):
+        raise TypeError(f"stochastic must be a bool or None, got {type(stochastic).__name__} "
                         f"{stochastic!r}")  # fmt: skip
 
 

@@ -500,17 +500,6 @@ def _int_at_least(lo: int, option: str):
     return parse
 
 
-def _unit_float(text: str) -> float:
-    """--strength: a number in [0, 1]."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--strength must be a number, got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"--strength must lie in [0, 1], got {text!r}")
-    return v
-
-
 def _json_dict(text: str) -> dict:
     import json
 
@@ -930,7 +919,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--step-kwargs", type=_json_dict, default={}, metavar="JSON",
                     help="step keyword arguments (eta, s_churn, ...); for k-diffusion the "
                     "sampler's")  # fmt: skip
-    pl.add_argument("--strength", type=_unit_float, default=None,
+    pl.add_argument("--strength", type=float, default=None,
                     help="img2img strength (the run starts part-way, set_begin_index)")
     pl.add_argument("--begin-index", type=_int_at_least(0, "--begin-index"), default=None,
                     help="start index into timesteps")  # fmt: skip
