@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 # Everything that goes into the wheel: reinstall when any of it changes.
 SOURCES := pyproject.toml $(shell find src theory reference validation -name '*.py' -o -name 'py.typed' -o -name '*.json' 2>/dev/null)
 
-.PHONY: demo test test-kernels test-drift lint notebooks clean
+.PHONY: demo test test-kernels test-drift fuzz lint notebooks clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ test-kernels: $(KVENV)/.installed
 
 test: lint test-kernels
 	cd tests && HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} ../$(PY) -m pytest -q -n 2 -p no:cacheprovider --rootdir=.. -c ../pyproject.toml -m "not drift" .
+
+# The fuzz suite of the public API (tests/test_fuzz_*.py) with many more examples than `make test`
+# runs (HYPOTHESIS_PROFILE=nightly: 250 examples per (callable, argument), random seeds); one
+# BLAS thread per process, as oversubscribed threads slow the small linear algebra tenfold.
+FUZZ := test_fuzz_targets.py test_fuzz_samplers.py test_fuzz_verify.py
+fuzz: $(VENV)/.installed
+	cd tests && OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 HYPOTHESIS_PROFILE=nightly ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $(FUZZ)
 
 # the driver against older diffusers releases (installs them from the package index)
 test-drift: $(VENV)/.installed

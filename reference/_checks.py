@@ -93,8 +93,32 @@ def positive_int(value, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
-def choice(value, name: str, options) -> str:
+def order_choice(value, name: str, options) -> int:
+    """An integer (not a bool, not a float) among ``options``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {_r(value)}")
     if value not in options:
+        raise ValueError(f"{name} must be one of {sorted(options)}, got {_r(value)}")
+    return int(value)
+
+
+def nonneg_scalar(value, name: str) -> float:
+    """A finite scalar >= 0."""
+    v = finite_scalar(value, name)
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {_r(v)}")
+    return v
+
+
+def boolean(value, name: str) -> bool:
+    """A Python or NumPy bool (not 0/1, not a string)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {_r(value)}")
+    return bool(value)
+
+
+def choice(value, name: str, options) -> str:
+    if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {sorted(options)}, got {_r(value)}")
     return value
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import _r, choice, finite, in_interval, positive_int, positive_scalar
+from ._checks import _r, boolean, choice, finite, in_interval, positive_int, positive_scalar
 from .schedules import Schedule
 
 __all__ = ["Grid", "make_grid", "respaced_grid", "GRID_KINDS", "DISCRETE_SPACINGS"]
@@ -84,8 +84,8 @@ class Grid:
             raise TypeError(f"family must be a str, got {type(family).__name__}")
         if not family:
             raise ValueError(f"family must be a non-empty str, got {family!r}")
-        if not isinstance(refines, (bool, np.bool_)):
-            raise TypeError(f"refines must be a bool, got {type(refines).__name__}")
+        refines = boolean(refines, "refines")
+        final_zero = boolean(final_zero, "final_zero")
         t = finite(t, "t")
         if t.ndim != 1 or t.size < (1 if final_zero else 2):
             raise ValueError(f"t must be a 1-D grid with at least 2 nodes, got shape {t.shape}")
@@ -146,6 +146,13 @@ class Grid:
         )
 
 
+def _unit_scalar(value, name: str) -> float:
+    v = in_interval(value, name, 0.0, 1.0)
+    if v.ndim:
+        raise ValueError(f"{name} must be a scalar, got shape {v.shape}")
+    return float(v)
+
+
 def make_grid(
     schedule: Schedule,
     steps: int,
@@ -167,15 +174,16 @@ def make_grid(
     """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    final_zero = boolean(final_zero, "final_zero")
     steps = positive_int(steps, "steps", minimum=2 if final_zero else 1)
     choice(kind, "kind", set(GRID_KINDS))
     rho = positive_scalar(rho, "rho")
-    t0 = float(schedule.t_max if t_start is None else in_interval(t_start, "t_start", 0.0, 1.0))
+    t0 = float(schedule.t_max if t_start is None else _unit_scalar(t_start, "t_start"))
     if t_end is None:
         t_end = schedule.t_min if schedule.sigma(schedule.t_min) > 0 else 1e-3
         if t0 <= t_end:
             raise ValueError(f"t_start must be > t_end={_r(t_end)}, got {_r(t0)}")
-    t1 = float(in_interval(t_end, "t_end", 0.0, 1.0))
+    t1 = _unit_scalar(t_end, "t_end")
     if not t1 < t0:
         raise ValueError(f"t_end must be < t_start={_r(t0)}, got {_r(t1)}")
     if schedule.sigma(t1) <= 0 or not np.isfinite(schedule.log_snr(t1)):
@@ -247,6 +255,9 @@ def respaced_grid(
     choice(spacing, "spacing", set(DISCRETE_SPACINGS))
     T = schedule.T
     N = positive_int(steps, "steps")
+    if isinstance(steps_offset, bool) or not isinstance(steps_offset, (int, np.integer)):
+        raise TypeError(f"steps_offset must be an integer, got {type(steps_offset).__name__} "
+                        f"{steps_offset!r}")  # fmt: skip
     if N > T:
         raise ValueError(f"steps must be <= T = {T}, got {N}")
     if spacing == "full":
@@ -256,7 +267,9 @@ def respaced_grid(
     elif spacing == "leading":
         k = (np.arange(N) * (T // N))[::-1] + int(steps_offset)
     elif spacing == "trailing":
-        k = np.round(np.arange(T, 0, -T / N)).astype(int) - 1
+        # i = 0..N-1 exactly: np.arange(T, 0, -T/N) returns N + 1 values for some N (T = 100:
+        # N = 29, 31, 58, 62, 97), the last rounding to timestep -1
+        k = np.round(T - np.arange(N) * (T / N)).astype(int) - 1
     else:
         k = np.round(np.linspace(0, T - 1, N)).astype(int)[::-1]
     k = np.unique(k)[::-1]  # strictly decreasing (rounding can repeat for N close to T)

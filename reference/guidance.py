@@ -29,6 +29,14 @@ from .samplers import DDPM, ExactODE, Sampler
 __all__ = ["CFG", "ClassifierGuidance", "Replacement", "GuidedModel"]
 
 
+def _label(value, name: str) -> int:
+    """A class label: an integer (not a bool, not a float, not a string)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer class label, got {type(value).__name__} "
+                        f"{value!r}")  # fmt: skip
+    return int(value)
+
+
 class GuidedModel:
     """A model answering eps from a combination of exact models at the same (x, t):
     eps~ = eps_base + w (eps_cond - eps_base). Used by :class:`CFG` and
@@ -51,11 +59,14 @@ class GuidedModel:
 class _Guided(Sampler):
     tier1_applicable = False  # the guided law is not the target's
 
-    def __init__(self, sampler: Sampler, label: int, w: float, negative=None, *, sign=1.0):
+    def __init__(self, sampler: Sampler, label: int, w: float, negative=None, *, sign=1.0,
+                 w_name="w"):  # fmt: skip
         if not callable(sampler):
             raise TypeError(f"sampler must be callable, got {type(sampler).__name__}")
-        self.sampler, self.label, self.negative, self.sign = sampler, int(label), negative, sign
-        self.w = finite_scalar(w, "w")
+        label = _label(label, "label")
+        negative = None if negative is None else _label(negative, "negative")
+        self.sampler, self.label, self.negative, self.sign = sampler, label, negative, sign
+        self.w = finite_scalar(w, w_name)
         self.order = getattr(sampler, "order", None)
         self.stochastic = getattr(sampler, "stochastic", False)
         self.default_grid = getattr(sampler, "default_grid", "uniform")
@@ -96,7 +107,7 @@ class ClassifierGuidance(_Guided):
     ``scale`` grad log p_t(label | x)."""
 
     def __init__(self, sampler, label: int, scale: float):
-        super().__init__(sampler, label, scale)
+        super().__init__(sampler, label, scale, w_name="scale")
         self.name = (
             f"classifier-guidance({getattr(sampler, 'name', sampler)}, c={label}, s={self.w:g})"
         )
@@ -113,7 +124,11 @@ class Replacement(DDPM):
 
     def __init__(self, mask, y, variance: str = "fixed_small"):
         super().__init__(variance)
-        self.mask = np.asarray(mask, dtype=bool)
+        m = np.asarray(mask)
+        if m.dtype != bool or m.ndim != 1:
+            raise TypeError(f"mask must be a 1-D boolean array (d,), got dtype {m.dtype}, shape "
+                            f"{m.shape}")  # fmt: skip
+        self.mask = m
         self.y = finite(y, "y")
         if self.y.shape != (int(self.mask.sum()),):
             raise ValueError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import _r, choice, finite
+from ._checks import _r, choice, finite, finite_scalar, nonneg_scalar
 from .forward import _rng
 from .parameterization import PREDICTIONS
 from .schedules import Schedule
@@ -59,10 +59,8 @@ class ExactModel:
         if b.ndim not in (0, 1) or (b.ndim == 1 and b.shape != (self.d,)):
             raise ValueError(f"bias must be a scalar or shape ({self.d},), got {b.shape}")
         self.bias = b
-        self.scale = float(finite(scale, "scale"))
-        self.noise_std = float(finite(noise_std, "noise_std"))
-        if self.noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {_r(self.noise_std)}")
+        self.scale = finite_scalar(scale, "scale")
+        self.noise_std = nonneg_scalar(noise_std, "noise_std")
         self._rng = _rng(rng)
         self.n_calls = 0
 

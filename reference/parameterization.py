@@ -13,6 +13,8 @@ case raises a ValueError instead of returning inf or NaN.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ._checks import _r, finite
 
 __all__ = ["PREDICTIONS", "convert", "to_x0_eps", "from_x0_eps", "model_prediction"]
@@ -20,13 +22,22 @@ __all__ = ["PREDICTIONS", "convert", "to_x0_eps", "from_x0_eps", "model_predicti
 PREDICTIONS = ("eps", "x0", "v", "score", "velocity")
 
 
-def _coef(c, name, x):
+def _coef(c, name, x, *, nonneg=False, like="x_t"):
     c = finite(c, name)
     if c.ndim and c.shape != x.shape[: c.ndim]:
         raise ValueError(
-            f"{name} must be a scalar or match the leading shape of x_t {x.shape}, got {c.shape}"
+            f"{name} must be a scalar or match the leading shape of {like} {x.shape}, got "
+            f"{c.shape}"
         )
+    if nonneg and (c < 0).any():
+        raise ValueError(f"{name} must be >= 0, got {_r(c[c < 0].ravel()[0])}")
     return c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if c.ndim else c
+
+
+def _derivs(d_alpha, d_sigma, x, like):
+    """The path's t-derivatives, validated when given (None stays None)."""
+    return tuple(None if v is None else _coef(v, name, x, like=like)
+                 for name, v in (("d_alpha", d_alpha), ("d_sigma", d_sigma)))  # fmt: skip
 
 
 def model_prediction(model) -> str:
@@ -66,12 +77,32 @@ def to_x0_eps(value, *, source, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
     """
     _check_name(source, "source")
     x = finite(x_t, "x_t")
+    if x.ndim < 1:
+        raise ValueError(f"x_t must have shape (..., d), got {x.shape}")
     val = finite(value, "value")
     if val.shape != x.shape:
         raise ValueError(f"value must have the shape of x_t {x.shape}, got {val.shape}")
-    a, s = _coef(alpha, "alpha", x), _coef(sigma, "sigma", x)
-    if (a < 0).any() or (s < 0).any():
-        raise ValueError("alpha and sigma must be >= 0")
+    a = _coef(alpha, "alpha", x, nonneg=True)
+    s = _coef(sigma, "sigma", x, nonneg=True)
+    d_alpha, d_sigma = _derivs(d_alpha, d_sigma, x, "x_t")
+    if ((a == 0) & (s == 0)).any():
+        raise ValueError("alpha and sigma must not both be 0 (no point of a diffusion path)")
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        x0, eps = _solve(source, x, val, a, s, d_alpha, d_sigma)
+    for name, out in (("x0", x0), ("eps", eps)):
+        if not np.isfinite(out).all():
+            divisor = {"x0": "sigma", "eps": "alpha", "score": "alpha", "v": "alpha^2 + sigma^2",
+                       "velocity": "alpha d_sigma - sigma d_alpha"}[source]  # fmt: skip
+            raise ValueError(
+                f"{divisor} is too small for x_t and value (largest |x_t| "
+                f"{_r(np.abs(x).max())}): the recovered {name} overflows float64 (from "
+                f"source={source!r}, it divides by {divisor}); alpha = {_r(np.min(a))}, "
+                f"sigma = {_r(np.min(s))} at their smallest"
+            )
+    return x0, eps
+
+
+def _solve(source, x, val, a, s, d_alpha, d_sigma):
     if source == "x0":
         if (s == 0).any():
             raise ValueError(
@@ -93,8 +124,9 @@ def to_x0_eps(value, *, source, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
         return (a * x - s * val) / n, (s * x + a * val) / n
     # velocity
     if d_alpha is None or d_sigma is None:
-        raise TypeError("source='velocity' needs d_alpha and d_sigma (the path's t-derivatives)")
-    da, ds = _coef(d_alpha, "d_alpha", x), _coef(d_sigma, "d_sigma", x)
+        raise TypeError("source='velocity' needs d_alpha and d_sigma (the path's t-derivatives), "
+                        f"got d_alpha={d_alpha!r}, d_sigma={d_sigma!r}")  # fmt: skip
+    da, ds = d_alpha, d_sigma
     D = a * ds - s * da
     if (D == 0).any():
         raise ValueError("alpha d_sigma - sigma d_alpha must be nonzero to invert the velocity")
@@ -106,11 +138,17 @@ def from_x0_eps(x0, eps, *, target, alpha, sigma, d_alpha=None, d_sigma=None):
     score = -eps/sigma (needs sigma > 0), velocity = alpha' x0 + sigma' eps."""
     _check_name(target, "target")
     x0, eps = finite(x0, "x0"), finite(eps, "eps")
+    if x0.ndim < 1:
+        raise ValueError(f"x0 must have shape (..., d), got {x0.shape}")
+    if eps.shape != x0.shape:
+        raise ValueError(f"eps must have the shape of x0 {x0.shape}, got {eps.shape}")
+    a = _coef(alpha, "alpha", x0, nonneg=True, like="x0")
+    s = _coef(sigma, "sigma", x0, nonneg=True, like="x0")
+    d_alpha, d_sigma = _derivs(d_alpha, d_sigma, x0, "x0")
     if target == "x0":
         return x0
     if target == "eps":
         return eps
-    a, s = _coef(alpha, "alpha", x0), _coef(sigma, "sigma", x0)
     if target == "v":
         return a * eps - s * x0
     if target == "score":
@@ -118,8 +156,9 @@ def from_x0_eps(x0, eps, *, target, alpha, sigma, d_alpha=None, d_sigma=None):
             raise ValueError("the score is undefined at sigma = 0")
         return -eps / s
     if d_alpha is None or d_sigma is None:
-        raise TypeError("target='velocity' needs d_alpha and d_sigma (the path's t-derivatives)")
-    return _coef(d_alpha, "d_alpha", x0) * x0 + _coef(d_sigma, "d_sigma", x0) * eps
+        raise TypeError("target='velocity' needs d_alpha and d_sigma (the path's t-derivatives), "
+                        f"got d_alpha={d_alpha!r}, d_sigma={d_sigma!r}")  # fmt: skip
+    return d_alpha * x0 + d_sigma * eps
 
 
 def convert(value, *, source, target, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
@@ -131,7 +170,9 @@ def convert(value, *, source, target, x_t, alpha, sigma, d_alpha=None, d_sigma=N
     """
     _check_name(target, "target")
     _check_name(source, "source")
-    if source == target:
+    if source == target:  # validated as any conversion, then returned as given
+        to_x0_eps(value, source="v", x_t=x_t, alpha=alpha, sigma=sigma, d_alpha=d_alpha,
+                  d_sigma=d_sigma)  # fmt: skip
         return finite(value, "value").copy()
     x0, eps = to_x0_eps(
         value, source=source, x_t=x_t, alpha=alpha, sigma=sigma, d_alpha=d_alpha, d_sigma=d_sigma

@@ -23,7 +23,17 @@ import math
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from ._checks import _r, as_float, choice, finite, finite_scalar
+from ._checks import (
+    _r,
+    as_float,
+    choice,
+    finite,
+    finite_scalar,
+    nonneg_scalar,
+    order_choice,
+    positive_int,
+    positive_scalar,
+)
 from .forward import _rng
 from .grids import Grid
 from .parameterization import model_prediction, to_x0_eps
@@ -74,12 +84,17 @@ def _predict_at(model, x, grid, t, alpha, sigma, d_alpha=None, d_sigma=None):
     )
 
 
-def _check_inputs(x_init, grid):
+def _check_inputs(x_init, grid, model=None, name="x_init"):
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a Grid (see make_grid), got {type(grid).__name__}")
-    x = finite(x_init, "x_init")
+    x = finite(x_init, name)
     if x.ndim != 2:
-        raise ValueError(f"x_init must have shape (n, d), got {x.shape}")
+        raise ValueError(f"{name} must have shape (n, d), got {x.shape}")
+    d = getattr(model, "d", None)
+    if isinstance(d, int) and x.shape[1] != d:
+        raise ValueError(f"{name} must have shape (n, d) with the model's d = {d}, got {x.shape}")
+    if model is not None and not callable(model):
+        raise TypeError(f"model must be callable as model(x, t), got {type(model).__name__}")
     return x.copy()
 
 
@@ -95,7 +110,7 @@ class Sampler:
         return self.name
 
     def __call__(self, model, x_init, grid, *, rng=None):
-        x = _check_inputs(x_init, grid)
+        x = _check_inputs(x_init, grid, model)
         rng = _rng(rng)
         return self._run(model, x, grid, rng)
 
@@ -149,7 +164,7 @@ class DDPM(Sampler):
         self.v = finite_scalar(v, "v")
         if not 0.0 <= self.v <= 1.0:
             raise ValueError(f"v must lie in [0, 1], got {_r(self.v)}")
-        self.n_mc = int(n_mc)
+        self.n_mc = positive_int(n_mc, "n_mc")
         self.name = f"ddpm-{variance.replace('_', '-')}"
         if variance == "learned_range":
             self.name += f"(v={self.v:g})"
@@ -246,7 +261,7 @@ def ddim_invert(model, x0, grid: Grid, *, model_time: str = "current"):
     data itself, the ``final_zero`` node (alpha = 1, sigma = 0: x0_hat = x). Returns the latent
     at ``grid.t[0]``. Order 1 (both: the time offset of "next" changes eps_hat by O(h), and
     eps_hat enters with the O(h) weight sigma' - alpha' sigma / alpha)."""
-    x = _check_inputs(x0, grid)
+    x = _check_inputs(x0, grid, model, name="x0")
     model_time = choice(model_time, "model_time", ("current", "next"))
     if grid.final_zero and model_time == "current":
         raise ValueError(
@@ -327,14 +342,17 @@ class EDMStochastic(Heun):
         S_tmax: float = 50.0,
         S_noise: float = 1.0,
     ):
-        self.S_churn = finite_scalar(S_churn, "S_churn")
-        self.S_tmin = finite_scalar(S_tmin, "S_tmin")
-        self.S_tmax = float(as_float(S_tmax, "S_tmax"))  # +inf allowed (EDM's default)
+        self.S_churn = nonneg_scalar(S_churn, "S_churn")
+        self.S_tmin = nonneg_scalar(S_tmin, "S_tmin")
+        tmax = as_float(S_tmax, "S_tmax")  # +inf allowed (EDM's default)
+        if tmax.ndim:
+            raise ValueError(f"S_tmax must be a scalar, got shape {tmax.shape}")
+        self.S_tmax = float(tmax)
         if math.isnan(self.S_tmax):
-            raise ValueError("S_tmax must not be NaN")
-        self.S_noise = finite_scalar(S_noise, "S_noise")
-        if self.S_churn < 0 or self.S_noise < 0:
-            raise ValueError(f"S_churn and S_noise must be >= 0, got {S_churn!r}, {S_noise!r}")
+            raise ValueError("S_tmax must not be NaN, got nan")
+        if self.S_tmax < self.S_tmin:
+            raise ValueError(f"S_tmax must be >= S_tmin={_r(self.S_tmin)}, got {_r(self.S_tmax)}")
+        self.S_noise = nonneg_scalar(S_noise, "S_noise")
         self.stochastic = self.S_churn > 0
         self.name = f"edm-stochastic(S_churn={self.S_churn:g})"
 
@@ -616,9 +634,7 @@ class UniPC(Sampler):
     default_grid = "log_snr"
 
     def __init__(self, order: int = 2, variant: str = "bh2"):
-        if order not in (1, 2):
-            raise ValueError(f"order must be 1 or 2, got {order!r}")
-        self.p = int(order)
+        self.p = order_choice(order, "order", (1, 2))
         self.variant = choice(variant, "variant", {"bh1", "bh2"})
         self.order = self.p + 1
         self.name = f"unipc-{self.p}({variant})"
@@ -726,9 +742,7 @@ class LMS(Sampler):
     default_grid = "karras"
 
     def __init__(self, order: int = 4):
-        if order not in (1, 2, 3, 4):
-            raise ValueError(f"order must be 1..4, got {order!r}")
-        self.lms_order = int(order)
+        self.lms_order = order_choice(order, "order", (1, 2, 3, 4))
         self.order = self.lms_order
         self.name = f"lms-{order}"
 
@@ -803,10 +817,8 @@ class PredictorCorrector(Sampler):
     default_grid = "log_snr"
 
     def __init__(self, snr: float = 0.16, n_corrector: int = 1, variance: str = "fixed_small"):
-        self.snr = finite_scalar(snr, "snr")
-        if self.snr < 0:
-            raise ValueError(f"snr must be >= 0, got {_r(self.snr)}")
-        self.n_corrector = int(n_corrector)
+        self.snr = nonneg_scalar(snr, "snr")
+        self.n_corrector = positive_int(n_corrector, "n_corrector", minimum=0)
         self.predictor = DDPM(variance)
         self.name = f"pc(snr={self.snr:g}, {variance})"
 
@@ -870,8 +882,8 @@ class ExactODE(Sampler):
     default_grid = "uniform"
 
     def __init__(self, rtol: float = 1e-12, atol: float = 1e-12):
-        self.rtol = finite_scalar(rtol, "rtol")
-        self.atol = finite_scalar(atol, "atol")
+        self.rtol = positive_scalar(rtol, "rtol")
+        self.atol = positive_scalar(atol, "atol")
 
     def flow(self, model, x, grid, i0, i1):
         """The exact PF-ODE map from node i0 to node i1 (both with sigma > 0)."""

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve, eigh, solve_triangular
 from scipy.special import softmax
 
-from ._checks import _r, finite, positive_int
+from ._checks import _r, finite, finite_scalar, positive_int, positive_scalar
 from ._stable import LOG_2PI
 from .forward import _rng
 
@@ -46,6 +46,8 @@ __all__ = [
 # (measured 20% faster on the ring8 hot path than 2e6)
 _CHUNK_ELEMS = 16_000
 _WEIGHT_SUM_TOL = 1e-10  # sum of weights must be 1 within this (float64 input, K <= 1e4)
+# below this narrowest diffused variance, overflow is blamed on the small level (_overflow_error)
+_TINY_VARIANCE = 1e-150
 
 
 def _check_path(alpha, sigma, batch_shape, *, singular: bool):
@@ -72,12 +74,32 @@ def _check_path(alpha, sigma, batch_shape, *, singular: bool):
     return a, s
 
 
-def _overflow_error(x_max: float, a_max: float, s_max: float) -> ValueError:
-    """The error for finite inputs whose quadratic forms |x - alpha mu_k|^2 / c_k (or c_k =
-    alpha^2 Sigma_k + sigma^2 itself) overflow float64: names the largest of x, alpha, sigma.
-    (log p = -inf alone is not an error: it is the correctly rounded log of an underflowing
-    density.)"""
-    name, val = max((("x", x_max), ("alpha", a_max), ("sigma", s_max)), key=lambda t: t[1])
+def _overflow_error(x_max: float, a, s, lam_min: float) -> ValueError:
+    """The error for finite inputs whose quadratic forms |x - alpha mu_k|^2 / c_k (c_k =
+    alpha^2 Sigma_k + sigma^2 along an eigenvector) overflow float64. When the narrowest diffused
+    variance alpha^2 lambda_min + sigma^2 is below 1e-150 (tiny alpha and sigma: it underflows,
+    or the scores exceed float64) it names the smaller-scale level, else the largest of x, alpha,
+    sigma. (log p = -inf alone is not an error: it is the correctly rounded log of an
+    underflowing density.)"""
+    a, s = np.asarray(a, dtype=np.float64), np.asarray(s, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore"):
+        c = a * a * max(lam_min, 0.0) + s * s
+    i = int(np.argmin(c))
+    if c[i] < _TINY_VARIANCE:
+        a_i, s_i = float(a[i]), float(s[i])
+        name, val, other, oval = (
+            ("sigma", s_i, "alpha", a_i)
+            if s_i * s_i >= a_i * a_i * max(lam_min, 0.0)
+            else ("alpha", a_i, "sigma", s_i)
+        )
+        return ValueError(
+            f"{name} = {val:.6g} is too small (with {other} = {oval:.6g}): the narrowest "
+            f"diffused variance alpha^2 lambda_min + sigma^2 = {float(c[i]):.6g} must be at least "
+            "1e-150, else the mixture's quadratic forms |x - alpha mu_k|^2 / (alpha^2 Sigma_k + "
+            "sigma^2) and the scores overflow float64"
+        )
+    name, val = max((("x", x_max), ("alpha", float(np.abs(a).max())),
+                     ("sigma", float(np.abs(s).max()))), key=lambda t: t[1])  # fmt: skip
     return ValueError(
         f"{name} = {val:.6g} is too large: the mixture's quadratic forms |x - alpha mu_k|^2 / "
         "(alpha^2 Sigma_k + sigma^2) overflow float64; keep |x|, alpha and sigma well below "
@@ -326,8 +348,7 @@ class GaussianMixture:
                     out.setdefault(key, []).append(val)
         out = {k: np.concatenate(v, axis=0) for k, v in out.items()}
         if any(np.isnan(v).any() for v in out.values()):
-            raise _overflow_error(float(np.abs(xf).max()), float(np.abs(a).max()),
-                                  float(np.abs(s).max()))  # fmt: skip
+            raise _overflow_error(float(np.abs(xf).max()), a, s, float(self._evals.min()))
         return out, batch
 
     def _eval_chunk(self, x, a, s, what):
@@ -517,16 +538,22 @@ class GaussianMixture:
         """Probability-flow / flow-matching velocity u_t(x) = alpha' E[x_0|x] + sigma' E[eps|x]
         (Lipman et al. 2023, eq. 9; Song et al. 2021, eq. 13), shape (..., d)."""
         out, batch = self._eval(x, alpha, sigma, ("eps", "x0"))
-        n = out["x0"].shape[0]
-        da = np.broadcast_to(finite(d_alpha, "d_alpha").reshape(-1), (n,))
-        ds = np.broadcast_to(finite(d_sigma, "d_sigma").reshape(-1), (n,))
+        da, ds = self._derivs(batch, d_alpha, d_sigma, out["x0"].shape[0])
         u = da[:, None] * out["x0"] + ds[:, None] * out["eps"]
         return u.reshape(batch + (self.d,))
 
-    def _derivs(self, x, d_alpha, d_sigma, n):
-        da = np.broadcast_to(finite(d_alpha, "d_alpha").reshape(-1), (n,))
-        ds = np.broadcast_to(finite(d_sigma, "d_sigma").reshape(-1), (n,))
-        return da, ds
+    @staticmethod
+    def _derivs(batch, d_alpha, d_sigma, n):
+        """d_alpha, d_sigma as flat arrays of the n points: finite, scalars or batch-shaped."""
+        out = []
+        for name, v in (("d_alpha", d_alpha), ("d_sigma", d_sigma)):
+            v = finite(v, name)
+            if v.ndim and v.shape != batch:
+                raise ValueError(
+                    f"{name} must be a scalar or have the batch shape of x {batch}, got {v.shape}"
+                )
+            out.append(np.broadcast_to(v.reshape(-1), (n,)))
+        return out
 
     def velocity_divergence(self, x, alpha, sigma, d_alpha, d_sigma):
         """Exact divergence of the probability-flow velocity u = alpha' E[x_0|x] + sigma'
@@ -542,7 +569,7 @@ class GaussianMixture:
         Shape (...). The instantaneous change of variables d log p_t(x(t))/dt = -div u along the
         PF-ODE (Chen et al. 2018, Thm. 1) makes this the exact likelihood integrand."""
         out, batch = self._eval(x, alpha, sigma, ("tr_jac",))
-        da, ds = self._derivs(x, d_alpha, d_sigma, out["tr_jac_x0"].shape[0])
+        da, ds = self._derivs(batch, d_alpha, d_sigma, out["tr_jac_x0"].shape[0])
         return (da * out["tr_jac_x0"] + ds * out["tr_jac_eps"]).reshape(batch)
 
     def velocity_jacobian(self, x, alpha, sigma, d_alpha, d_sigma):
@@ -552,7 +579,7 @@ class GaussianMixture:
         probe z^T (du/dx) z has variance 2 sum_{i != j} J_ij^2 (Rademacher z) or 2 |J|_F^2
         (Gaussian z) (Hutchinson 1990)."""
         out, batch = self._eval(x, alpha, sigma, ("jac",))
-        da, ds = self._derivs(x, d_alpha, d_sigma, out["jac_x0"].shape[0])
+        da, ds = self._derivs(batch, d_alpha, d_sigma, out["jac_x0"].shape[0])
         J = da[:, None, None] * out["jac_x0"] + ds[:, None, None] * out["jac_eps"]
         return J.reshape(batch + (self.d, self.d))
 
@@ -575,9 +602,17 @@ class GaussianMixture:
         the means and the sub-blocks of the covariances (eigendecomposed anew)."""
         idx = np.asarray(indices)
         if idx.dtype == bool:
+            if idx.shape != (self.d,):
+                raise ValueError(f"indices must be a boolean mask of shape ({self.d},) or integer "
+                                 f"coordinates, got a mask of shape {idx.shape}")  # fmt: skip
             idx = np.flatnonzero(idx)
+        elif idx.size and idx.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers or a boolean mask, got {indices!r} "
+                            f"(dtype {idx.dtype})")  # fmt: skip
         if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= self.d:
             raise ValueError(f"indices must select coordinates in [0, {self.d}), got {indices!r}")
+        if np.unique(idx).size != idx.size:
+            raise ValueError(f"indices must not repeat a coordinate, got {indices!r}")
         covs = self.covs[:, idx][:, :, idx]
         evals = np.empty((self.K, idx.size))
         evecs = np.empty((self.K, idx.size, idx.size))
@@ -642,6 +677,16 @@ class GaussianMixture:
             R = float(R) * np.eye(m)
         elif R.shape != (m, m):
             raise ValueError(f"noise_cov must be a scalar or shape {(m, m)}, got {R.shape}")
+        else:
+            if np.abs(R - R.T).max() > 1e-12 * max(np.abs(R).max(), np.finfo(float).tiny):
+                raise ValueError(
+                    f"noise_cov must be symmetric, max |R - R^T| = {_r(np.abs(R - R.T).max())}"
+                )
+            lam_r = np.linalg.eigvalsh(0.5 * (R + R.T))
+            if lam_r[0] < -m * np.finfo(float).eps * max(lam_r[-1], 0.0):
+                raise ValueError(
+                    f"noise_cov must be positive semi-definite, smallest eigenvalue {_r(lam_r[0])}"
+                )
         covs = self.covs
         new_means = np.empty_like(self.means)
         new_covs = np.empty_like(covs)
@@ -722,7 +767,7 @@ class Gaussian:
         if S.shape != (self.d, self.d):
             raise ValueError(f"cov must have shape {(self.d, self.d)}, got {S.shape}")
         if np.abs(S - S.T).max() > 1e-12 * max(np.abs(S).max(), np.finfo(float).tiny):
-            raise ValueError("cov must be symmetric")
+            raise ValueError(f"cov must be symmetric, max |S - S^T| = {_r(np.abs(S - S.T).max())}")
         try:
             cho_factor(S, lower=True)
         except np.linalg.LinAlgError:
@@ -743,22 +788,30 @@ class Gaussian:
         x = finite(x, "x")
         if x.ndim < 1 or x.shape[-1] != self.d:
             raise ValueError(f"x must have shape (..., d) with d = {self.d}, got {x.shape}")
-        a, s = finite(alpha, "alpha"), finite(sigma, "sigma")
-        if a.ndim or s.ndim:
-            raise ValueError(
-                f"alpha and sigma must be scalars for Gaussian, got shapes {a.shape}, {s.shape}"
-            )
-        a, s = float(a), float(s)
-        if a < 0 or s < 0 or (a == 0 and s == 0):
-            raise ValueError(f"alpha, sigma must be >= 0 and not both 0, got {_r(a)}, {_r(s)}")
+        a, s = self._levels(alpha, sigma)
         C = a * a * self.cov + s * s * np.eye(self.d)
         cf = cho_factor(C, lower=True)
         r = (x - a * self.mean_vec).reshape(-1, self.d)
         return x.shape[:-1], a, s, C, cf, r
 
+    @staticmethod
+    def _levels(alpha, sigma) -> tuple[float, float]:
+        """(alpha, sigma) as floats: finite scalars >= 0, not both 0."""
+        out = []
+        for name, v in (("alpha", alpha), ("sigma", sigma)):
+            v = finite(v, name)
+            if v.ndim:
+                raise ValueError(f"{name} must be a scalar for Gaussian, got shape {v.shape}")
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0, got {_r(v)}")
+            out.append(float(v))
+        if out[0] == 0 and out[1] == 0:
+            raise ValueError("alpha and sigma must not both be 0")
+        return out[0], out[1]
+
     def diffuse(self, alpha, sigma) -> Gaussian:
         """N(alpha mu, alpha^2 Sigma + sigma^2 I)."""
-        a, s = float(alpha), float(sigma)
+        a, s = self._levels(alpha, sigma)
         return Gaussian(a * self.mean_vec, a * a * self.cov + s * s * np.eye(self.d))
 
     def sample(self, n: int, rng=None):
@@ -791,15 +844,13 @@ class Gaussian:
 
     def v(self, x, alpha, sigma):
         """E[v | x] = alpha E[eps|x] - sigma E[x_0|x] (Salimans & Ho 2022), shape (..., d)."""
-        return float(alpha) * self.eps(x, alpha, sigma) - float(sigma) * self.denoise(
-            x, alpha, sigma
-        )
+        a, s = self._levels(alpha, sigma)
+        return a * self.eps(x, a, s) - s * self.denoise(x, a, s)
 
     def velocity(self, x, alpha, sigma, d_alpha, d_sigma):
         """u = alpha' E[x_0|x] + sigma' E[eps|x] (Lipman et al. 2023, eq. 9), shape (..., d)."""
-        return float(d_alpha) * self.denoise(x, alpha, sigma) + float(d_sigma) * self.eps(
-            x, alpha, sigma
-        )
+        da, ds = finite_scalar(d_alpha, "d_alpha"), finite_scalar(d_sigma, "d_sigma")
+        return da * self.denoise(x, alpha, sigma) + ds * self.eps(x, alpha, sigma)
 
     def laplacian(self, x, alpha, sigma):
         """-tr C^{-1} (constant in x), shape (...)."""
@@ -817,9 +868,8 @@ class Gaussian:
         """du/dx = alpha' alpha Sigma C^{-1} + sigma' sigma C^{-1} (constant in x), shape
         (..., d, d); independent Cholesky implementation."""
         batch, a, s, C, cf, r = self._setup(x, alpha, sigma)
-        J = float(d_alpha) * a * cho_solve(cf, self.cov) + float(d_sigma) * s * cho_solve(
-            cf, np.eye(self.d)
-        )
+        da, ds = finite_scalar(d_alpha, "d_alpha"), finite_scalar(d_sigma, "d_sigma")
+        J = da * a * cho_solve(cf, self.cov) + ds * s * cho_solve(cf, np.eye(self.d))
         J = 0.5 * (J + J.T)
         return np.broadcast_to(J, batch + (self.d, self.d)).copy()
 
@@ -845,7 +895,12 @@ class Gaussian:
 
 
 def ring8(radius: float = 1.0, std: float = 0.05) -> GaussianMixture:
-    """2-D ring of 8 narrow isotropic modes at angles 2 pi k/8, equal weights, class label k."""
+    """2-D ring of 8 narrow isotropic modes at angles 2 pi k/8, equal weights, class label k.
+    ``radius`` >= 0, ``std`` > 0 (finite scalars)."""
+    radius = finite_scalar(radius, "radius")
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {_r(radius)}")
+    std = positive_scalar(std, "std")
     ang = 2.0 * np.pi * np.arange(8) / 8.0
     means = radius * np.stack([np.cos(ang), np.sin(ang)], axis=1)
     return GaussianMixture(
@@ -864,8 +919,8 @@ def bimodal1d() -> GaussianMixture:
 def aniso64(seed: int = 20240601) -> GaussianMixture:
     """64-D mixture of 16 full-covariance components: random rotations, eigenvalues log-spaced
     over three decades (1e-3..1), means of norm about 3, Dirichlet(5) weights; fixed seed, so the
-    target is the same everywhere. Labels: component index modulo 4."""
-    g = np.random.default_rng(seed)
+    target is the same everywhere. Labels: component index modulo 4. ``seed``: an integer >= 0."""
+    g = np.random.default_rng(positive_int(seed, "seed", minimum=0))
     K, d = 16, 64
     means = g.standard_normal((K, d))
     means *= 3.0 / np.linalg.norm(means, axis=1, keepdims=True)

@@ -18,6 +18,13 @@ from .schedules import DiscreteSchedule, Schedule
 __all__ = ["UniformTimesteps", "LogSNRTimesteps", "LogitNormalTimesteps"]
 
 
+def _unit_scalar(value, name: str) -> float:
+    v = in_interval(value, name, 0.0, 1.0)
+    if v.ndim:
+        raise ValueError(f"{name} must be a scalar, got shape {v.shape}")
+    return float(v)
+
+
 class UniformTimesteps:
     """t ~ U[t_min, t_max] (Ho et al. 2020 Algorithm 1 for a :class:`DiscreteSchedule`, where
     t = n/T with n ~ U{1..T}). ``pdf(t) = 1/(t_max - t_min)`` (continuous)."""
@@ -26,8 +33,8 @@ class UniformTimesteps:
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
         self.schedule = schedule
-        self.t_min = float(in_interval(t_min, "t_min", 0.0, 1.0))
-        self.t_max = float(in_interval(t_max, "t_max", 0.0, 1.0))
+        self.t_min = _unit_scalar(t_min, "t_min")
+        self.t_max = _unit_scalar(t_max, "t_max")
         if self.t_max <= self.t_min:
             raise ValueError(f"t_max must be > t_min={_r(self.t_min)}, got {_r(self.t_max)}")
 

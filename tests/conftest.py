@@ -3,7 +3,10 @@
 Profiles (select with HYPOTHESIS_PROFILE):
   dev  quick local runs, random seeds (default outside CI);
   ci   more examples, derandomized so that CI is reproducible (used by `make test`);
-  stress  400 random examples per property, for hunting edge cases before a release.
+  stress  400 random examples per property, for hunting edge cases before a release;
+  nightly  the fuzz suite's long run (`make fuzz`): tests/fuzz_api.py draws 250 examples per
+           (callable, argument) and 400 valid inputs per callable under it, against 8 and 10 in
+           ci; the other properties get stress's 400 random examples.
 """
 
 import os
@@ -26,6 +29,12 @@ settings.register_profile(
 )
 settings.register_profile(
     "stress",
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "nightly",
     max_examples=400,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

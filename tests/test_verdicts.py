@@ -751,16 +751,17 @@ def test_grid_explanation_is_per_test():
 
 
 @pytest.mark.parametrize(
-    "kw, needle",
+    "kw, needle, exc",
     [
-        (dict(seed=-1), "seed must be an integer >= 0, got -1"),
-        (dict(prediction="epsilon"), "prediction must be one of"),
-        (dict(tier3_steps=-5), "tier3_steps must be an integer >= 2, got -5"),
-        (dict(n_samples="many"), "n_samples must be an integer >= 2, got 'many'"),
+        (dict(seed=-1), "seed must be an integer >= 0, got -1", ValueError),
+        (dict(prediction="epsilon"), "prediction must be one of", ValueError),
+        (dict(tier3_steps=-5), "tier3_steps must be an integer >= 2, got -5", ValueError),
+        # the wrong type is a TypeError (as the reference's positive_int)
+        (dict(n_samples="many"), "n_samples must be an integer >= 2, got str 'many'", TypeError),
     ],
 )
-def test_bad_arguments_are_named(kw, needle):
-    with pytest.raises(ValueError, match=needle):
+def test_bad_arguments_are_named(kw, needle, exc):
+    with pytest.raises(exc, match=needle):
         verify(DDIM(), "ring8", steps=(8, 16), progress=False, **kw)
 
 

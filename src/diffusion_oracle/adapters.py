@@ -25,6 +25,24 @@ from diffusion_oracle.reference.schedules import DiscreteSchedule, Schedule
 __all__ = ["from_k_diffusion", "from_diffusers"]
 
 
+def _check_common(name, order, stochastic):
+    """The adapters' shared arguments: ``name`` a str or None, ``order`` None or a finite number
+    > 0, ``stochastic`` a bool (or None: measured, on the pipeline routes)."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {type(name).__name__} {name!r}")
+    if order is not None:
+        if isinstance(order, (bool, np.bool_)) or not isinstance(order, (int, float, np.integer,
+                                                                         np.floating)):  # fmt: skip
+            raise TypeError(f"order must be a number > 0 or None, got {type(order).__name__} "
+                            f"{order!r}")  # fmt: skip
+        if not (np.isfinite(order) and order > 0):
+            raise ValueError(f"order must be a finite number > 0 or None, got {order!r}")
+    # None: the pipeline routes (diffusers schedulers, k-diffusion wrappers) measure it
+    if stochastic is not None and not isinstance(stochastic, (bool, np.bool_)):
+        raise TypeError(f"stochastic must be a bool or None, got {type(stochastic).__name__} "
+                        f"{stochastic!r}")  # fmt: skip
+
+
 def _to_numpy(a):
     if hasattr(a, "detach"):
         return a.detach().cpu().numpy().astype(np.float64)
@@ -133,6 +151,12 @@ def from_k_diffusion(
         raise ValueError(f"framework must be 'numpy' or 'torch', got {framework!r}")
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    _check_common(name, order, stochastic)
+    from diffusion_oracle.reference._checks import positive_scalar
+
+    positive_scalar(rho, "rho")
+    if not isinstance(dtype, str) or dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be one of ['float32', 'float64'], got {dtype!r}")
     if wrapper is not None:
         from diffusion_oracle.validation.k_diffusion import WrapperPipeline, WrapperSampler
 
@@ -266,6 +290,7 @@ def from_diffusers(
             f"scheduler_factory must be callable (returning a fresh scheduler), got "
             f"{type(scheduler_factory).__name__}"
         )
+    _check_common(name, order, stochastic)
     probe = scheduler_factory()
     nm = name or type(probe).__name__
     if any(c.__module__.startswith("diffusers.") for c in type(probe).__mro__):

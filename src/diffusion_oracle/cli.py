@@ -13,6 +13,7 @@ Commands
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -478,9 +479,25 @@ def _order(text: str):
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--order must be a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"--order must be > 0, got {text!r}")
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"--order must be a finite number > 0, got {text!r}")
     return int(v) if v.is_integer() else v
+
+
+def _int_at_least(lo: int, option: str):
+    """An argparse type: an integer >= lo (argparse names the option in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{option} must be an integer >= {lo}, got {text!r}") from None  # fmt: skip
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{option} must be an integer >= {lo}, got {text!r}")
+        return v
+
+    return parse
 
 
 def _json_dict(text: str) -> dict:
@@ -828,17 +845,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument(
         "--tier3-steps",
-        type=int,
+        type=_int_at_least(2, "--tier3-steps"),
         default=None,
         help="step count of the statistical tier (default 256 for order >= 2, else 1024)",
     )
     v.add_argument(
         "--n-samples",
-        type=int,
+        type=_int_at_least(2, "--n-samples"),
         default=None,
         help="tier-3 sample size (default: resolves a 20%% error in the smallest weight)",
     )
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0)
     v.add_argument(
         "--reference",
         default=None,
@@ -876,7 +893,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument(
         "--jobs",
-        type=int,
+        type=_int_at_least(1, "--jobs"),
         default=min(2, os.cpu_count() or 1),
         help="worker processes for the built-in run (default: up to 2)",
     )
@@ -904,7 +921,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "sampler's")  # fmt: skip
     pl.add_argument("--strength", type=float, default=None,
                     help="img2img strength (the run starts part-way, set_begin_index)")
-    pl.add_argument("--begin-index", type=int, default=None, help="start index into timesteps")
+    pl.add_argument("--begin-index", type=_int_at_least(0, "--begin-index"), default=None,
+                    help="start index into timesteps")  # fmt: skip
     pl.add_argument("--order", type=_order, default=None, help="the declared convergence order")
     pl.add_argument("--inverse", action="store_true",
                     help="an inversion scheduler: verified in inversion mode (--reference ddim "
@@ -946,7 +964,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated times in [0, 1] (default: 0,0.05,0.2,0.4,0.6,0.8,1)",
     )
     g.add_argument("--out", type=Path, default=None, help="folder for PNG plots (default: none)")
-    g.add_argument("--seed", type=int, default=0, help="seed for the sampled histograms")
+    g.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0,
+                   help="seed for the sampled histograms")  # fmt: skip
     lk = sub.add_parser(
         "likelihood",
         help="the exact model's ELBO terms, exact log-likelihood and irreducible loss",
@@ -972,7 +991,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="reverse-kernel variance (default fixed_large: beta_n)",
     )
     lk.add_argument("--out", type=Path, default=None, help="folder for the PNG plot")
-    lk.add_argument("--seed", type=int, default=0)
+    lk.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0)
     cf = sub.add_parser(
         "conformance",
         help="check a library's samplers against the reference and exact ground truth",
@@ -1010,7 +1029,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cf.add_argument(
         "--jobs",
-        type=int,
+        type=_int_at_least(1, "--jobs"),
         default=min(2, os.cpu_count() or 1),
         help="worker processes, one configuration each (default: up to 2)",
     )

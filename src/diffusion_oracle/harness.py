@@ -271,10 +271,34 @@ def _guarded(report, name, fn, tier=None):
     return out
 
 
+def _int_list(values, name: str, what: str) -> list:
+    """A collection of integers (not bools, not floats, not a string) as a list."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a collection of {what}, got {type(values).__name__} "
+                        f"{values!r}")  # fmt: skip
+    values = list(values)
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be {what}, got {type(v).__name__} {v!r} in {values!r}")
+    return [int(v) for v in values]
+
+
 def _check_args(target, schedule, steps, tiers, grid, dtype, n_samples, tier3_steps, seed,
-                prediction):  # fmt: skip
+                prediction, sampler=None, flags=()):  # fmt: skip
+    if not callable(sampler):
+        raise TypeError(f"sampler must be callable as sampler(model, x_init, grid, *, rng), got "
+                        f"{type(sampler).__name__} {sampler!r}")  # fmt: skip
+    for name, v in flags:
+        if not isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool, got {type(v).__name__} {v!r}")
     tname = target if isinstance(target, str) else type(target).__name__
-    target = get_target(target) if isinstance(target, str) else target
+    if isinstance(target, str):
+        from diffusion_oracle.reference.targets import DEFAULT_TARGETS
+
+        if target not in DEFAULT_TARGETS:
+            raise ValueError(f"target must be a GaussianMixture or one of "
+                             f"{sorted(DEFAULT_TARGETS)}, got {target!r}")  # fmt: skip
+        target = get_target(target)
     if not isinstance(target, GaussianMixture):
         raise TypeError(
             f"target must be a GaussianMixture or a built-in name, got {type(target).__name__}"
@@ -282,16 +306,11 @@ def _check_args(target, schedule, steps, tiers, grid, dtype, n_samples, tier3_st
     schedule = VPLinear() if schedule is None else schedule
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
-    try:
-        steps = sorted({int(s) for s in steps})
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"steps must be integers >= 2, got {steps!r}") from err
+    given = steps
+    steps = sorted(set(_int_list(steps, "steps", "integers >= 2")))
     if not steps or steps[0] < 2:
-        raise ValueError(f"steps must be integers >= 2, got {steps}")
-    try:
-        tiers = tuple(sorted({int(t) for t in tiers}))
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"tiers must be a collection of 1, 2, 3, got {tiers!r}") from err
+        raise ValueError(f"steps must be integers >= 2, got {given!r}")
+    tiers = tuple(sorted(set(_int_list(tiers, "tiers", "tier numbers 1, 2, 3"))))
     if any(t not in (1, 2, 3) for t in tiers):
         raise ValueError(f"tiers must be drawn from (1, 2, 3), got {tiers}")
     if grid is not None and grid not in VALID_KINDS:
@@ -302,7 +321,9 @@ def _check_args(target, schedule, steps, tiers, grid, dtype, n_samples, tier3_st
                         ("seed", seed, 0)):  # fmt: skip
         if v is None and name != "seed":
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer >= {lo}, got {type(v).__name__} {v!r}")
+        if v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
@@ -371,7 +392,8 @@ def verify(
     if schedule is None and getattr(sampler, "schedule", None) is not None:
         schedule = sampler.schedule  # an adapter bound to its network's training schedule
     tname, target, schedule, steps, tiers, dtype = _check_args(
-        target, schedule, steps, tiers, grid, dtype, n_samples, tier3_steps, seed, prediction
+        target, schedule, steps, tiers, grid, dtype, n_samples, tier3_steps, seed, prediction,
+        sampler, (("accept_prior_mismatch", accept_prior_mismatch), ("progress", progress)),
     )
     if callable(getattr(sampler, "check_schedule", None)):
         sampler.check_schedule(schedule)  # a sampler bound to one training table says so

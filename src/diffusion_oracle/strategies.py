@@ -36,11 +36,49 @@ __all__ = [
     "interior_times",
     "spd_matrices",
     "gaussian_mixtures",
+    "sizes",
+    "noise_levels",
 ]
+
+# The documented accuracy domain of the targets: d up to 512 dimensions, K up to 256 components.
+MAX_D = 512
+MAX_K = 256
+# a full-covariance draw keeps K d^2 below this (8 MB of covariances; the eigendecompositions
+# stay well under a second): large d then comes with few components
+_FULL_BUDGET = 1 << 20
 
 
 def _floats(lo, hi):
     return st.floats(lo, hi, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def sizes(draw, hi: int):
+    """An integer in [1, hi], weighted towards small sizes so that draws stay cheap: 1..5 in 70%
+    of draws, up to 64 in 20%, up to ``hi`` in 10% (hypothesis shrinks towards 1)."""
+    hi = int(hi)
+    tier = draw(st.integers(0, 9))
+    if tier < 7:
+        return draw(st.integers(1, min(5, hi)))
+    if tier < 9:
+        return draw(st.integers(1, min(64, hi)))
+    return draw(st.integers(1, hi))
+
+
+@st.composite
+def noise_levels(draw, max_alpha: float = 1.0, max_sigma: float = 80.0):
+    """(alpha, sigma) of a point on a diffusion path, alpha in [0, max_alpha], sigma in
+    [0, max_sigma], not both 0: ordinary levels, tiny ones (down to 1e-300, the data end of
+    every path, alpha -> 0 at zero terminal SNR) and the endpoints 0 themselves."""
+
+    def level(hi):
+        return draw(st.one_of(_floats(0.0, hi), _floats(1e-300, 1e-3),
+                              st.sampled_from([0.0, 1e-300, 1e-150, 1e-8, hi])))  # fmt: skip
+
+    a, s = level(max_alpha), level(max_sigma)
+    if a == 0.0 and s == 0.0:
+        s = draw(_floats(1e-300, max_sigma).filter(lambda v: v > 0))
+    return a, s
 
 
 @st.composite
@@ -123,18 +161,27 @@ def gaussian_mixtures(
     max_condition: float = 1e3,
     with_labels: bool = False,
 ):
-    """A GaussianMixture with K components in d dimensions (drawn when not given)."""
-    d = draw(st.integers(1, 5)) if d is None else d
-    K = draw(st.integers(1, 5)) if K is None else K
+    """A GaussianMixture with K components in d dimensions (drawn when not given, up to the
+    documented domain d <= 512, K <= 256, weighted towards small sizes; a full-covariance draw
+    keeps K d^2 <= 2^20, so large d comes with few components). Weights are Dirichlet, in a
+    quarter of the draws extreme: one component carries all but 1e-9 of the mass."""
     ctype = (
         draw(st.sampled_from(["full", "diag", "iso"]))
         if covariance_type is None
         else covariance_type
     )
+    d = draw(sizes(MAX_D)) if d is None else d
+    if K is None:
+        k_max = MAX_K if ctype != "full" else max(1, min(MAX_K, _FULL_BUDGET // (d * d)))
+        K = draw(sizes(k_max))
     seed = draw(st.integers(0, 2**32 - 1))
     g = np.random.default_rng(seed)
-    w = g.dirichlet(np.full(K, 2.0)) + 1e-3
-    w = w / w.sum()
+    if K > 1 and draw(st.integers(0, 3)) == 0:  # extreme weights
+        w = np.full(K, 1e-9 / (K - 1))
+        w[g.integers(K)] = 1.0 - 1e-9
+    else:
+        w = g.dirichlet(np.full(K, 2.0)) + 1e-3
+        w = w / w.sum()
     spread = draw(_floats(0.0, 4.0))
     means = spread * g.standard_normal((K, d))
     if ctype == "full":

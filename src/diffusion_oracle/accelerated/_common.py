@@ -22,7 +22,7 @@ def resolve(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
             raise ValueError(f"device must name a torch device, got {device!r}") from err
     dt = torch.float64 if dtype is None else dtype
     if dt not in (torch.float64, torch.float32):
-        raise TypeError(f"dtype must be torch.float64 or torch.float32, got {dt}")
+        raise TypeError(f"dtype must be torch.float64 or torch.float32, got {dt!r}")
     return dev, dt
 
 
@@ -36,16 +36,20 @@ def as_tensor(x, name: str, *, device, dtype) -> torch.Tensor:
         if x.is_complex():
             raise TypeError(f"{name} must be real, got dtype {x.dtype}")
         return x.to(device=device, dtype=dtype)
-    if isinstance(x, (bool, np.bool_)) or (
-            isinstance(x, (list, tuple, np.ndarray)) and np.asarray(x).dtype == bool):  # fmt: skip
-        raise TypeError(f"{name} must have a real numeric dtype (integer or floating), got "
-                        "dtype bool")  # fmt: skip
+    # everything else as the reference's as_float: strings, booleans, complex and object
+    # arrays are TypeErrors naming the dtype (torch would drop an imaginary part silently)
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be a real number or array of reals, got {type(x).__name__}")
     try:
-        if isinstance(x, np.ndarray) and not x.flags.writeable:
-            x = x.copy()  # torch cannot wrap read-only memory
-        return torch.as_tensor(x, device=device, dtype=dtype)
-    except (TypeError, ValueError, RuntimeError) as err:
+        arr = np.asarray(x)
+    except (TypeError, ValueError, RuntimeError) as err:  # ragged nested lists, ...
         raise TypeError(f"{name} must be a real number or array, got {type(x).__name__}") from err
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must have a real numeric dtype (integer or floating), got "
+                        f"dtype {arr.dtype}")  # fmt: skip
+    if not arr.flags.writeable:
+        arr = arr.copy()  # torch cannot wrap read-only memory
+    return torch.as_tensor(arr, device=device, dtype=dtype)
 
 
 def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:

@@ -27,6 +27,20 @@ import math
 import numpy as np
 import torch
 
+# argument checks with the reference's messages (no maths: the samplers stay independent)
+from diffusion_oracle.reference._checks import (
+    _r,
+    as_float,
+    boolean,
+    choice,
+    finite,
+    finite_scalar,
+    nonneg_scalar,
+    order_choice,
+    positive_int,
+)
+
+from ._common import as_tensor, check_finite
 from .model import TorchExactModel, declared_prediction, to_x0_eps
 from .schedules import TorchSchedule, torch_schedule
 
@@ -64,11 +78,15 @@ class TorchGrid:
     def __init__(self, schedule: TorchSchedule, t, *, final_zero: bool = False):
         if not isinstance(schedule, TorchSchedule):
             raise TypeError(f"schedule must be a TorchSchedule, got {type(schedule).__name__}")
-        tt = torch.as_tensor(np.asarray(t, dtype=np.float64), dtype=torch.float64)
-        if tt.ndim != 1 or tt.numel() < (1 if final_zero else 2):
-            raise ValueError(f"t must be a 1-D grid with at least 2 nodes, got {tuple(tt.shape)}")
-        if bool((tt[1:] >= tt[:-1]).any()):
-            raise ValueError("t must be strictly decreasing")
+        final_zero = boolean(final_zero, "final_zero")
+        t64 = finite(t, "t")  # the reference Grid's checks and messages
+        if t64.ndim != 1 or t64.size < (1 if final_zero else 2):
+            raise ValueError(f"t must be a 1-D grid with at least 2 nodes, got shape {t64.shape}")
+        if not (np.diff(t64) < 0).all():
+            i = int(np.flatnonzero(np.diff(t64) >= 0)[0])
+            raise ValueError(f"t must be strictly decreasing, got t[{i}] = {_r(t64[i])}, "
+                             f"t[{i + 1}] = {_r(t64[i + 1])}")  # fmt: skip
+        tt = schedule._t(torch.as_tensor(t64, dtype=torch.float64))
         self.schedule, self.final_zero = schedule, bool(final_zero)
         sch = schedule
         cols = {
@@ -168,13 +186,24 @@ class TorchSampler:
         dtype = getattr(model, "dtype", torch.float64)
         if isinstance(x_init, torch.Tensor):
             device = device or x_init.device
-        x = torch.as_tensor(np.asarray(x_init) if as_numpy else x_init)
-        x = x.to(device=device or "cpu", dtype=dtype).clone()
+        x = as_tensor(x_init, "x_init", device=device or "cpu", dtype=dtype).clone()
         if x.ndim != 2:
             raise ValueError(f"x_init must have shape (n, d), got {tuple(x.shape)}")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("x_init must be finite")
-        g = grid if isinstance(grid, TorchGrid) else TorchGrid.from_grid(grid)
+        check_finite(x, "x_init")
+        d = getattr(model, "d", None)
+        if isinstance(d, int) and x.shape[1] != d:
+            raise ValueError(f"x_init must have shape (n, d) with the model's d = {d}, got "
+                             f"{tuple(x.shape)}")  # fmt: skip
+        if not callable(model):
+            raise TypeError(f"model must be callable as model(x, t), got {type(model).__name__}")
+        declared_prediction(model)
+        if isinstance(grid, TorchGrid):
+            g = grid
+        elif hasattr(grid, "schedule") and hasattr(grid, "final_zero") and hasattr(grid, "t"):
+            g = TorchGrid.from_grid(grid)
+        else:
+            raise TypeError(f"grid must be a Grid (see make_grid) or a TorchGrid, got "
+                            f"{type(grid).__name__}")  # fmt: skip
         out = self._run(_Ctx(model, g, rng, x.device, x.dtype), x)
         return out.cpu().numpy() if as_numpy else out
 
@@ -215,14 +244,16 @@ class DDPM(TorchSampler):
     default_grid = "log_snr"
 
     def __init__(self, variance: str = "fixed_small", *, v: float = 0.5, fused: bool | None = None):
-        if variance not in ("fixed_small", "fixed_large", "learned_range"):
+        if not isinstance(variance, str) or variance not in (
+                "fixed_small", "fixed_large", "learned_range"):  # fmt: skip
             raise ValueError(
-                "variance must be one of 'fixed_small', 'fixed_large', 'learned_range' in "
+                "variance must be one of ['fixed_large', 'fixed_small', 'learned_range'] in "
                 f"torch (the reference has 'analytic'), got {variance!r}"
             )
-        if not 0.0 <= float(v) <= 1.0:
-            raise ValueError(f"v must lie in [0, 1], got {v!r}")
-        self.variance, self.v, self.fused = variance, float(v), fused
+        v = finite_scalar(v, "v")
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"v must lie in [0, 1], got {_r(v)}")
+        self.variance, self.v, self.fused = variance, v, fused
         self.name = f"ddpm-{variance.replace('_', '-')}"
         if variance == "learned_range":
             self.name += f"(v={self.v:g})"
@@ -293,9 +324,7 @@ class DDIM(TorchSampler):
     default_grid = "log_snr"
 
     def __init__(self, eta: float = 0.0):
-        if not math.isfinite(float(eta)) or float(eta) < 0:
-            raise ValueError(f"eta must be finite and >= 0, got {eta!r}")
-        self.eta = float(eta)
+        self.eta = nonneg_scalar(eta, "eta")
         self.stochastic = self.eta > 0
         self.name = f"ddim(eta={self.eta:g})"
 
@@ -366,10 +395,18 @@ class EDMStochastic(Heun):
     order = 2
 
     def __init__(self, S_churn=10.0, S_tmin=0.05, S_tmax=50.0, S_noise=1.0):
-        self.S_churn, self.S_tmin = float(S_churn), float(S_tmin)
-        self.S_tmax, self.S_noise = float(S_tmax), float(S_noise)
-        if self.S_churn < 0 or self.S_noise < 0 or math.isnan(self.S_tmax):
-            raise ValueError("S_churn and S_noise must be >= 0 and S_tmax not NaN")
+        # the reference's rules: S_tmax may be +inf (EDM's default), never NaN or < S_tmin
+        self.S_churn = nonneg_scalar(S_churn, "S_churn")
+        self.S_tmin = nonneg_scalar(S_tmin, "S_tmin")
+        tmax = as_float(S_tmax, "S_tmax")
+        if tmax.ndim:
+            raise ValueError(f"S_tmax must be a scalar, got shape {tmax.shape}")
+        self.S_tmax = float(tmax)
+        if math.isnan(self.S_tmax):
+            raise ValueError("S_tmax must not be NaN, got nan")
+        if self.S_tmax < self.S_tmin:
+            raise ValueError(f"S_tmax must be >= S_tmin={_r(self.S_tmin)}, got {_r(self.S_tmax)}")
+        self.S_noise = nonneg_scalar(S_noise, "S_noise")
         self.stochastic = self.S_churn > 0
         self.name = f"edm-stochastic(S_churn={self.S_churn:g})"
 
@@ -500,9 +537,7 @@ class DPMSolverPP3M(TorchSampler):
     default_grid = "log_snr"
 
     def __init__(self, variant: str = "corrected"):
-        if variant not in ("corrected", "published"):
-            raise ValueError(f"variant must be 'corrected' or 'published', got {variant!r}")
-        self.variant = variant
+        self.variant = choice(variant, "variant", {"corrected", "published"})
         self.order = 3 if variant == "corrected" else 2
         self.name = "dpm-solver++(3m)" + ("" if variant == "corrected" else "-published")
 
@@ -573,11 +608,9 @@ class UniPC(TorchSampler):
     default_grid = "log_snr"
 
     def __init__(self, order: int = 2, variant: str = "bh2"):
-        if order not in (1, 2):
-            raise ValueError(f"order must be 1 or 2, got {order!r}")
-        if variant not in ("bh1", "bh2"):
-            raise ValueError(f"variant must be 'bh1' or 'bh2', got {variant!r}")
-        self.p, self.variant, self.order = int(order), variant, int(order) + 1
+        order = order_choice(order, "order", (1, 2))
+        variant = choice(variant, "variant", {"bh1", "bh2"})
+        self.p, self.variant, self.order = order, variant, order + 1
         self.name = f"unipc-{self.p}({variant})"
 
     def _rhos(self, rks, h):
@@ -673,9 +706,7 @@ class LMS(TorchSampler):
     default_grid = "karras"
 
     def __init__(self, order: int = 4):
-        if order not in (1, 2, 3, 4):
-            raise ValueError(f"order must be 1..4, got {order!r}")
-        self.order = self.lms_order = int(order)
+        self.order = self.lms_order = order_choice(order, "order", (1, 2, 3, 4))
         self.name = f"lms-{order}"
 
     @staticmethod
@@ -739,9 +770,8 @@ class PredictorCorrector(TorchSampler):
     default_grid = "log_snr"
 
     def __init__(self, snr: float = 0.16, n_corrector: int = 1, variance: str = "fixed_small"):
-        if not float(snr) >= 0:
-            raise ValueError(f"snr must be >= 0, got {snr!r}")
-        self.snr, self.n_corrector = float(snr), int(n_corrector)
+        self.snr = nonneg_scalar(snr, "snr")
+        self.n_corrector = positive_int(n_corrector, "n_corrector", minimum=0)
         self.predictor = DDPM(variance)
         self.name = f"pc(snr={self.snr:g}, {variance})"
 

@@ -50,14 +50,34 @@ _QUANTITIES = ("log_prob", "resp", "score", "eps", "x0", "laplacian")
 _SECOND = frozenset({"x0_cov_trace", "eps_cov_trace", "tr_jac_x0", "tr_jac_eps"})
 
 
-def _check_overflow(out, x, a, s):
+_TINY_VARIANCE = 1e-150  # the reference's threshold (reference/targets.py _overflow_error)
+
+
+def _check_overflow(out, x, a, s, lam_min: float):
     """ValueError when finite inputs gave NaN (the quadratic forms |x - alpha mu_k|^2 / c_k or
-    c_k = alpha^2 Sigma_k + sigma^2 overflow float64), naming the largest of x, alpha, sigma;
-    log p = -inf alone is the correctly rounded log of an underflowing density."""
+    c_k = alpha^2 Sigma_k + sigma^2 overflow float64). As the reference: when the narrowest
+    diffused variance alpha^2 lambda_min + sigma^2 is below 1e-150 it names the smaller-scale
+    level, else the largest of x, alpha, sigma; log p = -inf alone is the correctly rounded log
+    of an underflowing density."""
     if not any(bool(torch.isnan(v).any()) for v in out.values()):
         return
-    vals = [("x", float(x.abs().max())), ("alpha", float(torch.as_tensor(a).abs().max())),
-            ("sigma", float(torch.as_tensor(s).abs().max()))]  # fmt: skip
+    a64 = torch.as_tensor(a).double().reshape(-1).cpu()
+    s64 = torch.as_tensor(s).double().reshape(-1).cpu()
+    lam = max(lam_min, 0.0)
+    c = a64 * a64 * lam + s64 * s64
+    i = int(torch.argmin(c))
+    a_i, s_i = float(a64[min(i, a64.numel() - 1)]), float(s64[min(i, s64.numel() - 1)])
+    if float(c[i]) < _TINY_VARIANCE:
+        name, val, other, oval = (("sigma", s_i, "alpha", a_i) if s_i * s_i >= a_i * a_i * lam
+                                  else ("alpha", a_i, "sigma", s_i))  # fmt: skip
+        raise ValueError(
+            f"{name} = {val:.6g} is too small (with {other} = {oval:.6g}): the narrowest "
+            f"diffused variance alpha^2 lambda_min + sigma^2 = {float(c[i]):.6g} must be at least "
+            "1e-150, else the mixture's quadratic forms |x - alpha mu_k|^2 / (alpha^2 Sigma_k + "
+            "sigma^2) and the scores overflow float64"
+        )
+    vals = [("x", float(x.abs().max())), ("alpha", float(a64.abs().max())),
+            ("sigma", float(s64.abs().max()))]  # fmt: skip
     name, val = max(vals, key=lambda t: t[1])
     raise ValueError(
         f"{name} = {val:.6g} is too large: the mixture's quadratic forms |x - alpha mu_k|^2 / "
@@ -111,11 +131,14 @@ class TorchMixture:
             # GPU: 2^27 elements (1 GiB in float64) per (N, K, d) intermediate keeps kernel
             # launches negligible; CPU: 2^20 keeps temporaries in cache-friendly sizes
             chunk_elems = 1 << 27 if self.device.type == "cuda" else 1 << 20
-        if covariance_type not in ("full", "diag", "iso"):
+        if not isinstance(covariance_type, str) or covariance_type not in ("full", "diag", "iso"):
             raise ValueError(
-                f"covariance_type must be one of 'full', 'diag', 'iso', got {covariance_type!r}"
+                f"covariance_type must be one of ['diag', 'full', 'iso'], got {covariance_type!r}"
             )
-        if int(chunk_elems) < 1:
+        if isinstance(chunk_elems, bool) or not isinstance(chunk_elems, (int, np.integer)):
+            raise TypeError(f"chunk_elems must be an integer, got {type(chunk_elems).__name__} "
+                            f"{chunk_elems!r}")  # fmt: skip
+        if chunk_elems < 1:
             raise ValueError(f"chunk_elems must be >= 1, got {chunk_elems!r}")
         self.covariance_type = covariance_type
         self.chunk_elems = int(chunk_elems)
@@ -128,8 +151,13 @@ class TorchMixture:
         if mu.ndim != 2:
             raise ValueError(f"means must have shape (K, d), got {tuple(mu.shape)}")
         self.K, self.d = mu.shape
-        if w.shape != (self.K,) or bool((w <= 0).any()) or abs(float(w.sum()) - 1.0) > 1e-10:
-            raise ValueError(f"weights must be K={self.K} positive numbers summing to 1")
+        # the reference's rules and messages (reference/targets.py GaussianMixture)
+        if tuple(w.shape) != (self.K,):
+            raise ValueError(f"weights must have shape (K,) = {(self.K,)}, got {tuple(w.shape)}")
+        if bool((w <= 0).any()):
+            raise ValueError(f"weights must be > 0, got {w[w <= 0].reshape(-1)[0].item()!r}")
+        if abs(float(w.sum()) - 1.0) > 1e-10:
+            raise ValueError(f"weights must sum to 1 (within 1e-10), sum is {float(w.sum())!r}")
         cv = check_finite(as_tensor(covs, "covs", **f64), "covs")
         want = {"full": (self.K, self.d, self.d), "diag": (self.K, self.d), "iso": (self.K,)}
         if tuple(cv.shape) != want[covariance_type]:
@@ -149,7 +177,7 @@ class TorchMixture:
             if len(bad):
                 k = int(bad[0])
                 raise ValueError(f"covs[{k}] must be symmetric, max |S - S^T| = "
-                                 f"{float(asym[k]):.6g}")  # fmt: skip
+                                 f"{float(asym[k])!r}")  # fmt: skip
             lam, Q = torch.linalg.eigh(0.5 * (cv + cv.transpose(1, 2)))
             if not _singular_ok:
                 eps = self.d * np.finfo(float).eps
@@ -159,7 +187,7 @@ class TorchMixture:
                     k = int(bad[0])
                     raise ValueError(
                         f"covs[{k}] must be positive definite, smallest eigenvalue "
-                        f"{float(lam[k, 0]):.6g} (largest {float(lam[k, -1]):.6g})"
+                        f"{float(lam[k, 0])!r} (largest {float(lam[k, -1])!r})"
                     )
             lam = torch.clamp(lam, min=0.0)  # a singular mixture's rounding below 0
             self._Q64 = Q.contiguous()  # row-major: the fused kernel indexes it directly
@@ -175,7 +203,7 @@ class TorchMixture:
             lam = cv[:, None].expand(self.K, self.d)
         if covariance_type != "full" and bool((cv <= 0).any()) and not _singular_ok:
             raise ValueError(f"{covariance_type} covs must be > 0, got "
-                             f"{float(cv[cv <= 0].reshape(-1)[0]):.6g}")  # fmt: skip
+                             f"{float(cv[cv <= 0].reshape(-1)[0])!r}")  # fmt: skip
         if bool((lam < 0).any()):
             raise ValueError("covs must be positive semi-definite")
         self._lam = lam.to(self.dtype).contiguous()  # (K, d) eigenvalues / variances
@@ -206,6 +234,12 @@ class TorchMixture:
     ):
         """The torch mixture with the parameters of a reference ``GaussianMixture`` (its
         weights, means and covariances; the factorisation is redone here)."""
+        from diffusion_oracle.reference.targets import GaussianMixture
+
+        if not isinstance(mixture, GaussianMixture):
+            raise TypeError(
+                f"mixture must be a reference GaussianMixture, got {type(mixture).__name__}"
+            )
         ct = mixture.covariance_type
         covs = mixture.covs
         if ct == "diag":
@@ -229,9 +263,20 @@ class TorchMixture:
     def sample(self, n: int, generator: torch.Generator | None = None, *, alpha=1.0, sigma=0.0):
         """n draws of x_t = alpha x_0 + sigma eps with x_0 ~ p_0 (component k with probability
         w_k, then mu_k + Q_k diag(sqrt(lam_k)) z), shape (n, d), on the mixture's device."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"n must be an integer, got {type(n).__name__} {n!r}")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n!r}")
         n = int(n)
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+        levels = []
+        for name, v in (("alpha", alpha), ("sigma", sigma)):
+            t = check_finite(as_tensor(v, name, device="cpu", dtype=torch.float64), name)
+            if t.ndim:
+                raise ValueError(f"{name} must be a scalar, got shape {tuple(t.shape)}")
+            if float(t) < 0:
+                raise ValueError(f"{name} must be >= 0, got {float(t)!r}")
+            levels.append(float(t))
+        alpha, sigma = levels
         kw = dict(device=self.device, dtype=self.dtype, generator=generator)
         k = torch.multinomial(self.weights.double(), n, replacement=True, generator=generator)
         z = torch.randn(n, self.d, **kw)
@@ -295,7 +340,8 @@ class TorchMixture:
 
             # fused_eval checks x's finiteness through the log-densities it computes
             out = fused_eval(self, xf, float(a), float(s), what)
-            _check_overflow(out, xf, torch.tensor(float(a)), torch.tensor(float(s)))
+            _check_overflow(out, xf, torch.tensor(float(a)), torch.tensor(float(s)),
+                            float(self._lam64.min()))  # fmt: skip
             return out, batch
         if fused:
             check_finite(xf, "x")
@@ -315,7 +361,7 @@ class TorchMixture:
             dummy = self.means[:1].to(self.dtype).clone()
             return {k: v[:0] for k, v in self._chunk(dummy, one, one, what).items()}, batch
         out = {k: torch.cat(v, 0) for k, v in res.items()}
-        _check_overflow(out, xf, a, s)
+        _check_overflow(out, xf, a, s, float(self._lam64.min()))
         return out, batch
 
     def _chunk(self, x, a, s, what):
@@ -535,7 +581,7 @@ class TorchMixture:
     def velocity(self, x, alpha, sigma, d_alpha, d_sigma):
         """u = alpha' E[x_0|x] + sigma' E[eps|x] (Lipman et al. 2023, eq. 9), shape (..., d)."""
         out, batch = self._eval(x, alpha, sigma, ("eps", "x0"))
-        da, ds = self._col(d_alpha, "d_alpha"), self._col(d_sigma, "d_sigma")
+        da, ds = self._col(d_alpha, "d_alpha", batch), self._col(d_sigma, "d_sigma", batch)
         return (da * out["x0"] + ds * out["eps"]).reshape(*batch, self.d)
 
     def laplacian(self, x, alpha, sigma):
@@ -560,10 +606,13 @@ class TorchMixture:
         reference's GaussianMixture.velocity_divergence; Song et al. 2021, App. D.2), shape
         (...)."""
         out, batch = self._eval(x, alpha, sigma, ("tr_jac_x0", "tr_jac_eps"))
-        da, ds = self._col(d_alpha, "d_alpha"), self._col(d_sigma, "d_sigma")
+        da, ds = self._col(d_alpha, "d_alpha", batch), self._col(d_sigma, "d_sigma", batch)
         div = da.reshape(-1) * out["tr_jac_x0"] + ds.reshape(-1) * out["tr_jac_eps"]
         return div.reshape(batch)
 
-    def _col(self, v, name="alpha"):
+    def _col(self, v, name="alpha", batch=None):
         v = check_finite(as_tensor(v, name, device=self.device, dtype=self.dtype), name)
+        if v.ndim and batch is not None and tuple(v.shape) != tuple(batch):
+            raise ValueError(f"{name} must be a scalar or have the batch shape {tuple(batch)}, "
+                             f"got {tuple(v.shape)}")  # fmt: skip
         return v.reshape(-1, 1) if v.ndim else v
