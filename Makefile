@@ -49,12 +49,12 @@ test-kernels: $(KVENV)/.installed
 	cd tests && TRITON_INTERPRET=1 ../$(KPY) -m pytest -q -p no:cacheprovider -W "ignore:::triton.runtime.interpreter" --rootdir=.. -c ../pyproject.toml test_fused_interpreter.py
 
 test: lint test-kernels
-	cd tests && HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} ../$(PY) -m pytest -q -n 2 -p no:cacheprovider --rootdir=.. -c ../pyproject.toml -m "not drift" .
+	cd tests && OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} ../$(PY) -m pytest -q -n 2 -p no:cacheprovider --rootdir=.. -c ../pyproject.toml -m "not drift" .
 
 # The fuzz suite of the public API (tests/test_fuzz_*.py) with many more examples than `make test`
 # runs (HYPOTHESIS_PROFILE=nightly: 250 examples per (callable, argument), random seeds); one
 # BLAS thread per process, as oversubscribed threads slow the small linear algebra tenfold.
-FUZZ := test_fuzz_targets.py test_fuzz_samplers.py test_fuzz_verify.py
+FUZZ := $(notdir $(wildcard tests/test_fuzz_*.py))
 fuzz: $(VENV)/.installed
 	cd tests && OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 HYPOTHESIS_PROFILE=nightly ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $(FUZZ)
 

@@ -155,11 +155,21 @@ class MpMixture:
         }
 
 
-def relative_error(got, want):
-    """|got - want| / |want| (2-norm for vectors), got float64, want mpf."""
+def relative_error(got, want, floor=0.0):
+    """|got - want| / max(|want|, floor) (2-norm for vectors), got float64, want mpf. ``floor``
+    is the size below which the quantity's digits are not determined by its inputs' (the score
+    at a mode, where it is ~0 and its digits are those of x - alpha mu_k)."""
     if isinstance(want, list):
         num = mp.sqrt(mp.fsum((mp.mpf(float(g)) - w) ** 2 for g, w in zip(np.ravel(got), want)))
         den = mp.sqrt(mp.fsum(w * w for w in want))
     else:
         num, den = abs(mp.mpf(float(got)) - want), abs(want)
+    den = max(den, mp.mpf(floor))
     return float(num / den) if den else float(num)
+
+
+def score_floor(x, spec, alpha, sigma):
+    """|x| / c_min, c_min = alpha^2 min eig Sigma + sigma^2: the size of C^{-1} x, the scale at
+    which the score's rounding lives (its relative condition number at a mode is unbounded)."""
+    lo = min(float(np.min(np.asarray(D, dtype=float))) for _, _, D in spec)
+    return float(np.linalg.norm(x)) / (alpha**2 * lo + sigma**2)
