@@ -111,20 +111,36 @@ def test_responsibility_test_matches_the_definition():
 
 def test_responsibility_test_rare_components_use_the_bound():
     """A component visited by fewer than 30 null samples (r > 1e-3) takes the variance bound
-    w (1 - w); at exactly 30 visits the estimate is used. Seeds 3 and 2 were found (once, by the
-    independent computation here) to visit the rare component (weight 0.03) 29 and 30 times
-    among 1000 null draws; the test re-checks that precondition."""
-    w = np.array([0.97, 0.03])
-    mu, cov = np.array([[0.0], [6.0]]), np.array([[[1.0]], [[1.0]]])
+    w (1 - w); at exactly 30 visits the estimate is used. Seeds 11 and 2 were found (once, by the
+    independent computation here) to visit the rare component (weight 0.03, far from the others)
+    29 and 30 times among 1000 null draws; the test re-checks that precondition. The sample has
+    excess mass there, so the rare component's z decides the statistic."""
+    w = np.array([0.6, 0.37, 0.03])
+    mu, cov = np.array([[0.0], [3.0], [9.0]]), np.ones((3, 1, 1))
     t = GaussianMixture(w, mu, cov, covariance_type="full")
     x = t.sample(200, np.random.default_rng(3))
+    x[:6] = 9.0
     seen = {}
-    for seed in (3, 2):
+    for seed in (11, 2):
         z, p, visits = _resp_expected(x, 1000, seed, w, mu, cov, target=t)
-        seen[int(visits[1])] = seed
+        seen[int(visits[2])] = seed
+        assert np.argmax(np.abs(z)) == 2
         res = responsibility_test(t, x, null_n=1000, rng=seed)
         assert math.isclose(res.statistic, np.abs(z).max(), rel_tol=RTOL)
+        assert math.isclose(res.pvalue, min(1.0, 3 * p.min()), rel_tol=RTOL, abs_tol=1e-300)
     assert sorted(seen) == [29, 30]
+
+
+def test_responsibility_test_defaults_and_boundary():
+    """alpha = 1e-3, null_n = 50000 and rng = 0 by default; pass iff p >= alpha (inclusive)."""
+    t = _target()
+    x = t.sample(300, np.random.default_rng(13))
+    res = responsibility_test(t, x)
+    z, p, _ = _resp_expected(x, 50_000, 0)
+    assert res.alpha == 1e-3 and math.isclose(res.statistic, np.abs(z).max(), rel_tol=RTOL)
+    at = responsibility_test(t, x, alpha=res.pvalue)
+    assert at.passed and at.alpha == res.pvalue
+    assert not responsibility_test(t, x, alpha=np.nextafter(res.pvalue, 2.0)).passed
 
 
 def test_responsibility_pvalue_is_capped_at_one():
@@ -200,6 +216,25 @@ def test_projected_ks_threshold_is_p_at_least_alpha():
     assert math.isclose(shifted.pvalue, 3 * _ks_expected(x + [0.3, 0.0], 3, 9), rel_tol=RTOL)
 
 
+def test_projected_ks_defaults_cap_and_names():
+    """n_proj = 16, alpha = 1e-3, rng = 0 by default; the Bonferroni p is capped at 1; a bad
+    n_proj is an error naming it."""
+    t = _target()
+    x = t.sample(300, np.random.default_rng(4))
+    res = projected_ks_test(t, x)
+    assert res.alpha == 1e-3 and "16 projections" in res.detail
+    assert math.isclose(res.statistic, _ks_expected(x, 16, 0), rel_tol=RTOL)
+    for seed in range(60):
+        xs = t.sample(200, np.random.default_rng(200 + seed))
+        if _ks_expected(xs, 2, 0) * 2 > 1:
+            break
+    else:
+        pytest.fail("no seed with both axis p-values above 1/2 (precondition)")
+    assert projected_ks_test(t, xs, n_proj=2).pvalue == 1.0
+    with pytest.raises(ValueError, match="n_proj"):
+        projected_ks_test(t, x, n_proj=0)
+
+
 def test_projected_ks_in_more_dimensions_than_projections():
     w, mu = np.array([0.5, 0.5]), np.array([[1.0, 0.0, 0.0], [-1.0, 0.5, 0.0]])
     cov = np.array([np.diag([0.2, 0.3, 0.5]), np.diag([0.4, 0.1, 0.2])])
@@ -231,9 +266,12 @@ def test_nll_test_is_two_sided():
         assert res.name == "NLL (two-sided)"
         assert math.isclose(res.statistic, z, rel_tol=RTOL)
         assert math.isclose(res.pvalue, p, rel_tol=1e-6, abs_tol=1e-300)
-        assert not res.passed
-        assert ("lower (under-dispersed?)" in res.detail) == (sign < 0)
-        assert "higher" in res.detail or sign < 0
+        assert not res.passed and res.alpha == 1e-3
+        side = "lower (under-dispersed?)" if sign < 0 else "higher"
+        m0 = -_logp(_target().sample(20_000, np.random.default_rng(8))).mean()
+        assert f"mean NLL {-_logp(xs).mean():.4f} vs exact {m0:.4f} nats ({side}), n = 500" == (
+            res.detail
+        )
 
 
 def test_nll_test_passes_exact_samples_with_the_definitions_p():
@@ -245,26 +283,31 @@ def test_nll_test_passes_exact_samples_with_the_definitions_p():
     assert math.isclose(res.pvalue, p, rel_tol=RTOL)
     assert res.passed == (p >= 1e-3) and res.passed
     assert "n = 500" in res.detail
+    # boundary: alpha at the test's own p passes (inclusive), one ulp above fails
+    assert nll_test(t, x, alpha=res.pvalue, null_n=20_000, rng=8).passed
+    assert not nll_test(t, x, alpha=np.nextafter(res.pvalue, 2.0), null_n=20_000, rng=8).passed
+    # defaults: alpha = 1e-3, null_n = 200000, rng = 0
+    d = nll_test(t, x)
+    zd, _ = _nll_expected(x, 200_000, 0)
+    assert d.alpha == 1e-3 and math.isclose(d.statistic, zd, rel_tol=RTOL)
 
 
 # ------------------------------------------------------------------ MMD
 
 
 def _kernel_mean_1d(x, w, mu, var, ell2):
-    """E_Y exp(-(x - Y)^2 / (2 ell2)) for Y ~ sum w_k N(mu_k, var_k), by quadrature."""
-    from scipy.integrate import quad
+    """E_Y exp(-(x - Y)^2 / (2 ell2)) for Y ~ sum w_k N(mu_k, var_k), by 80-node Gauss-Hermite
+    quadrature (the integrand is entire and varies on the scale ell >> sd: error ~1e-16)."""
+    from numpy.polynomial.hermite_e import hermegauss
 
-    out = []
-    for xi in x:
-        tot = 0.0
-        for wk, mk, vk in zip(w, mu, var):
-            sd = math.sqrt(vk)
-            def f(y, xi=xi, mk=mk, sd=sd):
-                return math.exp(-((xi - y) ** 2) / (2 * ell2)) * sps.norm.pdf(y, mk, sd)
-
-            tot += wk * quad(f, mk - 12 * sd, mk + 12 * sd, epsabs=0, epsrel=1e-13, limit=200)[0]
-        out.append(tot)
-    return np.array(out)
+    nodes, weights = hermegauss(80)
+    weights = weights / math.sqrt(2 * math.pi)
+    x = np.asarray(x)[:, None]
+    out = 0.0
+    for wk, mk, vk in zip(w, mu, var):
+        y = mk + math.sqrt(vk) * nodes
+        out = out + wk * (np.exp(-((x - y) ** 2) / (2 * ell2)) * weights).sum(1)
+    return out
 
 
 def _self_term_1d(w, mu, var, ell2):

@@ -17,7 +17,7 @@ a hand-made mutant through the same layout without mutmut and requires the tests
 
 Usage (``make mutate MODULES="reference/stats.py theory/derivations.py"``):
 
-    python tools/mutate.py [--sanity] [MODULE ...]
+    python tools/mutate.py [--sanity] [--resume] [MODULE ...]
 
 MODULE is a path from tools/mutate.toml (default: all of them). One process, one core
 (--max-children 1; the Makefile runs it under nice). Results: .mutate/results/<module>.json
@@ -131,14 +131,41 @@ def collect(work: Path, module: str) -> dict:
             "mutants": status}  # fmt: skip
 
 
-def run_module(module: str, cfg: dict, max_children: int) -> dict:
+def resume_names(work: Path, module: str) -> list[str]:
+    """--resume: the same source, new tests. Refresh the work directory's tests and config,
+    drop mutmut's test-to-function map (new tests must be seen), and return the mutants that
+    were not killed, which mutmut re-runs by name (killed ones keep their verdict: tests were
+    only added or strengthened)."""
+    for src, dest in LAYOUT.items():
+        for f in (ROOT / src).rglob("*.py"):
+            copy = work / dest / f.relative_to(ROOT / src)
+            same = copy.exists() and copy.read_bytes() == f.read_bytes()
+            if "__pycache__" not in f.parts and not same:
+                raise SystemExit(f"{f.relative_to(ROOT)} changed: run without --resume")
+    shutil.rmtree(work / "tests")
+    ignore = shutil.ignore_patterns("__pycache__", ".hypothesis")
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+    res = collect(work, module)
+    return [k for k, v in res["mutants"].items() if v not in ("killed", "timeout")]
+
+
+def run_module(module: str, cfg: dict, max_children: int, resume: bool = False) -> dict:
     tests = cfg["modules"][module]["tests"]
     work = WORK / slug(module)
-    build_layout(work)
+    names = []
+    if resume and (work / "mutants").exists():
+        names = resume_names(work, module)
+        if not names:
+            print(f"== {module}: nothing left to re-run", flush=True)
+    else:
+        build_layout(work)
     write_config(work, module, tests, cfg.get("mutmut", {}))
-    print(f"== {module}: {len(tests)} test target(s), work directory {work}", flush=True)
-    subprocess.run([mutmut_exe(), "run", "--max-children", str(max_children)], cwd=work,
-                   env=env(), check=True)  # fmt: skip
+    print(f"== {module}: {len(tests)} test target(s), work directory {work}"
+          + (f", re-running {len(names)} mutants" if names else ""), flush=True)  # fmt: skip
+    if names or not resume:
+        subprocess.run([mutmut_exe(), "run", "--max-children", str(max_children), *names],
+                       cwd=work, env=env(), check=True)  # fmt: skip
     res = collect(work, module)
     out = WORK / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -199,6 +226,9 @@ def main(argv=None) -> int:
     ap.add_argument("modules", nargs="*", help="paths from tools/mutate.toml (default: all)")
     ap.add_argument("--max-children", type=int, default=1)
     ap.add_argument("--sanity", action="store_true", help="run the hand-made mutant check first")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep each module's last run and re-run only its surviving mutants "
+                    "against the current tests (the source must be unchanged)")  # fmt: skip
     args = ap.parse_args(argv)
     with open(CONFIG, "rb") as f:
         cfg = tomllib.load(f)
@@ -208,7 +238,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"no tests mapped for {unknown} in {CONFIG.relative_to(ROOT)}")
     if args.sanity:
         sanity()
-    results = [run_module(m, cfg, args.max_children) for m in modules]
+    results = [run_module(m, cfg, args.max_children, args.resume) for m in modules]
     print("\nmodule | killed | survived | timeout | no tests | total | killed %")
     for r in results:
         c = r["counts"]
