@@ -1,0 +1,60 @@
+"""assert_log_likelihood_matches' bias bound (diffusion_oracle.testing) at its edges (issue 22,
+mutation testing).
+
+With ``repeats`` > 1 the documented bound is |mean - exact| <= atol + rtol |exact| + z s/sqrt(R),
+s the sample standard deviation (ddof 1) of the R calls. A stand-in estimator returns
+exact + b + c e_r with e = (+1, -1, +1, -1) (mean exact + b, s = c sqrt(4/3)); b at 0.98 and
+1.02 times the bound (computed here from those closed forms) must pass and fail. Any other z,
+ddof, sqrt(R) or a dropped term moves the bound by more than 2%.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from diffusion_oracle.reference import ring8
+from diffusion_oracle.testing import assert_log_likelihood_matches
+
+TARGET = ring8()
+
+
+def _estimator(b, c):
+    calls = []
+
+    def f(x):
+        e = 1.0 if len(calls) % 2 == 0 else -1.0
+        calls.append(1)
+        return TARGET.log_prob(x) + b + c * e
+
+    return f
+
+
+@pytest.mark.parametrize("z, atol, rtol", [(4.5, 1e-5, 0.0), (2.0, 0.0, 1e-3), (3.0, 1e-3, 1e-3)])
+def test_bias_bound_edges(z, atol, rtol):
+    x = TARGET.sample(8, np.random.default_rng(0))
+    exact = np.abs(TARGET.log_prob(x))
+    c, R = 0.01, 4
+    se = c * math.sqrt(4.0 / 3.0) / math.sqrt(R)
+    bound = atol + rtol * exact.min() + z * se  # the tightest point decides
+    kw = dict(x=x, atol=atol, rtol=rtol, repeats=R)
+    if z != 4.5:
+        kw["z"] = z
+    assert_log_likelihood_matches(_estimator(0.98 * bound, c), TARGET, **kw)
+    with pytest.raises(AssertionError, match="standard errors"):
+        assert_log_likelihood_matches(_estimator(1.02 * bound, c), TARGET, **kw)
+    # a negative bias is as bad as a positive one
+    with pytest.raises(AssertionError, match="mean of 4 calls"):
+        assert_log_likelihood_matches(_estimator(-1.02 * bound, c), TARGET, **kw)
+
+
+def test_deterministic_bound_edges():
+    """repeats = 1: |actual - exact| <= atol + rtol |exact|, no spread term."""
+    x = TARGET.sample(8, np.random.default_rng(1))
+    exact = np.abs(TARGET.log_prob(x))
+    bound = 1e-4 + 1e-3 * exact.min()
+    assert_log_likelihood_matches(_estimator(0.98 * bound, 0.0), TARGET, x=x, atol=1e-4, rtol=1e-3)
+    with pytest.raises(AssertionError, match="Mismatched points"):
+        assert_log_likelihood_matches(
+            _estimator(1.02 * bound, 0.0), TARGET, x=x, atol=1e-4, rtol=1e-3
+        )
