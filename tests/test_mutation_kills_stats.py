@@ -105,7 +105,10 @@ def test_responsibility_test_matches_the_definition():
         pmin = min(1.0, p.min() * 3)
         assert math.isclose(res.pvalue, pmin, rel_tol=RTOL, abs_tol=1e-300)
         assert res.passed == (pmin >= 1e-3) and res.alpha == 1e-3
-        assert f"worst component {int(np.argmin(p))}:" in res.detail and "n = 400" in res.detail
+        k = int(np.argmin(p))
+        mean_r = _resp(xs).mean(0)
+        want = f"worst component {k}: mean r = {mean_r[k]:.4f} vs w = {W[k]:.4f}, n = 400"
+        assert res.detail == want
     assert not responsibility_test(t, x, alpha=1e-3, null_n=3000, rng=7).passed
 
 
@@ -231,7 +234,7 @@ def test_projected_ks_defaults_cap_and_names():
     else:
         pytest.fail("no seed with both axis p-values above 1/2 (precondition)")
     assert projected_ks_test(t, xs, n_proj=2).pvalue == 1.0
-    with pytest.raises(ValueError, match="n_proj"):
+    with pytest.raises(ValueError, match="^n_proj must be >= 1"):
         projected_ks_test(t, x, n_proj=0)
 
 
@@ -272,6 +275,16 @@ def test_nll_test_is_two_sided():
         assert f"mean NLL {-_logp(xs).mean():.4f} vs exact {m0:.4f} nats ({side}), n = 500" == (
             res.detail
         )
+
+
+def test_nll_side_is_higher_for_a_positive_z():
+    """0 < z < 1 reads "higher" (the side is the sign of z). Seed 16 gives such a z (found
+    once with the independent computation; re-checked)."""
+    t = _target()
+    x = t.sample(500, np.random.default_rng(16))
+    z, _ = _nll_expected(x, 20_000, 8)
+    assert 0 < z < 1
+    assert "nats (higher), n = 500" in nll_test(t, x, null_n=20_000, rng=8).detail
 
 
 def test_nll_test_passes_exact_samples_with_the_definitions_p():
@@ -372,6 +385,84 @@ def test_mmd_null_and_test_match_the_definitions():
     assert res2.pvalue == (1 + sum(s >= res2.statistic for s in s2)) / 5
 
 
+def test_mmd_defaults_ties_and_boundary():
+    """mmd_test: alpha = 1e-2, replicates = 199, rng = 0 by default (the null's 99% quantile in
+    the detail is the one of the independently drawn null); a null statistic equal to the
+    statistic counts as at least as extreme (p = (1 + #{null >= stat}) / (R + 1)); pass iff
+    p >= alpha."""
+    t = _t1()
+    x = t.sample(12, np.random.default_rng(31))
+    res = mmd_test(t, x, replicates=9)
+    ell2, stats = _null_expected(t, 12, 9, 0, 200)
+    stat = _mmd2_expected(x[:, 0], W1, MU1, VAR1, ell2)
+    k = sum(v >= stat for v in stats)
+    assert 0 < k < 9  # an informative p (precondition)
+    assert res.alpha == 1e-2 and res.pvalue == (1 + k) / 10
+    assert f"null 99% quantile {np.quantile(stats, 0.99):.3g}, n = 12" in res.detail
+    full = mmd_test(t, x)
+    assert (full.pvalue * 200) == round(full.pvalue * 200)  # 199 replicates
+    assert mmd_null(t, 12)[2].shape == (199,)
+    # ties: the statistic itself as the only null value gives p = 2/2
+    tie = mmd_test(t, x, null=(ell2, _self_term_1d(W1, MU1, VAR1, ell2), np.array([res.statistic])))
+    assert tie.pvalue == 1.0
+    # boundary: alpha equal to p passes
+    assert mmd_test(t, x, replicates=9, alpha=res.pvalue).passed
+    assert not mmd_test(t, x, replicates=9, alpha=np.nextafter(res.pvalue, 2.0)).passed
+
+
+def _kernel_mean_diag(x, w, mu, var, ell2):
+    """A diagonal mixture and an isotropic kernel factorise over coordinates."""
+    out = 0.0
+    for wk, mk, vk in zip(w, mu, var):
+        term = np.ones(len(x))
+        for j in range(x.shape[1]):
+            term = term * _kernel_mean_1d(x[:, j], [1.0], [mk[j]], [vk[j]], ell2)
+        out = out + wk * term
+    return out
+
+
+def _self_term_diag(w, mu, var, ell2):
+    tot = 0.0
+    for wj, mj, vj in zip(w, mu, var):
+        for wk, mk, vk in zip(w, mu, var):
+            term = 1.0
+            for i in range(len(mj)):  # the 1-D Gaussian integral of _self_term_1d per axis
+                sd = math.sqrt(ell2 + vj[i] + vk[i])
+                term *= math.sqrt(2 * math.pi * ell2) * sps.norm.pdf(mj[i] - mk[i], 0, sd)
+            tot += wj * wk * term
+    return tot
+
+
+def test_mmd_statistic_in_two_dimensions():
+    """d = 2 (the d-dependent normalisations vanish at d = 1): a diagonal mixture, whose kernel
+    mean and self term are products of 1-D Gauss-Hermite / Gaussian-integral terms."""
+    w, mu = np.array([0.4, 0.6]), np.array([[0.0, 1.0], [1.5, -0.5]])
+    var = np.array([[0.3, 0.1], [0.2, 0.4]])
+    t = GaussianMixture(w, mu, var, covariance_type="diag")
+    ell2 = 0.7
+    x = t.sample(15, np.random.default_rng(41))
+    sq = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    xx = (np.exp(-sq / (2 * ell2)).sum() - 15) / (15 * 14)
+    st = _self_term_diag(w, mu, var, ell2)
+    want = xx - 2 * _kernel_mean_diag(x, w, mu, var, ell2).mean() + st
+    res = mmd_test(t, x, null=(ell2, st, np.array([0.0])))
+    assert math.isclose(res.statistic, want, rel_tol=1e-9, abs_tol=1e-12)
+    ell2_n, st_n, _ = mmd_null(t, 15, replicates=1, rng=0)
+    assert math.isclose(st_n, _self_term_diag(w, mu, var, ell2_n), rel_tol=1e-12)
+
+
+def test_mmd_self_term_with_negligible_weights_is_silent():
+    """A weight product that underflows (1e-200^2) contributes exp(-inf) = 0 without a
+    divide-by-zero warning."""
+    import warnings
+
+    t = GaussianMixture([1 - 1e-200, 1e-200], [[0.0], [3.0]], [0.1, 0.1], covariance_type="iso")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ell2, st, _ = mmd_null(t, 20, replicates=1, rng=0)
+    assert math.isclose(st, _self_term_1d([1.0], [0.0], [0.1], ell2), rel_tol=1e-12)
+
+
 def test_mmd_null_bandwidth_sample_size_is_clamped():
     """The bandwidth uses min(2000, max(n, 200)) exact draws: n = 250 draws 250."""
     t = _t1()
@@ -409,6 +500,13 @@ def test_sample_shape_is_checked(f):
     for bad in (np.zeros((5, 3)), np.zeros(10), np.zeros((2, 5, 2))):
         with pytest.raises(ValueError, match=r"x must have shape \(n, 2\)"):
             f(t, bad)
+
+
+def test_samples_must_be_finite():
+    t = _target()
+    for f in (responsibility_test, projected_ks_test, nll_test, mmd_test):
+        with pytest.raises(ValueError, match="^x must be finite"):
+            f(t, np.array([[0.0, np.nan]]))
 
 
 def test_result_prints_its_verdict():

@@ -132,16 +132,14 @@ def collect(work: Path, module: str) -> dict:
 
 
 def resume_names(work: Path, module: str) -> list[str]:
-    """--resume: the same source, new tests. Refresh the work directory's tests and config,
+    """--resume: the same module under test, new tests (the rest of the layout stays as it
+    was at the first run). Refresh the work directory's tests and config,
     drop mutmut's test-to-function map (new tests must be seen), and return the mutants that
     were not killed, which mutmut re-runs by name (killed ones keep their verdict: tests were
     only added or strengthened)."""
-    for src, dest in LAYOUT.items():
-        for f in (ROOT / src).rglob("*.py"):
-            copy = work / dest / f.relative_to(ROOT / src)
-            same = copy.exists() and copy.read_bytes() == f.read_bytes()
-            if "__pycache__" not in f.parts and not same:
-                raise SystemExit(f"{f.relative_to(ROOT)} changed: run without --resume")
+    copy = work / installed_path(module)
+    if copy.read_bytes() != (ROOT / module).read_bytes():
+        raise SystemExit(f"{module} changed since its run: run without --resume")
     shutil.rmtree(work / "tests")
     ignore = shutil.ignore_patterns("__pycache__", ".hypothesis")
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
