@@ -8,6 +8,7 @@ more, so the tolerance separates them by seven orders of magnitude.
 """
 
 import math
+import warnings
 
 import mpmath as mp
 import numpy as np
@@ -40,7 +41,9 @@ def test_log1mexp_vectorised_and_endpoints():
     x = np.array(XS)
     want = np.array([_mp(lambda v: mp.log(1 - mp.exp(-v)), v) for v in XS])
     np.testing.assert_allclose(log1mexp(x), want, rtol=RTOL, atol=0)
-    assert log1mexp(0.0) == -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # log(0) at x = 0 is the answer, not a warning
+        assert log1mexp(0.0) == -np.inf
     assert log1mexp(np.inf) == 0.0
     # exp(-800) underflows: the answer -exp(-800) rounds to -0.0 or a subnormal, never below
     assert -1e-300 < float(log1mexp(800.0)) <= 0.0
@@ -63,3 +66,19 @@ def test_log_2pi_constant():
     with mp.workdps(50):
         want = float(mp.log(2 * mp.pi))
     assert abs(LOG_2PI - want) <= EPS * want
+
+
+@pytest.mark.parametrize("f, ref", [
+    (log1mexp, lambda v: mp.log(1 - mp.exp(-v))),
+    (softplus, lambda v: mp.log(1 + mp.exp(v))),
+    (log_sigmoid, lambda v: -mp.log(1 + mp.exp(-v))),
+])  # fmt: skip
+def test_float32_inputs_are_computed_in_float64(f, ref):
+    """The module works in float64 whatever the input's dtype: a float32 argument is exact in
+    float64, and the result must be the float64 answer for it (float32 arithmetic would be off
+    by ~1e-7)."""
+    x = np.array([1e-5, 0.3, 2.0, 20.0], dtype=np.float32)
+    got = f(x)
+    assert got.dtype == np.float64
+    want = np.array([_mp(ref, float(v)) for v in x])
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=0)

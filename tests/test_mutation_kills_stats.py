@@ -402,9 +402,15 @@ def test_mmd_defaults_ties_and_boundary():
     full = mmd_test(t, x)
     assert (full.pvalue * 200) == round(full.pvalue * 200)  # 199 replicates
     assert mmd_null(t, 12)[2].shape == (199,)
-    # ties: the statistic itself as the only null value gives p = 2/2
-    tie = mmd_test(t, x, null=(ell2, _self_term_1d(W1, MU1, VAR1, ell2), np.array([res.statistic])))
-    assert tie.pvalue == 1.0
+    # ties: the statistic itself (an input here) as the only null value gives p = 2/2
+    null = (ell2, _self_term_1d(W1, MU1, VAR1, ell2), np.array([0.0]))
+    s0 = mmd_test(t, x, null=null).statistic
+    assert mmd_test(t, x, null=(null[0], null[1], np.array([s0]))).pvalue == 1.0
+    # the null is drawn from rng (here 5), and mmd_null's own default seed is 0
+    r5 = mmd_test(t, x, replicates=9, rng=5)
+    _, stats5 = _null_expected(t, 12, 9, 5, 200)
+    assert f"null 99% quantile {np.quantile(stats5, 0.99):.3g}," in r5.detail
+    assert math.isclose(mmd_null(t, 12, replicates=1)[0], ell2, rel_tol=1e-12)
     # boundary: alpha equal to p passes
     assert mmd_test(t, x, replicates=9, alpha=res.pvalue).passed
     assert not mmd_test(t, x, replicates=9, alpha=np.nextafter(res.pvalue, 2.0)).passed
