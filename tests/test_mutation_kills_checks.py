@@ -72,7 +72,9 @@ def test_check7_floor_on_a_continuous_schedule(monkeypatch):
     class NoNoise:
         pass
 
-    assert check7.check_forward(NoNoise, model, "vp", 0).passed is None
+    none = check7.check_forward(NoNoise, model, "vp", 0)
+    assert none.passed is None and none.value is None and none.detail == "no add_noise"
+    assert none.name == "forward process (add_noise, scale_model_input)"
     for f, ok in ((0.9, True), (1.1, False)):
         monkeypatch.setattr(check7, "run_scheduler", lambda *a, f=f, **k: _Run(0.3 * f * 1e-6))
 
@@ -87,3 +89,34 @@ def test_check7_floor_on_a_continuous_schedule(monkeypatch):
 
         res = check7.check_forward(VE, model, "ve", 0)
         assert res.passed is ok, res.detail
+
+
+def test_check7_error_exactly_at_the_tolerance_passes(monkeypatch):
+    """"within T 2^-24": an error equal to the tolerance passes (the input level is chosen so
+    that input_error / 0.3 is exactly 1e-6 in float64), and the detail reports both numbers."""
+    model = ExactModel(ring8(), VPLinear(), prediction="eps")
+    err = 0.3e-6
+    while err / 0.3 != 1e-6:
+        err = np.nextafter(err, 1.0 if err / 0.3 < 1e-6 else 0.0)
+    monkeypatch.setattr(check7, "run_scheduler", lambda *a, **k: _Run(err))
+
+    class VE:
+        def set_timesteps(self, n):
+            self.timesteps = torch.arange(n - 1, -1, -1, dtype=torch.float32)
+            self.sigmas = torch.linspace(10.0, 0.1, n)
+
+        def add_noise(self, x0, eps, k):
+            i = list(np.asarray(self.timesteps)).index(float(k[0]))
+            return x0 + float(self.sigmas[i]) * eps
+
+    res = check7.check_forward(VE, model, "ve", 0)
+    assert res.passed is True and res.value == 1e-6
+    assert res.name == "forward process (add_noise, scale_model_input)"
+    assert res.detail == "max relative error 1.0e-06 (tolerance 1e-06)"
+
+    class Raises(VE):
+        def add_noise(self, x0, eps, k):
+            raise RuntimeError("boom")
+
+    bad = check7.check_forward(Raises, model, "ve", 0)
+    assert bad.passed is False and bad.value is None and bad.detail == "RuntimeError('boom')"

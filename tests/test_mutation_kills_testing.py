@@ -58,3 +58,37 @@ def test_deterministic_bound_edges():
         assert_log_likelihood_matches(
             _estimator(1.02 * bound, 0.0), TARGET, x=x, atol=1e-4, rtol=1e-3
         )
+
+
+def test_two_repeats_already_use_the_spread():
+    """repeats = 2 is a stochastic check too: draws exact + b +- c, s = c sqrt(2), se = c."""
+    x = TARGET.sample(8, np.random.default_rng(2))
+    bound = 4.5 * 0.01
+    assert_log_likelihood_matches(_estimator(0.98 * bound, 0.01), TARGET, x=x, atol=0, repeats=2)
+    with pytest.raises(AssertionError, match=r"\(mean of 2 calls; target"):
+        assert_log_likelihood_matches(
+            _estimator(1.02 * bound, 0.01), TARGET, x=x, atol=0, repeats=2
+        )
+
+
+def test_defaults_and_messages():
+    """atol = 1e-5, rtol = 0, n = 64 exact draws, repeats = 1 by default; the report names the
+    estimator, the tolerances and, only for repeats > 1, the standard errors."""
+    assert_log_likelihood_matches(_estimator(0.98e-5, 0.0), TARGET)
+    with pytest.raises(AssertionError) as info:
+        assert_log_likelihood_matches(_estimator(1.02e-5, 0.0), TARGET)
+    msg = str(info.value)
+    assert msg.startswith("Not equal to the exact log-density within atol=1e-05, rtol=0 (")
+    assert "(log_likelihood; target" in msg and "standard errors" not in msg
+    assert "Mismatched points: 64 / 64" in msg
+    for name in ("atol", "rtol", "z"):
+        with pytest.raises(ValueError, match=f"^{name} must be >= 0, got -1.0"):
+            assert_log_likelihood_matches(_estimator(0.0, 0.0), TARGET, **{name: -1.0})
+    with pytest.raises(ValueError, match="^repeats must be >= 1"):
+        assert_log_likelihood_matches(_estimator(0.0, 0.0), TARGET, repeats=0)
+    with pytest.raises(AssertionError, match=r"^log_likelihood returned non-finite values"):
+        assert_log_likelihood_matches(lambda x: np.full(len(x), np.inf), TARGET, n=8)
+    with pytest.raises(AssertionError, match=r"expected shape \(8,\), got \(3,\)$"):
+        assert_log_likelihood_matches(lambda x: np.zeros(3), TARGET, n=8)
+    with pytest.raises(AssertionError, match=r"expected shape \(8,\), got \(16,\)$"):
+        assert_log_likelihood_matches(lambda x: np.zeros((len(x), 2)), TARGET, n=8)

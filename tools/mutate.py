@@ -17,7 +17,7 @@ a hand-made mutant through the same layout without mutmut and requires the tests
 
 Usage (``make mutate MODULES="reference/stats.py theory/derivations.py"``):
 
-    python tools/mutate.py [--sanity] [--resume] [MODULE ...]
+    python tools/mutate.py [--sanity] [--resume] [--only GLOB] [MODULE ...]
 
 MODULE is a path from tools/mutate.toml (default: all of them). One process, one core
 (--max-children 1; the Makefile runs it under nice). Results: .mutate/results/<module>.json
@@ -28,6 +28,7 @@ mutant's diff, from ``mutmut show``).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -120,9 +121,11 @@ def mutmut_exe() -> str:
     return str(exe)
 
 
-def collect(work: Path, module: str) -> dict:
+def collect(work: Path, module: str, only: str | None = None) -> dict:
     meta = work / "mutants" / (installed_path(module) + ".meta")
     data = json.loads(meta.read_text())["exit_code_by_key"]
+    if only:
+        data = {k: v for k, v in data.items() if fnmatch.fnmatch(k, only)}
     status = {k: STATUS.get(v, "suspicious") for k, v in data.items()}
     counts = Counter(status.values())
     judged = counts["killed"] + counts["survived"] + counts["timeout"] + counts["no tests"]
@@ -148,7 +151,8 @@ def resume_names(work: Path, module: str) -> list[str]:
     return [k for k, v in res["mutants"].items() if v not in ("killed", "timeout")]
 
 
-def run_module(module: str, cfg: dict, max_children: int, resume: bool = False) -> dict:
+def run_module(module: str, cfg: dict, max_children: int, resume: bool = False,
+               only: str | None = None) -> dict:  # fmt: skip
     tests = cfg["modules"][module]["tests"]
     work = WORK / slug(module)
     names = []
@@ -161,10 +165,12 @@ def run_module(module: str, cfg: dict, max_children: int, resume: bool = False) 
     write_config(work, module, tests, cfg.get("mutmut", {}))
     print(f"== {module}: {len(tests)} test target(s), work directory {work}"
           + (f", re-running {len(names)} mutants" if names else ""), flush=True)  # fmt: skip
+    if only:
+        names = [n for n in names if fnmatch.fnmatch(n, only)] if resume else [only]
     if names or not resume:
         subprocess.run([mutmut_exe(), "run", "--max-children", str(max_children), *names],
                        cwd=work, env=env(), check=True)  # fmt: skip
-    res = collect(work, module)
+    res = collect(work, module, only)
     out = WORK / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{slug(module)}.json").write_text(json.dumps(res, indent=1, sort_keys=True))
@@ -224,6 +230,9 @@ def main(argv=None) -> int:
     ap.add_argument("modules", nargs="*", help="paths from tools/mutate.toml (default: all)")
     ap.add_argument("--max-children", type=int, default=1)
     ap.add_argument("--sanity", action="store_true", help="run the hand-made mutant check first")
+    ap.add_argument("--only", metavar="GLOB",
+                    help="only the mutants whose names match, e.g. "
+                    "'diffusion_oracle.testing.x_assert_log_likelihood_matches*'")  # fmt: skip
     ap.add_argument("--resume", action="store_true",
                     help="keep each module's last run and re-run only its surviving mutants "
                     "against the current tests (the source must be unchanged)")  # fmt: skip
@@ -236,7 +245,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"no tests mapped for {unknown} in {CONFIG.relative_to(ROOT)}")
     if args.sanity:
         sanity()
-    results = [run_module(m, cfg, args.max_children, args.resume) for m in modules]
+    results = [run_module(m, cfg, args.max_children, args.resume, args.only) for m in modules]
     print("\nmodule | killed | survived | timeout | no tests | total | killed %")
     for r in results:
         c = r["counts"]
