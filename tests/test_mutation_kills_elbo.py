@@ -47,14 +47,19 @@ def test_bits_per_dim_offset_is_seven_bits_for_8bit_data_on_minus_one_one():
     assert math.isclose(bits_per_dim(0.0, 5, levels=256) - bits_per_dim(0.0, 5), 7.0, rel_tol=1e-15)
 
 
-def test_bits_per_dim_bad_range():
+def test_bits_per_dim_bad_input_names_the_argument():
     for bad in ((1.0, 1.0), (1.0, -1.0)):
-        with pytest.raises(ValueError, match="data_range must satisfy lo < hi"):
+        with pytest.raises(ValueError, match="data_range must satisfy lo < hi") as info:
             bits_per_dim(1.0, 2, levels=256, data_range=bad)
-    with pytest.raises(ValueError, match="levels"):
+        assert str(info.value).endswith(f"got ({bad[0]!r}, {bad[1]!r})")
+    with pytest.raises(ValueError, match="^data_range must be finite"):
+        bits_per_dim(1.0, 2, levels=256, data_range=(np.nan, 1.0))
+    with pytest.raises(ValueError, match="^levels must be >= 2"):
         bits_per_dim(1.0, 2, levels=1)
-    with pytest.raises(ValueError, match="d"):
+    with pytest.raises(ValueError, match="^d must be >= 1"):
         bits_per_dim(1.0, 0)
+    with pytest.raises(ValueError, match="^nats must be finite"):
+        bits_per_dim(np.nan, 2)
 
 
 def _kl_prior(a, s, x0, v):
