@@ -120,3 +120,27 @@ def test_check7_error_exactly_at_the_tolerance_passes(monkeypatch):
 
     bad = check7.check_forward(Raises, model, "ve", 0)
     assert bad.passed is False and bad.value is None and bad.detail == "RuntimeError('boom')"
+
+
+def test_check7_vp_scheduler_with_ve_sigmas(monkeypatch):
+    """A VP scheduler that keeps VE sigmas (the multistep solvers): the reference is
+    (x0 + s eps) / sqrt(1 + s^2) at the sigma of timestep k, written here from the VE <-> VP
+    relation alpha = 1/sqrt(1 + s^2), sigma = s alpha; at 0.9 / 1.1 x the tolerance."""
+    sch = DiscreteSchedule.linear(1000)
+    model = ExactModel(ring8(), sch, prediction="eps")
+    tol = 1000 * 2.0**-24
+    monkeypatch.setattr(check7, "run_scheduler", lambda *a, **k: _Run(0.0))
+    for f, ok in ((0.9, True), (1.1, False)):
+
+        class VPSigmas:
+            def set_timesteps(self, n):
+                self.timesteps = torch.tensor(np.linspace(999, 0, n).round().astype(np.int64))
+                self.sigmas = torch.tensor(np.geomspace(80.0, 0.05, n), dtype=torch.float64)
+
+            def add_noise(self, x0, eps, k, f=f):
+                i = [int(v) for v in self.timesteps].index(int(k[0]))
+                s = float(self.sigmas[i])
+                return (x0 + s * eps) / math.sqrt(1.0 + s * s) * (1.0 + f * tol)
+
+        res = check7.check_forward(VPSigmas, model, "vp", seed=0)
+        assert res.passed is ok, res.detail
