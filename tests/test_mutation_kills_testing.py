@@ -65,7 +65,7 @@ def test_two_repeats_already_use_the_spread():
     x = TARGET.sample(8, np.random.default_rng(2))
     bound = 4.5 * 0.01
     assert_log_likelihood_matches(_estimator(0.98 * bound, 0.01), TARGET, x=x, atol=0, repeats=2)
-    with pytest.raises(AssertionError, match=r"\(mean of 2 calls; target"):
+    with pytest.raises(AssertionError, match=r"4.5 standard errors \(mean of 2 calls; target"):
         assert_log_likelihood_matches(
             _estimator(1.02 * bound, 0.01), TARGET, x=x, atol=0, repeats=2
         )
@@ -92,3 +92,25 @@ def test_defaults_and_messages():
         assert_log_likelihood_matches(lambda x: np.zeros(3), TARGET, n=8)
     with pytest.raises(AssertionError, match=r"expected shape \(8,\), got \(16,\)$"):
         assert_log_likelihood_matches(lambda x: np.zeros((len(x), 2)), TARGET, n=8)
+
+
+def test_points_are_draws_of_the_diffused_target_and_the_bound_is_inclusive():
+    """Without x: n draws x_t = alpha x0 + sigma eps from the documented seed 0 (x0 first, then
+    the noise, from one generator), compared with log p_t at (alpha, sigma)."""
+    seen = []
+
+    def exact_t(x):
+        seen.append(x)
+        return TARGET.log_prob(x, 0.8, 0.6)
+
+    assert_log_likelihood_matches(exact_t, TARGET, n=10, alpha=0.8, sigma=0.6, atol=1e-12)
+    g = np.random.default_rng(0)
+    x0 = TARGET.sample(10, rng=g)
+    np.testing.assert_array_equal(seen[0], 0.8 * x0 + 0.6 * g.standard_normal(x0.shape))
+    with pytest.raises(AssertionError):  # p_0 is not p_t
+        assert_log_likelihood_matches(TARGET.log_prob, TARGET, n=10, alpha=0.8, sigma=0.6)
+    # inclusive: an error exactly equal to atol (the input chosen as the largest error) passes
+    x = TARGET.sample(8, np.random.default_rng(5))
+    exact = TARGET.log_prob(x)
+    err = np.abs((exact + 1e-3) - exact).max()
+    assert_log_likelihood_matches(lambda x: TARGET.log_prob(x) + 1e-3, TARGET, x=x, atol=err)
