@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 # Everything that goes into the wheel: reinstall when any of it changes.
 SOURCES := pyproject.toml $(shell find src theory reference validation -name '*.py' -o -name 'py.typed' -o -name '*.json' 2>/dev/null)
 
-.PHONY: demo test test-kernels test-drift fuzz lint notebooks clean
+.PHONY: demo test test-kernels test-drift fuzz lint notebooks mutate clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -62,9 +62,28 @@ fuzz: $(VENV)/.installed
 test-drift: $(VENV)/.installed
 	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml -m drift test_version_drift.py
 
+# Mutation testing (docs/mutation.md): mutmut 3 on the modules named in MODULES (paths from
+# tools/mutate.toml; all of them when empty), one process under nice. Not part of `make test`.
+#   make mutate MODULES="reference/stats.py theory/derivations.py"
+#   make mutate MODULES=reference/stats.py MUTATE_FLAGS=--resume   (re-run only the survivors)
+MVENV := .venv-mut
+MPY   := $(MVENV)/bin/python
+MODULES ?=
+MUTATE_FLAGS ?=
+
+$(MVENV)/.installed: $(SOURCES)
+	test -x $(MPY) || $(PYTHON) -m venv $(MVENV)
+	$(MPY) -m pip install --quiet torch==2.13.0
+	$(MPY) -m pip install --quiet ".[test]" "mutmut==3.8.1"
+	$(MPY) -m pip install --quiet --no-deps --force-reinstall .
+	touch $@
+
+mutate: $(MVENV)/.installed
+	nice -n 19 $(MPY) tools/mutate.py --sanity $(MUTATE_FLAGS) $(MODULES)
+
 # Re-execute the notebooks in place (stored outputs); the tests execute them without writing.
 notebooks: $(VENV)/.installed
 	$(PY) tools/run_notebooks.py
 
 clean:
-	rm -rf $(VENV) $(KVENV) build dist *.egg-info demo-output
+	rm -rf $(VENV) $(KVENV) $(MVENV) .mutate build dist *.egg-info demo-output

@@ -23,6 +23,17 @@ def _path(schedule, t):
     )
 
 
+def _definition(name, x0, eps, p):
+    """eps, x0, v = alpha eps - sigma x0, score = -eps/sigma, velocity = alpha' x0 + sigma' eps."""
+    return {
+        "eps": lambda: eps,
+        "x0": lambda: x0,
+        "v": lambda: p["alpha"] * eps - p["sigma"] * x0,
+        "score": lambda: -eps / p["sigma"],
+        "velocity": lambda: p["d_alpha"] * x0 + p["d_sigma"] * eps,
+    }[name]()
+
+
 @given(
     dst.schedules(),
     dst.interior_times(0.01, 0.99),
@@ -36,12 +47,12 @@ def test_round_trip_every_pair(schedule, t, x0, eps, source, target):
     if p["alpha"] == 0:
         return
     x_t = p["alpha"] * x0 + p["sigma"] * eps
-    from diffusion_oracle.reference import from_x0_eps
-
-    value = from_x0_eps(x0, eps, target=source, **p)
+    # the five predictions written out from their definitions (module docstring), not through
+    # the code under test (from_x0_eps), so a wrong coefficient there cannot cancel
+    value = _definition(source, x0, eps, p)
     out = convert(value, source=source, target=target, x_t=x_t, **p)
     back = convert(out, source=target, target=source, x_t=x_t, **p)
-    expected = from_x0_eps(x0, eps, target=target, **p)
+    expected = _definition(target, x0, eps, p)
     b = tol("roundtrip")
     # the conditioning of the 2x2 system: |value| scales and 1/alpha, 1/sigma, 1/D factors
     a, s = p["alpha"], p["sigma"]

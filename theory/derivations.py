@@ -437,7 +437,9 @@ def guidance() -> Derivation:
     """Guidance algebra (Ho & Salimans 2022; Dhariwal & Nichol 2021). Classifier-free guidance
     eps_u + w (eps_c - eps_u) is -sigma times the score of the tilted law
     p_t(x)^(1-w) p_t(x|c)^w; classifier guidance adds grad log p_t(c|x) = grad log p_t(x|c) -
-    grad log p_t(x) (Bayes), so scale 1 is the conditional. Shown with Gaussians p = N(0, 1),
+    grad log p_t(x) (Bayes), so scale 1 is the conditional (checked with the logistic posterior
+    of a two-class mixture pi N(alpha m, .) + (1 - pi) N(-alpha m, .), differentiated by SymPy).
+    The tilt is shown with Gaussians p = N(0, 1),
     p_c = N(m, v): tilting at time t and diffusing the t = 0 tilt give different variances when
     v != 1, so the guided scores are not the scores of one diffused family and sampling with
     them does not produce the tilted law at t = 0."""
@@ -449,7 +451,26 @@ def guidance() -> Derivation:
     cfg = eps_u + w * (eps_c - eps_u)
     tilted_score = (1 - w) * s_u + w * s_c
     _check("CFG eps is -sigma times the tilted score", cfg + sg * tilted_score)
-    _check("classifier gradient = score_c - score_u (Bayes) at scale 1", (s_u + (s_c - s_u)) - s_c)
+    # classifier guidance: the classifier is Bayes' posterior of a labelled mixture, written
+    # here in its own closed form (logistic in x for two equal-variance Gaussians), and its
+    # gradient added to the mixture's score at scale 1 must give the class-conditional score
+    # (computed by differentiating the densities, not by rearranging the claim)
+    pi = sp.symbols("pi", positive=True)
+    var_t = al**2 + sg**2
+
+    def dens(mean):
+        return sp.exp(-((x - mean) ** 2) / (2 * var_t)) / sp.sqrt(2 * sp.pi * var_t)
+
+    p_c, p_o = dens(al * m), dens(-al * m)  # class c at +m, the other class at -m (t = 0)
+    p_mix = pi * p_c + (1 - pi) * p_o
+    logit = sp.log(pi / (1 - pi)) + 2 * al * m * x / var_t  # log p(c|x) - log p(other|x)
+    classifier = 1 / (1 + sp.exp(-logit))
+    _check("the logistic classifier is Bayes' posterior p(c | x)", classifier - pi * p_c / p_mix)
+    guided = sp.diff(sp.log(p_mix), x) + sp.diff(sp.log(classifier), x)
+    _check(
+        "classifier guidance at scale 1 is the conditional score",
+        guided - sp.diff(sp.log(p_c), x),
+    )
     # the tilted law at time t is N(w alpha m, alpha^2 + sigma^2) here (equal variances), which
     # IS the diffusion of N(w m, 1): equal-variance Gaussians are the degenerate case. With
     # unequal variances (p = N(0, 1), p_c = N(m, v)) the tilt does not commute with diffusion:
