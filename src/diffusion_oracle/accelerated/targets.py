@@ -89,6 +89,17 @@ def _check_overflow(out, x, a, s, lam_min: float):
 _R_SENSITIVE = frozenset({"resp", "x0", "laplacian"}) | _SECOND
 
 
+def _noise_dominated_level(tm, alpha, sigma) -> bool:
+    """True for a scalar level (alpha, sigma) with alpha^2 max eig Sigma <= sigma^2, sigma > 0
+    (False for batched levels, which the fused kernel does not take, and for bad input, which
+    the validation after this reports)."""
+    try:
+        a, s = float(alpha), float(sigma)
+    except (TypeError, ValueError):
+        return False
+    return s > 0 and a * a * tm._lam_max <= s * s
+
+
 class TorchMixture:
     """A Gaussian mixture with exact diffused quantities (module docstring).
 
@@ -334,6 +345,11 @@ class TorchMixture:
     def _eval(self, x, alpha, sigma, what):
         # the laplacian's stable form needs every g_k: the unfused path
         fused = self.fused and not set(what) & (_SECOND | {"laplacian"})
+        if fused and {"x0", "resp"} & set(what) and _noise_dominated_level(self, alpha, sigma):
+            # the kernel forms the responsibilities in the plain form, whose differences keep
+            # only |x|^2/sigma^2 ulps where noise dominates (E[x0|x] 1.6e-10 off at 1e3 stds,
+            # lambda = -30, through Triton's interpreter): the unfused path's form is exact there
+            fused = False
         xf, n, a, s, batch = self._prep(x, alpha, sigma, check_x=not fused)
         if fused and n > 0 and getattr(a, "ndim", 0) == 0 and getattr(s, "ndim", 0) == 0:
             from ._fused import fused_eval
