@@ -89,7 +89,7 @@ class _Pair:
 
 
 def _pair(schedule: Schedule, s, t) -> _Pair:
-    s = schedule._t(s)
+    s = schedule._t(s, "s")
     t = schedule._t(t)
     s, t = np.broadcast_arrays(s, t)
     if not (s < t).all():
@@ -98,6 +98,12 @@ def _pair(schedule: Schedule, s, t) -> _Pair:
     with np.errstate(divide="ignore", invalid="ignore"):
         la_s, la_t = np.asarray(schedule.log_alpha(s)), np.asarray(schedule.log_alpha(t))
         ls_s, ls_t = np.asarray(schedule.log_sigma(s)), np.asarray(schedule.log_sigma(t))
+        if np.isneginf(ls_t).any():  # sigma_t = 0: t is the data end in float64, so is s
+            i = np.flatnonzero(np.isneginf(ls_t).ravel())[0]
+            raise ValueError(
+                f"t must be a time with sigma(t) > 0 for the posterior (s < t both at the data "
+                f"end is degenerate), got t = {_r(t.ravel()[i])} with sigma(t) = 0"
+            )
         d_lam = np.asarray(schedule.log_snr_diff(s, t))  # lambda_t - lambda_s, no cancellation
         dead = np.isneginf(la_s)
         frac = np.where(dead, 1.0, -np.expm1(np.where(dead, 0.0, d_lam)))

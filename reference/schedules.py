@@ -87,8 +87,8 @@ class Schedule(ABC):
     t_max: float = 1.0
 
     # ------------------------------------------------------------------ validation
-    def _t(self, t) -> np.ndarray:
-        return in_interval(t, "t", self.t_min, self.t_max)
+    def _t(self, t, name: str = "t") -> np.ndarray:
+        return in_interval(t, name, self.t_min, self.t_max)
 
     def _call(self, impl, t):
         t = self._t(t)
@@ -123,11 +123,17 @@ class Schedule(ABC):
         -expm1(lambda_t - lambda_s) (Kingma et al. 2021, VDM, eq. 32), DPM-Solver through its
         step h = lambda_s - lambda_t (Lu et al. 2022, arXiv:2206.00927, eq. 3.4). ``s`` and ``t``
         in [0, 1], broadcast together, in either order; 0 where s = t."""
-        s, t = np.broadcast_arrays(self._t(s), self._t(t))
+        s, t = np.broadcast_arrays(self._t(s, "s"), self._t(t))
         lo, hi = np.minimum(s, t), np.maximum(s, t)
         sign = np.where(s <= t, 1.0, -1.0)
         apart = lo < hi
-        d = _safe(self._log_snr_diff)(np.where(apart, lo, 0.0), np.where(apart, hi, 1.0))
+        lo_, hi_ = np.where(apart, lo, 0.0), np.where(apart, hi, 1.0)
+        d = _safe(self._log_snr_diff)(lo_, hi_)
+        # lambda = +inf at the earlier time (the data end): -inf, unless the later time is at
+        # the same level in float64 too (a t that rounds to the data end: no difference)
+        inf_lo = np.isposinf(_safe(self._log_snr)(lo_))
+        inf_hi = np.isposinf(_safe(self._log_snr)(hi_))
+        d = np.where(inf_lo, np.where(inf_hi, 0.0, -np.inf), d)
         return scalar_out(np.where(apart, sign * d, 0.0), t)
 
     def _log_snr_diff(self, s, t):
@@ -813,7 +819,9 @@ class DiscreteSchedule(Schedule):
         self.betas.setflags(write=False)
         with np.errstate(divide="ignore"):
             self._ell = np.log1p(-self.betas)  # log alpha_n, -inf for beta = 1
-        log_ab = np.concatenate([[0.0], _compensated_cumsum(self._ell)])
+        hi, lo = _compensated_cumsum(self._ell)
+        log_ab = np.concatenate([[0.0], hi])
+        self._log_ab_lo = np.concatenate([[0.0], lo])  # log_alpha_bar + this: the exact prefix
         self.log_alpha_bar = log_ab
         self.log_alpha_bar.setflags(write=False)
         self._lam_grid = None  # lambda_n for n = 0..T, computed on first inversion
@@ -1013,9 +1021,8 @@ class DiscreteSchedule(Schedule):
     def _log_snr_diff(self, s, t):
         # lambda = L - log(1 - e^L): lambda_t - lambda_s = dL - log1p(-expm1(dL)/expm1(-L_s)),
         # both terms <= 0. dL = L_t - L_s from the positions: (t - s) T ell inside one interval;
-        # across intervals the tail of s's, the whole steps between (summed directly for up to
-        # _DIRECT_STEPS of them, else a difference of the compensated prefix sums, which is then
-        # large against its rounding) and the head of t's
+        # across intervals the tail of s's, the whole steps between (a difference of the
+        # double-double prefix sums, accurate relative to itself) and the head of t's
         n_s, _, rest_s, snap_s = self._position(s)
         n_t, frac_t, _, snap_t = self._position(t)
         ell_s, ell_t = self._ell[n_s - 1], self._ell[n_t - 1]
@@ -1023,14 +1030,9 @@ class DiscreteSchedule(Schedule):
         # a snapped end sits on a node: t's fraction is 1, s's rest is 0
         du = np.where(snap_s | snap_t, (frac_t - 1.0) + rest_s, (t - s) * self.T)
         inside = np.where(du == 0.0, 0.0, du * ell_t)
-        between = np.asarray(n_t - 1 - n_s)
-        direct = np.zeros(np.shape(between))
-        for j in range(_DIRECT_STEPS):
-            idx = np.clip(n_s + j, 0, self.T - 1)
-            direct = direct + np.where(j < between, self._ell[idx], 0.0)
-        lab = self.log_alpha_bar
-        prefix = lab[np.clip(n_t - 1, 0, self.T)] - lab[np.clip(n_s, 0, self.T)]
-        middle = np.where(between <= _DIRECT_STEPS, direct, prefix)
+        a, b = np.clip(n_t - 1, 0, self.T), np.clip(n_s, 0, self.T)
+        lab, lo = self.log_alpha_bar, self._log_ab_lo
+        middle = np.where(a == b, 0.0, (lab[a] - lab[b]) + (lo[a] - lo[b]))
         tail = np.where(rest_s == 0.0, 0.0, rest_s * ell_s)
         head = np.where(frac_t == 0.0, 0.0, frac_t * ell_t)
         dL = np.where(same, inside, tail + middle + head)
@@ -1080,9 +1082,6 @@ class DiscreteSchedule(Schedule):
         return (n - 1 + np.clip(frac, 0.0, 1.0)) / self.T
 
 
-_DIRECT_STEPS = 8  # log_snr_diff sums up to this many whole steps directly
-
-
 def _two_prod(a, b: float):
     """Error-free product (Dekker 1971): returns p, e with p = fl(a b) and p + e = a b exactly
     (for |a b| far from overflow)."""
@@ -1097,11 +1096,13 @@ def _two_prod(a, b: float):
     return p, e
 
 
-def _compensated_cumsum(x: np.ndarray) -> np.ndarray:
-    """Prefix sums with Neumaier's compensated summation (Neumaier 1974): each prefix is
-    accurate to about one ulp instead of the O(n) ulps of a running float sum. -inf entries
-    propagate to -inf."""
-    out = np.empty_like(x)
+def _compensated_cumsum(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prefix sums with Neumaier's compensated summation (Neumaier 1974) as a double-double
+    (hi, lo): hi is each prefix rounded (about one ulp instead of the O(n) ulps of a running float
+    sum) and hi + lo the prefix to about eps^2 of the sum of |x|, so that a difference of two
+    prefixes, (hi_a - hi_b) + (lo_a - lo_b), is accurate relative to itself. -inf entries
+    propagate to -inf (lo 0)."""
+    hi, lo = np.empty_like(x), np.zeros_like(x)
     s = 0.0
     c = 0.0
     for i, v in enumerate(x.tolist()):
@@ -1111,8 +1112,10 @@ def _compensated_cumsum(x: np.ndarray) -> np.ndarray:
             t = s + v
             c += (s - t) + v if abs(s) >= abs(v) else (v - t) + s
             s = t
-        out[i] = s + c
-    return out
+        hi[i] = s + c
+        if math.isfinite(hi[i]):
+            lo[i] = (s - hi[i]) + c  # exact: |s| >= |c| (Fast2Sum, Dekker 1971)
+    return hi, lo
 
 
 def rescale_zero_terminal_snr(schedule: DiscreteSchedule) -> DiscreteSchedule:

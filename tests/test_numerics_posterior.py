@@ -69,11 +69,63 @@ def test_log_snr_diff_order_equal_times_and_agreement_with_the_plain_difference(
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
 def test_log_snr_diff_rejects_times_outside_the_unit_interval_in_both(bad):
+    """A bad s is named s (it was reported as t), a bad t as t."""
     schedule = VPLinear()
-    with pytest.raises(ValueError, match="t must"):
-        schedule.log_snr_diff(bad, 0.5)
-    with pytest.raises(ValueError, match="t must"):
-        torch_schedule(schedule).log_snr_diff(bad, 0.5)
+    for impl in (schedule, torch_schedule(schedule)):
+        with pytest.raises(ValueError, match=r"^s must"):
+            impl.log_snr_diff(bad, 0.5)
+        with pytest.raises(ValueError, match=r"^t must"):
+            impl.log_snr_diff(0.5, bad)
+    with pytest.raises(ValueError, match=r"^s must"):
+        posterior(schedule, bad, 0.5)
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpu"])
+def test_whole_steps_between_keep_their_digits_at_T_4000(impl):
+    """s nine or more steps before t: the difference of two prefix sums of log alpha_bar kept
+    only |log alpha_bar| eps of itself (2.5e-14 in lambda_t - lambda_s at T = 4000 near t = 1);
+    the double-double prefix keeps it to the budget."""
+    schedule = DiscreteSchedule.linear(4000)
+    for t in (0.5, 0.999, 1.0):
+        for m in (9.5, 20.5, 100.5):
+            s = t - m / 4000
+            want = mp_posterior(schedule, s, t)
+            got = evaluate(impl, schedule, s, t)
+            for label, g, w in zip(LABELS, got, want):
+                assert rel(g, w) <= tol("kernel")["rtol"], (label, s, t, rel(g, w))
+
+
+def test_torch_vp_linear_difference_does_not_overflow():
+    """expm1(B_t - B_s) overflowed past 709 in the twin (-inf where the reference gave
+    -742.54...); both now use the expm1(-dB) form. Oracle: mpmath from the definition."""
+    schedule = VPLinear(0.1, 1500.0)
+    s, t = 0.1, 1.0
+
+    def lam(u):
+        B = mp.mpf(0.1) * u + (mp.mpf(1500.0) - mp.mpf(0.1)) * u**2 / 2
+        return -mp.log(mp.expm1(B))
+
+    want = lam(mp.mpf(t)) - lam(mp.mpf(s))
+    for got in (schedule.log_snr_diff(s, t), float(torch_schedule(schedule).log_snr_diff(s, t))):
+        assert rel(got, want) <= tol("closed_form")["rtol"], got
+
+
+@pytest.mark.parametrize("schedule", [DiscreteSchedule.linear(1000), VPLinear()], ids=str)
+def test_the_data_end_is_an_error_or_infinity_never_nan(schedule):
+    """t that rounds to the data end (a discrete node 0 within 4 ulps; B(t) underflowing):
+    log_snr_diff is -inf from s = 0 or 0 where both are the same level, and the posterior is a
+    ValueError naming t (both were NaN)."""
+    tiny = 1e-300 if isinstance(schedule, DiscreteSchedule) else 5e-324
+    ts = torch_schedule(schedule)
+    for got in (schedule.log_snr_diff(0.0, tiny), float(ts.log_snr_diff(0.0, tiny))):
+        assert got == 0.0
+    for got in (schedule.log_snr_diff(0.0, 0.5), float(ts.log_snr_diff(0.0, 0.5))):
+        assert got == -np.inf
+    with pytest.raises(ValueError, match=r"^t must .* sigma\(t\) = 0"):
+        posterior(schedule, 0.0, tiny)
+    zero, t_ = (torch.tensor(v, dtype=torch.float64) for v in (0.0, tiny))
+    with pytest.raises(ValueError, match=r"^t must .* sigma\(t\) = 0"):
+        posterior_coefficients(ts, zero, t_)
 
 
 @pytest.mark.parametrize("impl", ["reference", "torch"])

@@ -6,6 +6,7 @@ lambdify and compare with the float64 reference: a third, independent implementa
 """
 
 from . import edm_last_step as _edm_last_step
+from . import log_snr_diff as _log_snr_diff
 from .derivations import (
     TOPICS,
     Derivation,
@@ -28,6 +29,7 @@ from .derivations import (
 # registered here: the module builds on derivations (Derivation, the checks); the name
 # diffusion_oracle.theory.edm_last_step stays the module
 TOPICS["edm_last_step"] = _edm_last_step.edm_last_step
+TOPICS["log_snr_diff"] = _log_snr_diff.log_snr_diff
 
 __all__ = [
     "TOPICS",

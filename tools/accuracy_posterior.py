@@ -7,8 +7,9 @@ Run from the repository root with the project installed:
 
 Pairs: t in {1e-6, 1e-4, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999, 0.9999, 1}, s = t (1 - gap)
 with gap in {0.9, 0.5, 0.1, 1e-3, 1e-6, 1e-9, 1e-12}, and for the discrete schedules the DDPM
-pair ((n-1)/T, n/T). Each entry is the worst relative error over the pairs. The last column is
-what the plain subtraction lambda(t) - lambda(s) of two correctly computed log-SNRs gives: the
+pair ((n-1)/T, n/T) and s = t - m/T for m in {2.5, 9.5, 20.5, 100.5} (whole steps between).
+Each entry is the worst relative error over the pairs. The last column is what the plain
+subtraction lambda(t) - lambda(s) of two correctly computed log-SNRs gives: the
 cancellation that log_snr_diff avoids.
 """
 
@@ -39,6 +40,7 @@ from diffusion_oracle.reference import (  # noqa: E402
 TIMES = (1e-6, 1e-4, 1e-2, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999, 0.9999, 1.0)
 GAPS = (0.9, 0.5, 1e-1, 1e-3, 1e-6, 1e-9, 1e-12)
 LABELS = ("log_snr_diff", "coef_x0", "coef_xt", "var")
+WHOLE_STEPS = (2.5, 9.5, 20.5, 100.5)  # s this many steps before t (discrete schedules)
 
 
 def schedules():
@@ -51,6 +53,7 @@ def schedules():
         "subvp": SubVP(),
         "flow": Flow(),
         "ddpm-linear": DiscreteSchedule.linear(1000),
+        "ddpm-linear-T4000": DiscreteSchedule.linear(4000),
         "ddpm-cosine": DiscreteSchedule.cosine(1000),
         "ddpm-zero-snr": rescale_zero_terminal_snr(DiscreteSchedule.linear(1000)),
         "ddpm-T2-zero-snr": DiscreteSchedule([0.5, 1.0]),
@@ -65,6 +68,8 @@ def pairs(schedule):
         if isinstance(schedule, DiscreteSchedule):
             n = max(1, round(t * schedule.T))
             out.append(((n - 1) / schedule.T, n / schedule.T))
+            # across whole steps: the prefix sums' difference must keep its digits
+            out += [(t - m / schedule.T, t) for m in WHOLE_STEPS if t - m / schedule.T > 0]
     return out
 
 

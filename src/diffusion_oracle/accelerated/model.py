@@ -68,12 +68,18 @@ def posterior_coefficients(schedule: TorchSchedule, s, t):
     coef_xt = exp(log alpha_t - log alpha_s + 2 (log sigma_s - log sigma_t)), var = sigma_s^2 e,
     with lambda_t - lambda_s from :meth:`TorchSchedule.log_snr_diff`'s difference identities.
     Where alpha_s = 0 (zero terminal SNR) the result is N(0, sigma_s^2): coef_x0 = coef_xt = 0."""
-    ss, tt = schedule._t(s), schedule._t(t)
+    ss, tt = schedule._t(s, "s"), schedule._t(t)
     if bool((ss >= tt).any()):
         raise ValueError("s must be < t for the posterior q(x_s | x_t, x_0)")
     ss, tt = torch.broadcast_tensors(ss, tt)
     la_s, la_t = schedule._log_alpha(ss), schedule._log_alpha(tt)
     ls_s, ls_t = schedule._log_sigma(ss), schedule._log_sigma(tt)
+    if bool(torch.isneginf(ls_t).any()):
+        raise ValueError(
+            "t must be a time with sigma(t) > 0 for the posterior (s < t both at the data end "
+            f"is degenerate), got t = {tt[torch.isneginf(ls_t)].reshape(-1)[0].item()!r} with "
+            "sigma(t) = 0"
+        )
     # alpha_s = 0 (zero terminal SNR): x_s is independent of x_t and x_0, N(0, sigma_s^2)
     dead = torch.isneginf(la_s)
     live_s = torch.where(dead, torch.zeros_like(ss), ss)

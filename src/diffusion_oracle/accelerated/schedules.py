@@ -58,12 +58,12 @@ class TorchSchedule:
 
     kind = ""
 
-    def _t(self, t) -> torch.Tensor:
+    def _t(self, t, name: str = "t") -> torch.Tensor:
         if not isinstance(t, torch.Tensor):
-            t = as_tensor(t, "t", device="cpu", dtype=torch.float64)
+            t = as_tensor(t, name, device="cpu", dtype=torch.float64)
         elif not t.is_floating_point():
             t = t.to(torch.float64)
-        return check_interval(t, "t", 0.0, 1.0)
+        return check_interval(t, name, 0.0, 1.0)
 
     def alpha(self, t):
         """alpha(t)."""
@@ -82,11 +82,16 @@ class TorchSchedule:
         few ulps of the difference also for s next to t (Kingma et al. 2021, eq. 32 needs it
         through expm1; the reference's method of the same name, written separately). Either
         order; 0 where s = t."""
-        ss, tt = torch.broadcast_tensors(self._t(s), self._t(t))
+        ss, tt = torch.broadcast_tensors(self._t(s, "s"), self._t(t))
         tt = tt.to(ss.device, ss.dtype) if tt.dtype != ss.dtype else tt
         lo, hi = torch.minimum(ss, tt), torch.maximum(ss, tt)
         apart = lo < hi
-        d = self._log_snr_diff(torch.where(apart, lo, 0.0), torch.where(apart, hi, 1.0))
+        lo_, hi_ = torch.where(apart, lo, 0.0), torch.where(apart, hi, 1.0)
+        d = self._log_snr_diff(lo_, hi_)
+        # the earlier time at the data end (lambda = +inf): -inf, or 0 where the later one
+        # rounds to the same level
+        inf_lo, inf_hi = torch.isposinf(self._log_snr(lo_)), torch.isposinf(self._log_snr(hi_))
+        d = torch.where(inf_lo, torch.where(inf_hi, 0.0, -torch.inf), d)
         d = torch.where(ss <= tt, d, -d)
         return torch.where(apart, d, torch.zeros_like(d))
 
@@ -209,8 +214,10 @@ class TorchVPLinear(_BetaLinear):
         return -B - log1mexp(B)
 
     def _log_snr_diff(self, s, t):
-        # lambda = -log expm1(B): expm1(B_t)/expm1(B_s) = 1 + expm1(dB)/(1 - e^{-B_s})
-        return -torch.log1p(torch.expm1(self._dB(s, t)) / -torch.expm1(-self._B(s)))
+        # lambda = -B - log(1 - e^{-B}): (1 - e^{-B_t})/(1 - e^{-B_s}) = 1 - expm1(-dB)/expm1(B_s)
+        # (no overflow for large dB, unlike expm1(dB))
+        dB = self._dB(s, t)
+        return -dB - torch.log1p(-torch.expm1(-dB) / torch.expm1(self._B(s)))
 
     def _d_sigma(self, t):
         B = self._B(t)
@@ -469,7 +476,9 @@ class TorchDiscrete(TorchSchedule):
         ell = [math.log1p(-x) if x < 1 else -math.inf for x in b]
         # log alpha_bar_n by Kahan-compensated summation (T float64 additions would lose
         # up to ~T/2 ulps of the largest partial sum)
-        log_ab, acc, comp = [0.0], 0.0, 0.0
+        # (acc - comp is the prefix to ~eps^2: kept as the pair, so that a difference of two
+        # prefixes is accurate relative to itself)
+        log_ab, low, acc, comp = [0.0], [0.0], 0.0, 0.0
         for v in ell:
             if v == -math.inf:
                 acc, comp = -math.inf, 0.0
@@ -479,14 +488,17 @@ class TorchDiscrete(TorchSchedule):
                 comp = (tot - acc) - y
                 acc = tot
             log_ab.append(acc)
+            low.append(-comp)
         self._ell = torch.tensor(ell, dtype=torch.float64)
         self._log_ab = torch.tensor(log_ab, dtype=torch.float64)
+        self._log_ab_low = torch.tensor(low, dtype=torch.float64)
 
     def _node(self, t):
         # (n, u, u_lo, snap): t T = u + u_lo exactly (Veltkamp/Dekker splitting), on interval
         # n = ceil(u); a u within 4 ulps of a node is that node (u_lo = 0 there)
         u = t * self.T
-        split = 134217729.0  # 2^27 + 1
+        # 2^ceil(p/2) + 1 for a p-bit significand: 53 (float64), 24 (float32)
+        split = 134217729.0 if t.dtype == torch.float64 else 4097.0
         ct, cT = split * t, split * float(self.T)
         t_hi = ct - (ct - t)
         T_hi = cT - (cT - float(self.T))
@@ -526,8 +538,8 @@ class TorchDiscrete(TorchSchedule):
         # lambda = L - log(-expm1(L)) with L = log alpha_bar piecewise linear in u = t T:
         # lambda_t - lambda_s = dL - log1p(expm1(dL) / expm1(L_s) * e^{L_s}) written as
         # dL - log1p(-expm1(dL)/expm1(-L_s)). dL is (u_t - u_s) ell inside one interval, else
-        # the rest of s's interval, the whole steps between (a direct sum for a few, the
-        # difference of the compensated partial sums for more) and the start of t's
+        # the rest of s's interval, the whole steps between (the difference of the compensated
+        # partial sums, kept with their low parts) and the start of t's
         ell, lab = self._ell.to(t.device, t.dtype), self._log_ab.to(t.device, t.dtype)
         n_s, u_s, lo_s, snap_s = self._node(s)
         n_t, u_t, lo_t, snap_t = self._node(t)
@@ -536,14 +548,11 @@ class TorchDiscrete(TorchSchedule):
         within = torch.where(du == 0, torch.zeros_like(du), du * e_t)
         rest_s = (n_s.to(t.dtype) - u_s) - lo_s
         start_t = (u_t - (n_t - 1).to(t.dtype)) + lo_t
-        gap = n_t - 1 - n_s
-        direct = torch.zeros_like(du)
-        for j in range(8):
-            direct = direct + torch.where(
-                j < gap, ell[torch.clamp(n_s + j, max=self.T - 1)], torch.zeros_like(du)
-            )
-        partial = lab[torch.clamp(n_t - 1, min=0)] - lab[n_s]
-        steps = torch.where(gap <= 8, direct, partial)
+        low = self._log_ab_low.to(t.device, t.dtype)
+        hi_i, lo_i = torch.clamp(n_t - 1, min=0), n_s
+        steps = torch.where(
+            hi_i == lo_i, torch.zeros_like(du), (lab[hi_i] - lab[lo_i]) + (low[hi_i] - low[lo_i])
+        )
         across = (
             torch.where(rest_s == 0, torch.zeros_like(du), rest_s * e_s)
             + steps
