@@ -15,11 +15,20 @@ __all__ = ["GaussianKernel", "marginal", "transition", "ddpm_step_kernel", "samp
 
 
 def _rng(rng) -> np.random.Generator:
+    """A NumPy Generator from ``rng``: None (fresh entropy), an int seed >= 0 (not a bool), a
+    Generator, or any object drawing noise the same way (``standard_normal``: probes)."""
     if isinstance(rng, np.random.Generator) or hasattr(rng, "standard_normal"):
-        return rng  # a Generator, or any object drawing noise the same way (probes)
-    if rng is None or isinstance(rng, (int, np.integer)):
-        return np.random.default_rng(rng)
-    raise TypeError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
+        return rng
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
+        raise TypeError(
+            f"rng must be None, an int seed >= 0 or a numpy Generator, got "
+            f"{type(rng).__name__} {_r(rng)}"
+        )
+    if rng < 0:
+        raise ValueError(f"rng must be an int seed >= 0 (or None or a Generator), got {_r(rng)}")
+    return np.random.default_rng(int(rng))
 
 
 @dataclass(frozen=True)
