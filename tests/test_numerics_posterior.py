@@ -70,10 +70,11 @@ def test_log_snr_diff_order_equal_times_and_agreement_with_the_plain_difference(
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
 def test_log_snr_diff_rejects_times_outside_the_unit_interval_in_both(bad):
     schedule = VPLinear()
-    with pytest.raises(ValueError, match="t must"):
-        schedule.log_snr_diff(bad, 0.5)
-    with pytest.raises(ValueError, match="t must"):
-        torch_schedule(schedule).log_snr_diff(bad, 0.5)
+    for s, t, name in ((bad, 0.5, "s"), (0.5, bad, "t")):  # the message names the bad one
+        with pytest.raises(ValueError, match=f"^{name} must"):
+            schedule.log_snr_diff(s, t)
+        with pytest.raises(ValueError, match=f"^{name} must"):
+            torch_schedule(schedule).log_snr_diff(s, t)
 
 
 @pytest.mark.parametrize("impl", ["reference", "torch"])
