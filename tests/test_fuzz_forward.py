@@ -56,7 +56,8 @@ from diffusion_oracle.accelerated.targets import TorchMixture  # noqa: E402
 D = 3
 VP = VPLinear()
 DISC = DiscreteSchedule.cosine(20)
-SCHEDS = [VP, VPCosine(), EDM(), Flow(), DISC, rescale_zero_terminal_snr(DiscreteSchedule.linear(10))]
+ZERO_SNR = rescale_zero_terminal_snr(DiscreteSchedule.linear(10))
+SCHEDS = [VP, VPCosine(), EDM(), Flow(), DISC, ZERO_SNR]
 TWINS = [torch_schedule(s) for s in SCHEDS]
 
 _t_bad = real_scalar(0.0, 1.0, scalar_only=False)[1] + [

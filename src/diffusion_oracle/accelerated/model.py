@@ -130,8 +130,10 @@ def posterior_coefficients(schedule: TorchSchedule, s, t):
                          f"{tuple(tt.shape)}") from err  # fmt: skip
     if bool((ss >= tt).any()):
         i = int(torch.nonzero((ss >= tt).reshape(-1))[0])
-        raise ValueError(f"s must be < t for the posterior q(x_s | x_t, x_0), got s = "
-                         f"{ss.reshape(-1)[i].item()!r}, t = {tt.reshape(-1)[i].item()!r}")  # fmt: skip
+        raise ValueError(
+            f"s must be < t for the posterior q(x_s | x_t, x_0), got s = "
+            f"{ss.reshape(-1)[i].item()!r}, t = {tt.reshape(-1)[i].item()!r}"
+        )
     la_s, la_t = schedule._log_alpha(ss), schedule._log_alpha(tt)
     ls_s, ls_t = schedule._log_sigma(ss), schedule._log_sigma(tt)
     # alpha_s = 0 (zero terminal SNR): x_s is independent of x_t and x_0, N(0, sigma_s^2)
