@@ -54,7 +54,8 @@ test: lint test-kernels
 # The fuzz suite of the public API (tests/test_fuzz_*.py) with many more examples than `make test`
 # runs (HYPOTHESIS_PROFILE=nightly: 250 examples per (callable, argument), random seeds); one
 # BLAS thread per process, as oversubscribed threads slow the small linear algebra tenfold.
-FUZZ := test_fuzz_targets.py test_fuzz_samplers.py test_fuzz_verify.py
+FUZZ := test_fuzz_targets.py test_fuzz_samplers.py test_fuzz_verify.py test_fuzz_schedules.py \
+        test_fuzz_forward.py test_fuzz_elbo_stats.py
 fuzz: $(VENV)/.installed
 	cd tests && OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 HYPOTHESIS_PROFILE=nightly ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $(FUZZ)
 
