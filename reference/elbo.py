@@ -29,7 +29,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_ndtr
 
-from ._checks import _r, choice, finite, finite_scalar, in_interval, positive_int, positive_scalar
+from ._checks import (
+    _r,
+    boolean,
+    choice,
+    finite,
+    finite_scalar,
+    in_interval,
+    positive_int,
+    positive_scalar,
+)
 from .forward import _rng
 from .parameterization import model_prediction, to_x0_eps
 from .posterior import ddpm_posterior
@@ -73,6 +82,8 @@ def bits_per_dim(nats, d: int, *, levels: int | None = None, data_range=(-1.0, 1
     if levels is None:
         return out
     levels = positive_int(levels, "levels", minimum=2)
+    if isinstance(data_range, (str, bytes)) or np.shape(data_range) != (2,):
+        raise ValueError(f"data_range must be a pair (lo, hi), got {_r(data_range)}")
     lo, hi = (finite_scalar(v, "data_range") for v in data_range)
     if not hi > lo:
         raise ValueError(f"data_range must satisfy lo < hi, got ({_r(lo)}, {_r(hi)})")
@@ -88,8 +99,35 @@ def gaussian_kl(mean1, log_var1, mean2, log_var2):
     exact 0 rather than the rounding of r - 1 - log r. Broadcasts; no reduction."""
     m1, m2 = finite(mean1, "mean1"), finite(mean2, "mean2")
     lv1, lv2 = finite(log_var1, "log_var1"), finite(log_var2, "log_var2")
-    u = lv1 - lv2
-    return 0.5 * (np.expm1(u) - u + (m1 - m2) ** 2 * np.exp(-lv2))
+    try:
+        np.broadcast_shapes(m1.shape, lv1.shape, m2.shape, lv2.shape)
+    except ValueError as err:
+        raise ValueError(
+            f"mean1, log_var1, mean2 and log_var2 must broadcast together, got shapes "
+            f"{m1.shape}, {lv1.shape}, {m2.shape}, {lv2.shape}"
+        ) from err
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = lv1 - lv2
+        # the mean term as (|m1 - m2| e^{-log_var2/2})^2: no 0 * inf where the means agree and
+        # e^{-log_var2} overflows, no inf * 0 where (m1 - m2)^2 alone overflows
+        dm = m1 - m2
+        scaled = np.where(dm == 0.0, 0.0, np.abs(dm) * np.exp(-0.5 * lv2))
+        out = 0.5 * (np.expm1(u) - u + scaled * scaled)
+    if not np.isfinite(out).all():
+        # finite inputs, a finite KL: only its float64 value overflows; never a silent inf
+        i = np.unravel_index(np.flatnonzero(~np.isfinite(out).ravel())[0], out.shape)
+        uu, dd, l2 = (np.broadcast_to(v, out.shape)[i] for v in (u, dm, lv2))
+        if not np.isfinite(np.expm1(uu)) or not np.isfinite(uu):
+            raise ValueError(
+                f"log_var1 - log_var2 must be at most about 709 for a KL within float64 (it "
+                f"grows as e^(log_var1 - log_var2) / 2), got log_var1 - log_var2 = {_r(uu)}"
+            )
+        raise ValueError(
+            f"mean1 - mean2 must be small enough against e^(log_var2/2) for a KL within float64 "
+            f"((mean1 - mean2)^2 e^(-log_var2) / 2 overflows), got mean1 - mean2 = {_r(dd)} "
+            f"with log_var2 = {_r(l2)}"
+        )
+    return out
 
 
 def _log_diff_ndtr(a, b):
@@ -185,9 +223,10 @@ def _log_variances(schedule: DiscreteSchedule, variance, v):
         return vv * large + (1.0 - vv) * small  # Nichol & Dhariwal 2021, eq. 15
     lv = finite(variance, "variance")
     if lv.shape != (schedule.T,) or (lv <= 0).any():
+        got = f"shape {lv.shape}" if lv.shape != (schedule.T,) else _r(lv[lv <= 0][0])
         raise ValueError(
             f"variance must be 'fixed_small', 'fixed_large', 'learned_range', a callable or "
-            f"{schedule.T} positive variances, got shape {lv.shape}"
+            f"{schedule.T} positive variances, got {got}"
         )
     return np.log(lv)
 
@@ -264,6 +303,10 @@ def ddpm_elbo(
         raise ValueError(f"x0 must have shape (n, d), got {x0.shape}")
     choice(decoder, "decoder", {"gaussian", "discretized"})
     prior_var = positive_scalar(prior_var, "prior_var")
+    if decoder_var is not None:
+        decoder_var = positive_scalar(decoder_var, "decoder_var")
+    levels = positive_int(levels, "levels", minimum=2)
+    progress = boolean(progress, "progress")
     gen = _rng(rng)
     T, (N, d) = schedule.T, x0.shape
     log_vars = _log_variances(schedule, variance, v)
@@ -441,6 +484,13 @@ def l_simple(model, schedule: DiscreteSchedule, x0, *, rng=None, n_timesteps=Non
 # ====================================================================== continuous time (VDM)
 
 
+def _t_min(t_min) -> float:
+    arr = in_interval(t_min, "t_min", 0.0, 1.0, closed="neither")
+    if arr.ndim:
+        raise ValueError(f"t_min must be a scalar, got shape {arr.shape}")
+    return float(arr)
+
+
 def vdm_elbo(
     model,
     schedule: Schedule,
@@ -469,7 +519,7 @@ def vdm_elbo(
     x0 = finite(x0, "x0")
     if x0.ndim != 2:
         raise ValueError(f"x0 must have shape (n, d), got {x0.shape}")
-    t_min = float(in_interval(t_min, "t_min", 0.0, 1.0, closed="neither"))
+    t_min = _t_min(t_min)
     lam_hi, lam_lo = float(schedule.log_snr(t_min)), float(schedule.log_snr(1.0))
     if not np.isfinite(lam_lo):
         raise ValueError("the schedule's log-SNR at t = 1 must be finite (not zero terminal SNR)")
@@ -513,7 +563,7 @@ def gaussian_vdm_elbo(
     for attr in ("mean_vec", "cov"):
         if not hasattr(target, attr):
             raise TypeError(f"target must be a Gaussian, got {type(target).__name__}")
-    t_min = float(in_interval(t_min, "t_min", 0.0, 1.0, closed="neither"))
+    t_min = _t_min(t_min)
     lam = np.linalg.eigvalsh(target.cov)
     l_hi, l_lo = float(schedule.log_snr(t_min)), float(schedule.log_snr(1.0))
     diffusion = 0.5 * (np.log1p(lam * math.exp(l_hi)) - np.log1p(lam * math.exp(l_lo))).sum()

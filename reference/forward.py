@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import _r, as_float, finite, scalar_out
+from ._checks import _r, finite, scalar_out
 from ._stable import LOG_2PI, log1mexp
 from .schedules import DiscreteSchedule, Schedule
 
@@ -15,11 +15,29 @@ __all__ = ["GaussianKernel", "marginal", "transition", "ddpm_step_kernel", "samp
 
 
 def _rng(rng) -> np.random.Generator:
+    """A NumPy Generator from ``rng``: None (fresh entropy), an int seed >= 0 (not a bool), a
+    Generator, or any object drawing noise the same way (``standard_normal``: probes)."""
     if isinstance(rng, np.random.Generator) or hasattr(rng, "standard_normal"):
-        return rng  # a Generator, or any object drawing noise the same way (probes)
-    if rng is None or isinstance(rng, (int, np.integer)):
-        return np.random.default_rng(rng)
-    raise TypeError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
+        return rng
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
+        raise TypeError(
+            f"rng must be None, an int seed >= 0 or a numpy Generator, got "
+            f"{type(rng).__name__} {_r(rng)}"
+        )
+    if rng < 0:
+        raise ValueError(f"rng must be an int seed >= 0 (or None or a Generator), got {_r(rng)}")
+    return np.random.default_rng(int(rng))
+
+
+def _leading(c: np.ndarray, x: np.ndarray, name: str) -> None:
+    """Coefficients over a batch of times must match the leading axes of the points."""
+    if c.ndim and (x.ndim < c.ndim or x.shape[: c.ndim] != c.shape):
+        raise ValueError(
+            f"{name} must have the coefficients' shape {c.shape} as its leading axes, got shape "
+            f"{x.shape}"
+        )
 
 
 @dataclass(frozen=True)
@@ -29,6 +47,12 @@ class GaussianKernel:
 
     mean_coef: np.ndarray | float
     var: np.ndarray | float
+
+    def __post_init__(self):
+        finite(self.mean_coef, "mean_coef")
+        var = finite(self.var, "var")
+        if (var < 0).any():
+            raise ValueError(f"var must be >= 0, got {_r(var[var < 0].ravel()[0])}")
 
     @property
     def std(self):
@@ -43,6 +67,7 @@ class GaussianKernel:
 
     def _bc(self, c, x):
         c = np.asarray(c, dtype=np.float64)
+        _leading(c, x, "x")
         return c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if c.ndim else c
 
     def mean(self, x):
@@ -65,6 +90,7 @@ class GaussianKernel:
             raise ValueError(f"y must have the shape of x {x.shape}, got {y.shape}")
         d = x.shape[-1] if x.ndim else 1
         var = np.asarray(self.var, dtype=np.float64)
+        _leading(var, x[..., 0] if x.ndim else x, "x")
         if (var <= 0).any():
             raise ValueError("log_prob needs var > 0; this kernel is degenerate (var = 0)")
         r = y - self._bc(self.mean_coef, x) * x
@@ -88,10 +114,24 @@ class _Pair:
     log_frac: np.ndarray
 
 
+def _schedule(schedule, cls=Schedule) -> Schedule:
+    if not isinstance(schedule, cls):
+        raise TypeError(
+            f"schedule must be a {cls.__name__}, got {type(schedule).__name__} {_r(schedule)}"
+        )
+    return schedule
+
+
 def _pair(schedule: Schedule, s, t) -> _Pair:
+    _schedule(schedule)
     s = schedule._t(s, "s")
     t = schedule._t(t)
-    s, t = np.broadcast_arrays(s, t)
+    try:
+        s, t = np.broadcast_arrays(s, t)
+    except ValueError as err:
+        raise ValueError(
+            f"s and t must broadcast together, got shapes {s.shape} and {t.shape}"
+        ) from err
     if not (s < t).all():
         i = np.flatnonzero(~(s < t).ravel())[0]
         raise ValueError(f"s must be < t, got s = {_r(s.ravel()[i])}, t = {_r(t.ravel()[i])}")
@@ -114,7 +154,7 @@ def _pair(schedule: Schedule, s, t) -> _Pair:
 def marginal(schedule: Schedule, t) -> GaussianKernel:
     """q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I) (Ho et al. 2020, eq. 4; Kingma et al. 2021,
     eq. 1). ``t`` scalar or array; returns the kernel with coefficients of that shape."""
-    t = schedule._t(t)
+    t = _schedule(schedule)._t(t)
     return GaussianKernel(
         scalar_out(schedule.alpha(t), t), scalar_out(np.asarray(schedule.sigma(t)) ** 2, t)
     )
@@ -135,8 +175,7 @@ def transition(schedule: Schedule, s, t) -> GaussianKernel:
 def ddpm_step_kernel(schedule: DiscreteSchedule, n) -> GaussianKernel:
     """One DDPM forward step q(x_n | x_{n-1}) = N(sqrt(1 - beta_n) x_{n-1}, beta_n I)
     (Ho et al. 2020, eq. 2), computed from beta_n directly; n in 1..T."""
-    if not isinstance(schedule, DiscreteSchedule):
-        raise TypeError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
+    _schedule(schedule, DiscreteSchedule)
     n = schedule._n(n)
     if (n < 1).any():
         raise ValueError(f"n must lie in [1, T={schedule.T}], got {_r(n[n < 1].ravel()[0])}")
@@ -148,8 +187,8 @@ def ddpm_step_kernel(schedule: DiscreteSchedule, n) -> GaussianKernel:
 def sample_marginal(schedule: Schedule, t, x0, rng=None, *, noise=None):
     """Draw x_t = alpha_t x_0 + sigma_t eps; returns (x_t, eps). ``t`` is a scalar or has the
     leading shape of ``x0``."""
-    x0 = as_float(x0, "x0")
-    t_arr = schedule._t(t)
+    x0 = finite(x0, "x0")
+    t_arr = _schedule(schedule)._t(t)
     if t_arr.ndim and t_arr.shape != x0.shape[: t_arr.ndim]:
         raise ValueError(
             f"t must be scalar or match the leading shape of x0 {x0.shape}, got {t_arr.shape}"

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from ._checks import _r, choice, finite, finite_scalar, in_interval, positive_int
+from ._checks import _r, choice, finite, in_interval, positive_int, positive_scalar
 from .forward import _rng
 from .schedules import Schedule
 
@@ -63,8 +63,15 @@ def _check_target(target):
             )
 
 
-def _angle(schedule: Schedule, t):
-    t = float(in_interval(t, "t", 0.0, 1.0))
+def _time(t, name: str = "t") -> float:
+    arr = in_interval(t, name, 0.0, 1.0)
+    if arr.ndim:
+        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+    return float(arr)
+
+
+def _angle(schedule: Schedule, t, name: str = "t"):
+    t = _time(t, name)
     a, s = float(schedule.alpha(t)), float(schedule.sigma(t))
     return math.atan2(s, a), math.hypot(a, s)
 
@@ -98,7 +105,8 @@ def flow_map(target, schedule: Schedule, x, t, s=0.0, *, rtol: float = 1e-12, at
     if x.ndim < 1 or x.shape[-1] != target.d:
         raise ValueError(f"x must have shape (..., d) with d = {target.d}, got {x.shape}")
     th0, rho0 = _angle(schedule, t)
-    th1, rho1 = _angle(schedule, s)
+    th1, rho1 = _angle(schedule, s, "s")
+    rtol, atol = positive_scalar(rtol, "rtol"), positive_scalar(atol, "atol")
     if th0 == th1:
         return x * (rho1 / rho0)
     shape = x.shape
@@ -107,8 +115,8 @@ def flow_map(target, schedule: Schedule, x, t, s=0.0, *, rtol: float = 1e-12, at
         (th0, th1),
         (x / rho0).ravel(),
         method="DOP853",
-        rtol=finite_scalar(rtol, "rtol"),
-        atol=finite_scalar(atol, "atol"),
+        rtol=rtol,
+        atol=atol,
     )
     if not sol.success:
         raise RuntimeError(f"PF-ODE solve failed: {sol.message}")
@@ -183,8 +191,9 @@ def pf_ode_log_likelihood(
     choice(divergence, "divergence", {"exact", "hutchinson"})
     choice(probe, "probe", {"rademacher", "gaussian"})
     n, d = x.shape
-    th0, rho0 = _angle(schedule, t0)
-    th1, rho1 = _angle(schedule, t1)
+    th0, rho0 = _angle(schedule, t0, "t0")
+    th1, rho1 = _angle(schedule, t1, "t1")
+    rtol, atol = positive_scalar(rtol, "rtol"), positive_scalar(atol, "atol")
     if not th1 > th0:
         raise ValueError(f"t1 must come after t0 on the path (more noise), got t0={t0}, t1={t1}")
     hutch = divergence == "hutchinson"
@@ -221,8 +230,8 @@ def pf_ode_log_likelihood(
         (th0, th1),
         y0,
         method="DOP853",
-        rtol=finite_scalar(rtol, "rtol"),
-        atol=finite_scalar(atol, "atol"),
+        rtol=rtol,
+        atol=atol,
     )
     if not sol.success:
         raise RuntimeError(f"PF-ODE solve failed: {sol.message}")
@@ -287,7 +296,7 @@ def irreducible_loss(
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
     choice(prediction, "prediction", set(_PREDICTIONS))
-    t = float(in_interval(t, "t", 0.0, 1.0))
+    t = _time(t)
     a, s = float(schedule.alpha(t)), float(schedule.sigma(t))
     if prediction == "score" and s == 0:
         raise ValueError(f"the score loss needs sigma > 0, got sigma(t={_r(t)}) = 0")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import _r, choice, finite, scalar_out
-from .forward import _pair, _rng
+from .forward import _leading, _pair, _rng, _schedule
 from .schedules import DiscreteSchedule, Schedule
 
 __all__ = ["PosteriorCoefficients", "posterior", "ddpm_posterior"]
@@ -36,6 +36,7 @@ class PosteriorCoefficients:
 
         def bc(c):
             c = np.asarray(c, dtype=np.float64)
+            _leading(c, x_t, "x_t")
             return c.reshape(c.shape + (1,) * (x0.ndim - c.ndim)) if c.ndim else c
 
         return bc(self.coef_x0) * x0 + bc(self.coef_xt) * x_t
@@ -68,7 +69,11 @@ def posterior(schedule: Schedule, s, t) -> PosteriorCoefficients:
     t = p.t
     with np.errstate(divide="ignore", invalid="ignore"):
         coef_xt = np.where(
-            p.dead, 0.0, np.exp(p.la_t - np.where(p.dead, 0.0, p.la_s) + 2.0 * (p.ls_s - p.ls_t))
+            p.dead,
+            0.0,
+            # equal log sigmas (-inf at a node both ends snap to): ratio 1, not exp(-inf + inf)
+            np.exp(p.la_t - np.where(p.dead, 0.0, p.la_s)
+                   + np.where(p.ls_s == p.ls_t, 0.0, 2.0 * (p.ls_s - p.ls_t))),  # fmt: skip
         )
         coef_x0 = np.exp(p.la_s) * p.frac
         log_var = 2.0 * p.ls_s + p.log_frac
@@ -96,8 +101,7 @@ def ddpm_posterior(
     "fixed_large" gives var = beta_n (Ho et al. 2020, Sec. 3.2). ``log_var_clipped`` replaces the
     -inf of beta_tilde_1 = 0 by log beta_tilde_2 (improved-diffusion).
     """
-    if not isinstance(schedule, DiscreteSchedule):
-        raise TypeError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
+    _schedule(schedule, DiscreteSchedule)
     choice(variance, "variance", {"fixed_small", "fixed_large"})
     n = schedule._n(n)
     if (n < 1).any():

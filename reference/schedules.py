@@ -29,7 +29,9 @@ from scipy.special import expit
 
 from ._checks import (
     _r,
+    _show,
     as_float,
+    boolean,
     finite,
     finite_scalar,
     in_interval,
@@ -123,17 +125,25 @@ class Schedule(ABC):
         -expm1(lambda_t - lambda_s) (Kingma et al. 2021, VDM, eq. 32), DPM-Solver through its
         step h = lambda_s - lambda_t (Lu et al. 2022, arXiv:2206.00927, eq. 3.4). ``s`` and ``t``
         in [0, 1], broadcast together, in either order; 0 where s = t."""
-        s, t = np.broadcast_arrays(self._t(s, "s"), self._t(t))
+        s, t = self._t(s, "s"), self._t(t)
+        try:
+            s, t = np.broadcast_arrays(s, t)
+        except ValueError as err:
+            raise ValueError(
+                f"s and t must broadcast together, got shapes {s.shape} and {t.shape}"
+            ) from err
         lo, hi = np.minimum(s, t), np.maximum(s, t)
         sign = np.where(s <= t, 1.0, -1.0)
         apart = lo < hi
         lo_, hi_ = np.where(apart, lo, 0.0), np.where(apart, hi, 1.0)
         d = _safe(self._log_snr_diff)(lo_, hi_)
-        # lambda = +inf at the earlier time (the data end): -inf, unless the later time is at
-        # the same level in float64 too (a t that rounds to the data end: no difference)
+        # lambda = +inf at the earlier time (the data end) and finite at the later: -inf; both
+        # +inf in float64 with no answer from the identity (a discrete t snapped to node 0: the
+        # same level by the schedule's convention): 0
         inf_lo = np.isposinf(_safe(self._log_snr)(lo_))
         inf_hi = np.isposinf(_safe(self._log_snr)(hi_))
-        d = np.where(inf_lo, np.where(inf_hi, 0.0, -np.inf), d)
+        d = np.where(inf_lo & ~inf_hi, -np.inf, d)
+        d = np.where(inf_lo & inf_hi & np.isnan(d), 0.0, d)
         return scalar_out(np.where(apart, sign * d, 0.0), t)
 
     def _log_snr_diff(self, s, t):
@@ -203,7 +213,7 @@ class Schedule(ABC):
         attains it), else ValueError."""
         lam = as_float(log_snr, "log_snr")
         if np.isnan(lam).any():
-            raise ValueError("log_snr must not be NaN")
+            raise ValueError("log_snr must not be NaN, got nan")
         lo, hi = self.log_snr_range()
         bad = (lam < lo) | (lam > hi)
         if bad.any():
@@ -334,7 +344,9 @@ class VPLinear(Schedule):
         # lambda = -B - log(1 - e^-B): the ratio (1 - e^-B_t)/(1 - e^-B_s) is
         # 1 - expm1(-dB)/expm1(B_s); both terms have the sign of dB, no cancellation
         dB = _beta_linear_dB(self, s, t)
-        return -dB - np.log1p(-np.expm1(-dB) / np.expm1(self._B(s)))
+        out = -dB - np.log1p(-np.expm1(-dB) / np.expm1(self._B(s)))
+        # dB = B_s = 0 (s, t within float64 underflow of 0: 0/0): lambda ~ -log B ~ -log t
+        return np.where(dB == 0.0, -np.log1p((t - s) / s), out)
 
     def _d_alpha(self, t):
         return -0.5 * self._beta(t) * self._alpha(t)
@@ -444,12 +456,16 @@ class VPCosine(Schedule):
         return -self._k * self._sin_phi(t) / self._cos_phi0
 
     def _d_sigma(self, t):
+        if self.s == 0.0:  # sigma = sin(k t) exactly: d sigma = k cos(k t), finite at t = 0
+            return self._k * np.sin(self._psi(t))
         # 2 sigma sigma' = k sin(2 phi) / cos^2 phi0, sin(2 phi) = 2 sin(phi) cos(phi)
         num = self._k * np.sin(self._psi(t)) * self._sin_phi(t) / self._cos_phi0**2
         return num / self._sigma(t)
 
     def _d_log_snr(self, t):
         sin_phi, cos_phi = self._sin_phi(t), np.sin(self._psi(t))
+        if self.s == 0.0:  # lambda = 2 log cot(k t): -2k (tan + cot), -inf at t = 0 (not 0/0)
+            return -2.0 * self._k * (sin_phi / cos_phi + cos_phi / sin_phi)
         return -2.0 * self._k * sin_phi / cos_phi - self._k * 2.0 * sin_phi * cos_phi / (
             np.sin(self._delta(t)) * np.sin(self._k * (t + 2 * self.s))
         )
@@ -501,7 +517,8 @@ class VEGeometric(Schedule):
             raise ValueError(
                 f"sigma_max must be > sigma_min={_r(self.sigma_min)}, got {_r(self.sigma_max)}"
             )
-        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+        # a difference of logs: the ratio itself may overflow (1e300 / 1e-300)
+        self._log_ratio = math.log(self.sigma_max) - math.log(self.sigma_min)
 
     def __repr__(self):
         return f"VEGeometric(sigma_min={_r(self.sigma_min)}, sigma_max={_r(self.sigma_max)})"
@@ -562,8 +579,8 @@ class EDM(Schedule):
             raise ValueError(
                 f"sigma_max must be > sigma_min={_r(self.sigma_min)}, got {_r(self.sigma_max)}"
             )
-        self._a = self.sigma_min ** (1.0 / self.rho)
-        self._D = self.sigma_max ** (1.0 / self.rho) - self._a
+        self._a, hi = _rho_roots(self.sigma_min, self.sigma_max, self.rho)
+        self._D = hi - self._a
 
     def __repr__(self):
         smin, smax = _r(self.sigma_min), _r(self.sigma_max)
@@ -614,6 +631,21 @@ class EDM(Schedule):
         return karras_sigmas(n, self.sigma_min, self.sigma_max, self.rho, append_zero=append_zero)
 
 
+def _rho_roots(smin: float, smax: float, rho: float) -> tuple[float, float]:
+    """(sigma_min^(1/rho), sigma_max^(1/rho)); ValueError naming rho where they leave float64
+    (rho too small for the range: the grid would be NaN)."""
+    try:
+        lo, hi = smin ** (1.0 / rho), smax ** (1.0 / rho)
+    except OverflowError:
+        lo = hi = math.inf
+    if not (math.isfinite(hi) and hi > lo > 0.0):
+        raise ValueError(
+            f"rho must be large enough that sigma_min^(1/rho) and sigma_max^(1/rho) are distinct "
+            f"positive float64 numbers (sigma_min={_r(smin)}, sigma_max={_r(smax)}), got {_r(rho)}"
+        )
+    return lo, hi
+
+
 def karras_sigmas(
     n: int,
     sigma_min: float = 0.002,
@@ -634,8 +666,9 @@ def karras_sigmas(
     rho = positive_scalar(rho, "rho")
     if smax <= smin:
         raise ValueError(f"sigma_max must be > sigma_min={_r(smin)}, got {_r(smax)}")
+    append_zero = boolean(append_zero, "append_zero")
     i = np.arange(n, dtype=np.float64)
-    hi, lo = smax ** (1.0 / rho), smin ** (1.0 / rho)
+    lo, hi = _rho_roots(smin, smax, rho)
     sig = (hi + i / (n - 1) * (lo - hi)) ** rho
     sig[0], sig[-1] = smax, smin
     return np.append(sig, 0.0) if append_zero else sig
@@ -689,7 +722,9 @@ class SubVP(Schedule):
         # lambda = -B - 2 log(1 - e^-B): the ratio (1 - e^-B_t)/(1 - e^-B_s) is
         # 1 - expm1(-dB)/expm1(B_s); both terms have the sign of dB, no cancellation
         dB = _beta_linear_dB(self, s, t)
-        return -dB - 2.0 * np.log1p(-np.expm1(-dB) / np.expm1(self._B(s)))
+        out = -dB - 2.0 * np.log1p(-np.expm1(-dB) / np.expm1(self._B(s)))
+        # dB = B_s = 0 (s, t within float64 underflow of 0: 0/0): lambda ~ -2 log B ~ -2 log t
+        return np.where(dB == 0.0, -2.0 * np.log1p((t - s) / s), out)
 
     def _d_alpha(self, t):
         return -0.5 * self._beta(t) * self._alpha(t)
@@ -798,6 +833,8 @@ class DiscreteSchedule(Schedule):
     kind = "vp"
 
     def __init__(self, betas, *, name: str = "custom"):
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__} {_r(name)}")
         arr = as_float(betas, "betas")
         if arr.ndim != 1 or arr.size < 1:
             raise ValueError(
@@ -831,7 +868,7 @@ class DiscreteSchedule(Schedule):
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
         """Linear betas, beta_n = linspace(beta_start, beta_end, T) (Ho et al. 2020, Sec. 4)."""
         T = positive_int(T, "T")
-        b0, b1 = positive_scalar(beta_start, "beta_start"), positive_scalar(beta_end, "beta_end")
+        b0, b1 = _unit_beta(beta_start, "beta_start"), _unit_beta(beta_end, "beta_end")
         return cls(np.linspace(b0, b1, T), name=f"linear(T={T}, {_r(b0)}..{_r(b1)})")
 
     @classmethod
@@ -839,7 +876,7 @@ class DiscreteSchedule(Schedule):
         """Latent-diffusion betas, linspace(sqrt(beta_start), sqrt(beta_end), T)^2 (Rombach et
         al. 2022; diffusers "scaled_linear")."""
         T = positive_int(T, "T")
-        b0, b1 = positive_scalar(beta_start, "beta_start"), positive_scalar(beta_end, "beta_end")
+        b0, b1 = _unit_beta(beta_start, "beta_start"), _unit_beta(beta_end, "beta_end")
         return cls(
             np.linspace(math.sqrt(b0), math.sqrt(b1), T) ** 2,
             name=f"scaled_linear(T={T}, {_r(b0)}..{_r(b1)})",
@@ -876,7 +913,7 @@ class DiscreteSchedule(Schedule):
         beta_n = sigmoid(linspace(-6, 6, T)) (beta_end - beta_start) + beta_start.
         Not the Jabri/Chen sigmoid schedule of the same name."""
         T = positive_int(T, "T")
-        b0, b1 = positive_scalar(beta_start, "beta_start"), positive_scalar(beta_end, "beta_end")
+        b0, b1 = _unit_beta(beta_start, "beta_start"), _unit_beta(beta_end, "beta_end")
         return cls(
             expit(np.linspace(-6.0, 6.0, T)) * (b1 - b0) + b0,
             name=f"sigmoid(T={T}, {_r(b0)}..{_r(b1)})",
@@ -897,6 +934,17 @@ class DiscreteSchedule(Schedule):
         lam = np.linspace(hi, lo, T)
         log_ab = np.concatenate([[0.0], log_sigmoid(lam)])
         betas = -np.expm1(np.diff(log_ab))
+        if betas[0] <= 0.0:
+            raise ValueError(
+                f"log_snr_max must leave beta_1 = sigmoid(-log_snr_max) > 0 in float64 (at most "
+                f"about 744), got {_r(hi)}"
+            )
+        if (betas[:-1] >= 1.0).any() or (betas <= 0.0).any():
+            raise ValueError(
+                f"log_snr_min must keep every beta_n = 1 - alpha_bar_n/alpha_bar_(n-1) inside "
+                f"(0, 1) in float64 with T={T}, log_snr_max={_r(hi)} (log-SNR steps below ~36, "
+                f"alpha_bar_T > 0), got {_r(lo)}"
+            )
         return cls(betas, name=f"log_snr_linear(T={T}, {_r(hi)}..{_r(lo)})")
 
     @classmethod
@@ -945,9 +993,11 @@ class DiscreteSchedule(Schedule):
         return np.exp(self.log_alpha_bar)
 
     def _n(self, n) -> np.ndarray:
+        if isinstance(n, (str, bytes)):
+            raise TypeError(f"n must be an integer index, got str {_r(n)}")
         arr = np.asarray(n)
         if arr.dtype.kind not in "iu":
-            raise TypeError(f"n must be an integer index, got dtype {arr.dtype}")
+            raise TypeError(f"n must be an integer index, got {_show(n)} of dtype {arr.dtype}")
         bad = (arr < 0) | (arr > self.T)
         if bad.any():
             raise ValueError(f"n must lie in [0, T={self.T}], got {_r(arr[bad].ravel()[0])}")
@@ -1037,7 +1087,9 @@ class DiscreteSchedule(Schedule):
         head = np.where(frac_t == 0.0, 0.0, frac_t * ell_t)
         dL = np.where(same, inside, tail + middle + head)
         L_s = self._interval(s)[0]
-        return dL - np.log1p(-np.expm1(dL) / (np.expm1(-L_s) + 0.0))  # +0.0: never -0.0
+        out = dL - np.log1p(-np.expm1(dL) / (np.expm1(-L_s) + 0.0))  # +0.0: never -0.0
+        # dL = 0: both ends snap to one node (node 0 included, where 0/0 would be formed)
+        return np.where(dL == 0.0, 0.0, out)
 
     def _d_alpha(self, t):
         L, ell = self._interval(t)
@@ -1118,6 +1170,14 @@ def _compensated_cumsum(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hi, lo
 
 
+def _unit_beta(value, name: str) -> float:
+    """A beta in (0, 1] (1 only makes sense as the last one: zero terminal SNR)."""
+    v = positive_scalar(value, name)
+    if v > 1.0:
+        raise ValueError(f"{name} must lie in (0, 1], got {_r(v)}")
+    return v
+
+
 def rescale_zero_terminal_snr(schedule: DiscreteSchedule) -> DiscreteSchedule:
     """Rescale a discrete schedule to zero terminal SNR (Lin et al. 2024, arXiv:2305.08891,
     Algorithm 1): sqrt(alpha_bar) is shifted so that sqrt(alpha_bar_T) = 0 and scaled so that
@@ -1158,6 +1218,6 @@ SCHEDULES = {
 
 def get_schedule(name: str) -> Schedule:
     """A named schedule with its default parameters: one of ``SCHEDULES``."""
-    if name not in SCHEDULES:
+    if not isinstance(name, str) or name not in SCHEDULES:
         raise ValueError(f"name must be one of {sorted(SCHEDULES)}, got {_r(name)}")
     return SCHEDULES[name]()

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import stats as sps
 from scipy.special import logsumexp
 
-from ._checks import finite, positive_int
+from ._checks import _r, finite, finite_scalar, positive_int, positive_scalar
 from .forward import _rng
 from .targets import GaussianMixture
 
@@ -61,10 +61,24 @@ class TestResult:
 
 
 def _samples(x, target):
+    if not isinstance(target, GaussianMixture):
+        raise TypeError(
+            f"target must be a GaussianMixture, got {type(target).__name__} {_r(target)}"
+        )
     x = finite(x, "x")
     if x.ndim != 2 or x.shape[1] != target.d:
         raise ValueError(f"x must have shape (n, {target.d}), got {x.shape}")
+    if x.shape[0] < 2:  # a test of no or one sample has no verdict (its variance is undefined)
+        raise ValueError(f"x must hold at least 2 samples for a test, got shape {x.shape}")
     return x
+
+
+def _level(alpha) -> float:
+    """A test's false-alarm rate: a scalar in (0, 1)."""
+    a = finite_scalar(alpha, "alpha")
+    if not 0.0 < a < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {_r(a)}")
+    return a
 
 
 def responsibility_sample_size(
@@ -73,6 +87,14 @@ def responsibility_sample_size(
     """n to detect a weight error ``delta_w`` of a component of weight ``w`` with the given
     power at level alpha/K (two-sided): n = (z_{1-alpha/(2K)} + z_power)^2 w (1 - w) / delta_w^2
     (the null variance of r_k is at most w (1 - w))."""
+    w = finite_scalar(w, "w")
+    if not 0.0 < w < 1.0:
+        raise ValueError(f"w must lie in (0, 1), got {_r(w)}")
+    delta_w = positive_scalar(delta_w, "delta_w")
+    alpha, K = _level(alpha), positive_int(K, "K")
+    power = finite_scalar(power, "power")
+    if not 0.0 < power < 1.0:
+        raise ValueError(f"power must lie in (0, 1), got {_r(power)}")
     z = sps.norm.ppf(1 - alpha / (2 * K)) + sps.norm.ppf(power)
     return int(math.ceil(z * z * w * (1 - w) / (delta_w * delta_w)))
 
@@ -84,6 +106,7 @@ def responsibility_test(
     ``null_n`` exact samples (the bound w_k (1 - w_k) for components too rare to estimate it);
     two-sided, Bonferroni: pass if min_k p_k >= alpha / K."""
     x = _samples(x, target)
+    alpha, null_n = _level(alpha), positive_int(null_n, "null_n", minimum=2)
     n = x.shape[0]
     r = target.responsibilities(x)
     y = target.sample(null_n, _rng(rng))
@@ -126,7 +149,7 @@ def projected_ks_test(
     ``n_proj`` random unit directions u (the coordinate axes first when d <= n_proj);
     Bonferroni: pass if min p >= alpha / n_proj."""
     x = _samples(x, target)
-    n_proj = positive_int(n_proj, "n_proj")
+    alpha, n_proj = _level(alpha), positive_int(n_proj, "n_proj")
     g = _rng(rng)
     dirs = []
     if target.d <= n_proj:
@@ -153,6 +176,7 @@ def nll_test(
     and variance of -log p_0(Y) from ``null_n`` exact samples (the null mean's own Monte Carlo
     error enters the standard error)."""
     x = _samples(x, target)
+    alpha, null_n = _level(alpha), positive_int(null_n, "null_n", minimum=2)
     n = x.shape[0]
     nll = -target.log_prob(x)
     y = target.sample(null_n, _rng(rng))
@@ -215,6 +239,7 @@ def mmd_test(
     ``replicates`` statistics of exact samples (pass ``null`` = (ell2, self_term, sorted null
     statistics) to reuse it); p = (1 + #{null >= stat}) / (replicates + 1)."""
     x = _samples(x, target)
+    alpha = _level(alpha)
     n = x.shape[0]
     g = _rng(rng)
     if null is None:
@@ -234,6 +259,12 @@ def mmd_test(
 
 def mmd_null(target: GaussianMixture, n: int, *, replicates: int = 199, rng=0):
     """(ell2, self_term, null statistics) for :func:`mmd_test` at sample size n."""
+    if not isinstance(target, GaussianMixture):
+        raise TypeError(
+            f"target must be a GaussianMixture, got {type(target).__name__} {_r(target)}"
+        )
+    n = positive_int(n, "n", minimum=2)
+    replicates = positive_int(replicates, "replicates")
     g = _rng(rng)
     y = target.sample(min(2000, max(n, 200)), g)
     sq = (y * y).sum(1)

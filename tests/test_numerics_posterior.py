@@ -71,11 +71,11 @@ def test_log_snr_diff_order_equal_times_and_agreement_with_the_plain_difference(
 def test_log_snr_diff_rejects_times_outside_the_unit_interval_in_both(bad):
     """A bad s is named s (it was reported as t), a bad t as t."""
     schedule = VPLinear()
-    for impl in (schedule, torch_schedule(schedule)):
-        with pytest.raises(ValueError, match=r"^s must"):
-            impl.log_snr_diff(bad, 0.5)
-        with pytest.raises(ValueError, match=r"^t must"):
-            impl.log_snr_diff(0.5, bad)
+    for s, t, name in ((bad, 0.5, "s"), (0.5, bad, "t")):  # the message names the bad one
+        with pytest.raises(ValueError, match=f"^{name} must"):
+            schedule.log_snr_diff(s, t)
+        with pytest.raises(ValueError, match=f"^{name} must"):
+            torch_schedule(schedule).log_snr_diff(s, t)
     with pytest.raises(ValueError, match=r"^s must"):
         posterior(schedule, bad, 0.5)
 
@@ -113,12 +113,14 @@ def test_torch_vp_linear_difference_does_not_overflow():
 @pytest.mark.parametrize("schedule", [DiscreteSchedule.linear(1000), VPLinear()], ids=str)
 def test_the_data_end_is_an_error_or_infinity_never_nan(schedule):
     """t that rounds to the data end (a discrete node 0 within 4 ulps; B(t) underflowing):
-    log_snr_diff is -inf from s = 0 or 0 where both are the same level, and the posterior is a
+    log_snr_diff is 0 where both are the same level by the discrete convention and -inf from
+    s = 0 on VP (lambda(t) is finite there, ~ -log(beta_min t)), and the posterior is a
     ValueError naming t (both were NaN)."""
-    tiny = 1e-300 if isinstance(schedule, DiscreteSchedule) else 5e-324
+    discrete = isinstance(schedule, DiscreteSchedule)
+    tiny = 1e-300 if discrete else 5e-324
     ts = torch_schedule(schedule)
     for got in (schedule.log_snr_diff(0.0, tiny), float(ts.log_snr_diff(0.0, tiny))):
-        assert got == 0.0
+        assert got == (0.0 if discrete else -np.inf)
     for got in (schedule.log_snr_diff(0.0, 0.5), float(ts.log_snr_diff(0.0, 0.5))):
         assert got == -np.inf
     with pytest.raises(ValueError, match=r"^t must .* sigma\(t\) = 0"):

@@ -73,3 +73,86 @@ def log1mexp(a: torch.Tensor) -> torch.Tensor:
     """log(1 - exp(-a)) for a >= 0, switching between log(-expm1(-a)) and log1p(-exp(-a)) at
     a = log 2 (Maechler 2012, "Accurately computing log(1 - exp(-|a|))")."""
     return torch.where(a < math.log(2.0), torch.log(-torch.expm1(-a)), torch.log1p(-torch.exp(-a)))
+
+
+# ---------------------------------------------------------------------------- scalar arguments
+# The torch side's own checks of numeric parameters (constructors, options), with the messages
+# of the reference's (reference/_checks.py): the argument, the constraint and the value.
+
+
+def _r(value) -> str:
+    """repr with NumPy/torch scalars shown as Python numbers."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return repr(value.item())
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return repr(value.item())
+    return repr(value)
+
+
+def as_real(value, name: str) -> np.ndarray:
+    """A real number or array (NumPy, torch or nested lists) as float64 NumPy; TypeError for
+    strings, booleans, complex and object input, naming the type or dtype."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must have a real numeric dtype (integer or floating), got "
+                            f"dtype {value.dtype}")  # fmt: skip
+        value = value.double().numpy()
+    if isinstance(value, (str, bytes)):
+        raise TypeError(
+            f"{name} must be a real number or array of reals, got {type(value).__name__}"
+        )
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as err:  # ragged nested lists
+        raise TypeError(f"{name} must be a real number or array, got {type(value).__name__}") \
+            from err  # fmt: skip
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{name} must have a real numeric dtype (integer or floating), got dtype {arr.dtype}"
+        )
+    return arr.astype(np.float64, copy=False)
+
+
+def finite_real(value, name: str) -> np.ndarray:
+    arr = as_real(value, name)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(f"{name} must be finite, got {_r(arr[bad].ravel()[0])}")
+    return arr
+
+
+def finite_scalar(value, name: str) -> float:
+    arr = finite_real(value, name)
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+    return float(arr)
+
+
+def positive_scalar(value, name: str) -> float:
+    v = finite_scalar(value, name)
+    if v <= 0:
+        raise ValueError(f"{name} must be > 0, got {_r(v)}")
+    return v
+
+
+def nonneg_scalar(value, name: str) -> float:
+    v = finite_scalar(value, name)
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {_r(v)}")
+    return v
+
+
+def int_arg(value, name: str, *, minimum: int = 1) -> int:
+    """An integer (not a bool, not a float) >= minimum."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {_r(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {_r(value)}")
+    return int(value)
+
+
+def choice(value, name: str, options) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {sorted(options)}, got {_r(value)}")
+    return value

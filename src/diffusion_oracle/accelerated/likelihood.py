@@ -23,7 +23,7 @@ import torch
 
 from diffusion_oracle.reference import ELBOTerms, Estimate, ODELikelihood
 
-from ._common import as_tensor, check_finite
+from ._common import as_tensor, check_finite, finite_scalar, int_arg, positive_scalar
 from .model import declared_prediction, posterior_coefficients, to_x0_eps
 from .schedules import TorchDiscrete, TorchSchedule
 from .targets import TorchMixture
@@ -58,6 +58,8 @@ def _dopri5(f, y, t0: float, t1: float, rtol: float, atol: float, max_steps: int
     """Integrate dy/dt = f(t, y) from t0 to t1 (either direction) for y of shape (n, m): the
     error of each row is the RMS of e_i / (atol + rtol max(|y_i|, |y_new,i|)) and a step is
     accepted when the worst row's is <= 1. Returns (y(t1), number of f evaluations)."""
+    if y.numel() == 0:  # an empty batch: nothing to integrate (its error norm would be NaN)
+        return y, 0
     span = t1 - t0
     direction = 1.0 if span > 0 else -1.0
     k1 = f(t0, y)
@@ -92,8 +94,8 @@ def _dopri5(f, y, t0: float, t1: float, rtol: float, atol: float, max_steps: int
     raise RuntimeError(f"PF-ODE solve did not finish in {max_steps} steps")
 
 
-def _angle(schedule: TorchSchedule, t):
-    tt = schedule._t(torch.as_tensor(float(t), dtype=torch.float64))
+def _angle(schedule: TorchSchedule, t, name="t"):
+    tt = schedule._check_t(finite_scalar(t, name), name)
     a, s = float(schedule._alpha(tt)), float(schedule._sigma(tt))
     return math.atan2(s, a), math.hypot(a, s)
 
@@ -126,7 +128,8 @@ def flow_map(target, schedule, x, t, s=0.0, *, rtol: float = 1e-11, atol: float 
     _check(target, schedule)
     x = _points(target, x)
     th0, rho0 = _angle(schedule, t)
-    th1, rho1 = _angle(schedule, s)
+    th1, rho1 = _angle(schedule, s, "s")
+    rtol, atol = positive_scalar(rtol, "rtol"), positive_scalar(atol, "atol")
     if th0 == th1:
         return x * (rho1 / rho0)
     w, _ = _dopri5(lambda th, w: _drift(target, w, th), x / rho0, th0, th1, rtol, atol)
@@ -163,14 +166,13 @@ def pf_ode_log_likelihood(
         raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
     x = _points(target, x)
     n, d = x.shape
-    th0, rho0 = _angle(schedule, t0)
-    th1, rho1 = _angle(schedule, t1)
+    th0, rho0 = _angle(schedule, t0, "t0")
+    th1, rho1 = _angle(schedule, t1, "t1")
+    rtol, atol = positive_scalar(rtol, "rtol"), positive_scalar(atol, "atol")
     if not th1 > th0:
         raise ValueError(f"t1 must come after t0 on the path (more noise), got t0={t0}, t1={t1}")
     hutch = divergence == "hutchinson"
-    P = int(n_probes) if hutch else 1
-    if P < 1:
-        raise ValueError(f"n_probes must be >= 1, got {n_probes!r}")
+    P = int_arg(n_probes, "n_probes") if hutch else 1
     if hutch:
         shape = (P, n, d)
         z = torch.randn(shape, generator=generator, dtype=target.dtype, device="cpu")
@@ -236,7 +238,7 @@ def irreducible_loss(
         raise ValueError(
             f"prediction must be one of x0, eps, v, score, velocity, got {prediction!r}"
         )
-    tt = schedule._t(torch.as_tensor(float(t), dtype=torch.float64))
+    tt = schedule._t(finite_scalar(t, "t"))
     a, s = float(schedule._alpha(tt)), float(schedule._sigma(tt))
     if prediction == "score" and s == 0:
         raise ValueError(f"the score loss needs sigma > 0, got sigma(t={float(t)!r}) = 0")
@@ -253,9 +255,7 @@ def irreducible_loss(
     else:
         da, ds = float(schedule._d_alpha(tt)), float(schedule._d_sigma(tt))
         factor = (ds - da * s / a) ** 2 if use_eps else (da - ds * a / s) ** 2
-    n = int(n)
-    if n < 2:
-        raise ValueError(f"n must be >= 2, got {n}")
+    n = int_arg(n, "n", minimum=2)
     x_t = target.sample(n, generator, alpha=a, sigma=s)
     key = "eps_cov_trace" if use_eps else "x0_cov_trace"
     out, _ = target._eval(x_t, a, s, (key,))
@@ -264,29 +264,69 @@ def irreducible_loss(
 
 
 def _positive(value, name: str) -> float:
-    v = float(value)
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return v
+    return positive_scalar(value, name)
+
+
+def _real(x, name: str) -> torch.Tensor:
+    """A finite real tensor (a tensor keeps its device and floating dtype; else float64)."""
+    if isinstance(x, torch.Tensor):
+        dt = x.dtype if x.is_floating_point() else torch.float64
+        return check_finite(as_tensor(x, name, device=x.device, dtype=dt), name)
+    return check_finite(as_tensor(x, name, device="cpu", dtype=torch.float64), name)
 
 
 def gaussian_kl(mean1, log_var1, mean2, log_var2):
     """KL(N(mean1, e^{log_var1}) || N(mean2, e^{log_var2})) per coordinate (nats), in the expm1
     form (1/2)[expm1(u) - u + (mean1 - mean2)^2 e^{-log_var2}], u = log_var1 - log_var2."""
-    u = log_var1 - log_var2
-    return 0.5 * (torch.expm1(u) - u + (mean1 - mean2) ** 2 * torch.exp(-log_var2))
+    m1, m2 = _real(mean1, "mean1"), _real(mean2, "mean2")
+    lv1, lv2 = _real(log_var1, "log_var1"), _real(log_var2, "log_var2")
+    try:
+        torch.broadcast_shapes(m1.shape, lv1.shape, m2.shape, lv2.shape)
+    except RuntimeError as err:
+        raise ValueError(
+            f"mean1, log_var1, mean2 and log_var2 must broadcast together, got shapes "
+            f"{tuple(m1.shape)}, {tuple(lv1.shape)}, {tuple(m2.shape)}, {tuple(lv2.shape)}"
+        ) from err
+    u = lv1 - lv2
+    dm = m1 - m2
+    # (|m1 - m2| e^{-log_var2/2})^2: no 0 * inf, no inf * 0 (as the reference)
+    scaled = torch.where(dm == 0, torch.zeros_like(dm), dm.abs() * torch.exp(-0.5 * lv2))
+    out = 0.5 * (torch.expm1(u) - u + scaled * scaled)
+    bad = ~torch.isfinite(out)
+    if bool(bad.any()):
+        uu, dd, l2 = (torch.broadcast_to(v, out.shape)[bad].reshape(-1)[0].item()
+                      for v in (u, dm, lv2))  # fmt: skip
+        if not math.isfinite(uu) or uu > 709.0:
+            raise ValueError(
+                f"log_var1 - log_var2 must be at most about 709 for a KL within float64 (it "
+                f"grows as e^(log_var1 - log_var2) / 2), got log_var1 - log_var2 = {uu!r}"
+            )
+        raise ValueError(
+            f"mean1 - mean2 must be small enough against e^(log_var2/2) for a KL within float64 "
+            f"((mean1 - mean2)^2 e^(-log_var2) / 2 overflows), got mean1 - mean2 = {dd!r} "
+            f"with log_var2 = {l2!r}"
+        )
+    return out
 
 
 def discretized_gaussian_log_likelihood(x, mean, log_var, *, levels: int = 256):
     """log P(x) of ``levels``-level data on [-1, 1] under N(mean, e^{log_var}) integrated over
     its bin (Ho et al. 2020, eq. 13), from exact log-CDFs on the side of 0 where they do not
     round (reference.discretized_gaussian_log_likelihood). Per coordinate, nats."""
-    if int(levels) != levels or levels < 2:
-        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+    levels = int_arg(levels, "levels", minimum=2)
+    x, mean, log_var = _real(x, "x"), _real(mean, "mean"), _real(log_var, "log_var")
     half = 1.0 / (levels - 1)
     k = (x + 1.0) / (2.0 * half)
-    if bool(((k - torch.round(k)).abs() > 1e-6).any()) or bool((x.abs() > 1 + 1e-12).any()):
-        raise ValueError(f"x must lie on the {levels} levels of [-1, 1]")
+    off = ((k - torch.round(k)).abs() > 1e-6) | (x.abs() > 1 + 1e-12)
+    if bool(off.any()):
+        raise ValueError(f"x must lie on the {levels} levels of [-1, 1] (k * 2/{levels - 1} - 1), "
+                         f"got {x[off].reshape(-1)[0].item()!r}")  # fmt: skip
+    try:
+        torch.broadcast_shapes(x.shape, mean.shape, log_var.shape)
+    except RuntimeError as err:
+        raise ValueError(f"x, mean and log_var must broadcast together, got shapes "
+                         f"{tuple(x.shape)}, {tuple(mean.shape)}, {tuple(log_var.shape)}") \
+            from err  # fmt: skip
     inv_std = torch.exp(-0.5 * log_var)
     inf = torch.full_like(x, math.inf)
     upper = torch.where(x > 1.0 - half, inf, (x + half - mean) * inv_std)
@@ -341,6 +381,10 @@ def ddpm_elbo(
     if decoder not in ("gaussian", "discretized"):
         raise ValueError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
     x0 = _examples(model, x0)
+    prior_var = _positive(prior_var, "prior_var")
+    if decoder_var is not None:
+        decoder_var = _positive(decoder_var, "decoder_var")
+    levels = int_arg(levels, "levels", minimum=2)
     N, d = x0.shape
     T = schedule.T
     pred = declared_prediction(model)
@@ -435,10 +479,13 @@ def vdm_elbo(
     normal, normal: the reference's order) make the result equal the reference's."""
     if not isinstance(schedule, TorchSchedule):
         raise TypeError(f"schedule must be a TorchSchedule, got {type(schedule).__name__}")
-    t_min = float(t_min)
+    t_min = finite_scalar(t_min, "t_min")
     if not 0.0 < t_min < 1.0:
         raise ValueError(f"t_min must lie in (0, 1), got {t_min!r}")
     x0 = _examples(model, x0)
+    prior_var = _positive(prior_var, "prior_var")
+    if decoder_var is not None:
+        decoder_var = _positive(decoder_var, "decoder_var")
     N, d = x0.shape
     f64 = {"dtype": torch.float64}
     lam_hi = float(schedule._log_snr(torch.tensor(t_min, **f64)))

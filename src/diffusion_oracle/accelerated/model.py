@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import as_tensor, check_finite
+from ._common import _r, as_tensor, check_finite
 from .schedules import TorchSchedule
 from .targets import TorchMixture
 
@@ -47,6 +47,50 @@ def declared_prediction(model) -> str:
         )
     return model.prediction
 
+def _schedule(schedule) -> TorchSchedule:
+    if not isinstance(schedule, TorchSchedule):
+        raise TypeError(
+            f"schedule must be a TorchSchedule, got {type(schedule).__name__} {_r(schedule)}"
+        )
+    return schedule
+
+
+def _points(x, name: str, like=None) -> torch.Tensor:
+    """A finite real tensor of at least one axis (a tensor keeps its device and dtype, anything
+    else becomes float64, on ``like``'s device when given)."""
+    if isinstance(x, torch.Tensor):
+        x = as_tensor(x, name, device=x.device, dtype=x.dtype if x.is_floating_point()
+                      else torch.float64)  # fmt: skip
+    else:
+        dev = like.device if like is not None else "cpu"
+        x = as_tensor(x, name, device=dev, dtype=like.dtype if like is not None else torch.float64)
+    check_finite(x, name)
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have shape (..., d), got {tuple(x.shape)}")
+    return x
+
+
+def _coef(c, name, x, *, nonneg=False, like="x_t"):
+    """A scalar (kept a Python float) or a tensor over the leading axes of x, finite (>= 0)."""
+    if isinstance(c, (bool, str, bytes)) or c is None:
+        raise TypeError(f"{name} must be a real number or tensor, got {type(c).__name__} {c!r}")
+    if isinstance(c, (int, float)):
+        v = float(c)
+        if not torch.isfinite(torch.tensor(v)):
+            raise ValueError(f"{name} must be finite, got {v!r}")
+        if nonneg and v < 0:
+            raise ValueError(f"{name} must be >= 0, got {v!r}")
+        return v
+    c = as_tensor(c, name, device=x.device, dtype=x.dtype)
+    check_finite(c, name)
+    if c.ndim and tuple(c.shape) != tuple(x.shape[: c.ndim]):
+        raise ValueError(f"{name} must be a scalar or match the leading shape of {like} "
+                         f"{tuple(x.shape)}, got {tuple(c.shape)}")  # fmt: skip
+    if nonneg and bool((c < 0).any()):
+        raise ValueError(f"{name} must be >= 0, got {c[c < 0].reshape(-1)[0].item()!r}")
+    return c if c.ndim else float(c)
+
+
 def _col(c, x):
     """c as a column broadcasting over the trailing axis of x (scalar c passes through)."""
     if isinstance(c, torch.Tensor) and c.ndim:
@@ -57,7 +101,17 @@ def _col(c, x):
 def forward_sample(schedule: TorchSchedule, x0, t, noise):
     """x_t = alpha_t x_0 + sigma_t eps: a sample of q(x_t | x_0) from the noise ``eps``
     (Ho et al. 2020, eq. 4; Kingma et al. 2021, eq. 1). t scalar or batch-shaped."""
-    tt = schedule._t(t).to(x0.device)
+    tt = _schedule(schedule)._t(t)
+    x0 = _points(x0, "x0")
+    noise = _points(noise, "noise", like=x0)
+    if noise.shape != x0.shape:
+        raise ValueError(
+            f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}"
+        )
+    if tt.ndim and tuple(tt.shape) != tuple(x0.shape[: tt.ndim]):
+        raise ValueError(f"t must be scalar or match the leading shape of x0 {tuple(x0.shape)}, "
+                         f"got {tuple(tt.shape)}")  # fmt: skip
+    tt = tt.to(x0.device)
     return _col(schedule._alpha(tt), x0) * x0 + _col(schedule._sigma(tt), x0) * noise
 
 
@@ -68,10 +122,18 @@ def posterior_coefficients(schedule: TorchSchedule, s, t):
     coef_xt = exp(log alpha_t - log alpha_s + 2 (log sigma_s - log sigma_t)), var = sigma_s^2 e,
     with lambda_t - lambda_s from :meth:`TorchSchedule.log_snr_diff`'s difference identities.
     Where alpha_s = 0 (zero terminal SNR) the result is N(0, sigma_s^2): coef_x0 = coef_xt = 0."""
-    ss, tt = schedule._t(s, "s"), schedule._t(t)
+    ss, tt = _schedule(schedule)._check_t(s, "s"), schedule._t(t)
+    try:
+        ss, tt = torch.broadcast_tensors(ss, tt.to(ss.device))
+    except RuntimeError as err:
+        raise ValueError(f"s and t must broadcast together, got shapes {tuple(ss.shape)} and "
+                         f"{tuple(tt.shape)}") from err  # fmt: skip
     if bool((ss >= tt).any()):
-        raise ValueError("s must be < t for the posterior q(x_s | x_t, x_0)")
-    ss, tt = torch.broadcast_tensors(ss, tt)
+        i = int(torch.nonzero((ss >= tt).reshape(-1))[0])
+        raise ValueError(
+            f"s must be < t for the posterior q(x_s | x_t, x_0), got s = "
+            f"{ss.reshape(-1)[i].item()!r}, t = {tt.reshape(-1)[i].item()!r}"
+        )
     la_s, la_t = schedule._log_alpha(ss), schedule._log_alpha(tt)
     ls_s, ls_t = schedule._log_sigma(ss), schedule._log_sigma(tt)
     if bool(torch.isneginf(ls_t).any()):
@@ -90,10 +152,17 @@ def posterior_coefficients(schedule: TorchSchedule, s, t):
     coef_xt = torch.where(
         dead,
         torch.zeros_like(e),
-        torch.exp(la_t - torch.where(dead, torch.zeros_like(la_s), la_s) + 2.0 * (ls_s - ls_t)),
+        # equal log sigmas (-inf at a node both ends snap to): ratio 1, not exp(-inf + inf)
+        torch.exp(la_t - torch.where(dead, torch.zeros_like(la_s), la_s)
+                  + torch.where(ls_s == ls_t, torch.zeros_like(ls_s), 2.0 * (ls_s - ls_t))),
     )
     var = torch.exp(2.0 * ls_s) * e
     return coef_x0, coef_xt, var
+
+
+def _name(value, arg):
+    if not isinstance(value, str) or value not in PREDICTIONS:
+        raise ValueError(f"{arg} must be one of {PREDICTIONS}, got {value!r}")
 
 
 def to_x0_eps(value, *, source, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
@@ -102,11 +171,34 @@ def to_x0_eps(value, *, source, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
     sigma v)/N, eps = (sigma x + alpha v)/N, N = alpha^2 + sigma^2 (Salimans & Ho 2022, eq. 9 ff.);
     score: eps = -sigma score; velocity: x0 = (sigma' x - sigma u)/D, eps = (alpha u -
     alpha' x)/D, D = alpha sigma' - sigma alpha'. alpha, sigma scalars or batch-shaped."""
-    if source not in PREDICTIONS:
-        raise ValueError(f"source must be one of {PREDICTIONS}, got {source!r}")
-    x, v = x_t, value
+    _name(source, "source")
+    x = _points(x_t, "x_t")
+    v = _points(value, "value", like=x)
     if v.shape != x.shape:
         raise ValueError(f"value must have the shape of x_t {tuple(x.shape)}, got {tuple(v.shape)}")
+    alpha, sigma = _coef(alpha, "alpha", x, nonneg=True), _coef(sigma, "sigma", x, nonneg=True)
+    d_alpha, d_sigma = (None if c is None else _coef(c, n, x)
+                        for n, c in (("d_alpha", d_alpha), ("d_sigma", d_sigma)))  # fmt: skip
+    if bool((torch.as_tensor(alpha) == 0).logical_and(torch.as_tensor(sigma) == 0).any()):
+        raise ValueError("alpha and sigma must not both be 0 (no point of a diffusion path)")
+    out = _x0_eps(v, source, x, alpha, sigma, d_alpha, d_sigma)
+    for name, res in zip(("x0", "eps"), out):
+        if not bool(torch.isfinite(res).all()):
+            divisor = {"x0": "sigma", "eps": "alpha", "score": "alpha", "v": "alpha^2 + sigma^2",
+                       "velocity": "alpha d_sigma - sigma d_alpha"}[source]  # fmt: skip
+            raise ValueError(
+                f"{divisor} is too small for x_t and value (largest |x_t| "
+                f"{x.abs().max().item()!r}): the recovered {name} overflows (from "
+                f"source={source!r}, it divides by {divisor}); alpha = "
+                f"{torch.as_tensor(alpha).min().item()!r}, sigma = "
+                f"{torch.as_tensor(sigma).min().item()!r} at their smallest"
+            )
+    return out
+
+
+def _x0_eps(v, source, x, alpha, sigma, d_alpha=None, d_sigma=None):
+    """:func:`to_x0_eps` without its argument checks: the samplers' inner loop (its arguments
+    come from the grid and the model call, checked there)."""
     a, s = _col(alpha, x), _col(sigma, x)
 
     def zero(c):
@@ -130,7 +222,8 @@ def to_x0_eps(value, *, source, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
         n = a * a + s * s
         return (a * x - s * v) / n, (s * x + a * v) / n
     if d_alpha is None or d_sigma is None:
-        raise TypeError("source='velocity' needs d_alpha and d_sigma")
+        raise TypeError("source='velocity' needs d_alpha and d_sigma (the path's t-derivatives), "
+                        f"got d_alpha={d_alpha!r}, d_sigma={d_sigma!r}")  # fmt: skip
     da, ds = _col(d_alpha, x), _col(d_sigma, x)
     D = a * ds - s * da
     if zero(D):
@@ -141,8 +234,15 @@ def to_x0_eps(value, *, source, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
 def from_x0_eps(x0, eps, *, target, alpha, sigma, d_alpha=None, d_sigma=None):
     """The prediction of type ``target`` from (x0, eps): eps, x0, v = alpha eps - sigma x0,
     score = -eps/sigma, velocity = alpha' x0 + sigma' eps."""
-    if target not in PREDICTIONS:
-        raise ValueError(f"target must be one of {PREDICTIONS}, got {target!r}")
+    _name(target, "target")
+    x0 = _points(x0, "x0")
+    eps = _points(eps, "eps", like=x0)
+    if eps.shape != x0.shape:
+        raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
+    alpha = _coef(alpha, "alpha", x0, nonneg=True, like="x0")
+    sigma = _coef(sigma, "sigma", x0, nonneg=True, like="x0")
+    d_alpha, d_sigma = (None if c is None else _coef(c, n, x0, like="x0")
+                        for n, c in (("d_alpha", d_alpha), ("d_sigma", d_sigma)))  # fmt: skip
     a, s = _col(alpha, x0), _col(sigma, x0)
     if target == "x0":
         return x0
@@ -151,9 +251,12 @@ def from_x0_eps(x0, eps, *, target, alpha, sigma, d_alpha=None, d_sigma=None):
     if target == "v":
         return a * eps - s * x0
     if target == "score":
+        if bool((torch.as_tensor(sigma) == 0).any()):
+            raise ValueError("the score is undefined at sigma = 0")
         return -eps / s
     if d_alpha is None or d_sigma is None:
-        raise TypeError("target='velocity' needs d_alpha and d_sigma")
+        raise TypeError("target='velocity' needs d_alpha and d_sigma (the path's t-derivatives), "
+                        f"got d_alpha={d_alpha!r}, d_sigma={d_sigma!r}")  # fmt: skip
     return _col(d_alpha, x0) * x0 + _col(d_sigma, x0) * eps
 
 
@@ -186,8 +289,8 @@ class TorchExactModel:
         return f"TorchExactModel(K={self.target.K}, d={self.d}, prediction={self.prediction!r})"
 
     def _coefs(self, x, t):
-        tt = t if isinstance(t, torch.Tensor) else torch.as_tensor(t, dtype=torch.float64)
-        tt = self.schedule._t(tt.to(torch.float64))
+        tt = self.schedule._t(t)
+        tt = tt.to(torch.float64) if tt.dtype != torch.float64 else tt
         if tt.ndim and tuple(tt.shape) != tuple(x.shape[:-1]):
             raise ValueError(
                 f"t must be a scalar or have the batch shape of x {tuple(x.shape[:-1])}, "
@@ -219,7 +322,7 @@ class TorchExactModel:
     def predict(self, x, t, prediction=None):
         """The prediction of type ``prediction`` (default the model's) at x (..., d), time t."""
         pred = self.prediction if prediction is None else prediction
-        if pred not in PREDICTIONS:
+        if not isinstance(pred, str) or pred not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {pred!r}")
         x = self._x(x)
         tt, a, s = self._coefs(x, t)

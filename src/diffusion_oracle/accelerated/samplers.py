@@ -41,7 +41,7 @@ from diffusion_oracle.reference._checks import (
 )
 
 from ._common import as_tensor, check_finite
-from .model import TorchExactModel, declared_prediction, to_x0_eps
+from .model import TorchExactModel, _x0_eps, declared_prediction
 from .schedules import TorchSchedule, torch_schedule
 
 __all__ = [
@@ -158,10 +158,7 @@ class _Ctx:
             tt = torch.tensor(t, dtype=torch.float64)
             d_alpha = float(self.g.schedule._d_alpha(tt))
             d_sigma = float(self.g.schedule._d_sigma(tt))
-        return to_x0_eps(
-            out, source=self.pred, x_t=x, alpha=alpha, sigma=sigma, d_alpha=d_alpha,
-            d_sigma=d_sigma,
-        )  # fmt: skip
+        return _x0_eps(out, self.pred, x, alpha, sigma, d_alpha, d_sigma)
 
     def node(self, x, i):
         g = self.g

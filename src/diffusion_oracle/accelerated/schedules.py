@@ -22,9 +22,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from ._common import as_tensor, check_interval, log1mexp
+from ._common import (
+    _r,
+    as_real,
+    as_tensor,
+    check_interval,
+    finite_real,
+    finite_scalar,
+    int_arg,
+    log1mexp,
+    positive_scalar,
+)
 
 __all__ = [
     "TorchSchedule",
@@ -59,10 +70,14 @@ class TorchSchedule:
     kind = ""
 
     def _t(self, t, name: str = "t") -> torch.Tensor:
+        return self._check_t(t, name)
+
+    @staticmethod
+    def _check_t(t, name):
         if not isinstance(t, torch.Tensor):
             t = as_tensor(t, name, device="cpu", dtype=torch.float64)
         elif not t.is_floating_point():
-            t = t.to(torch.float64)
+            t = as_tensor(t, name, device=t.device, dtype=torch.float64)  # bool/complex: TypeError
         return check_interval(t, name, 0.0, 1.0)
 
     def alpha(self, t):
@@ -82,16 +97,22 @@ class TorchSchedule:
         few ulps of the difference also for s next to t (Kingma et al. 2021, eq. 32 needs it
         through expm1; the reference's method of the same name, written separately). Either
         order; 0 where s = t."""
-        ss, tt = torch.broadcast_tensors(self._t(s, "s"), self._t(t))
+        ss, tt = self._check_t(s, "s"), self._t(t)
+        try:
+            ss, tt = torch.broadcast_tensors(ss, tt)
+        except RuntimeError as err:
+            raise ValueError(f"s and t must broadcast together, got shapes {tuple(ss.shape)} and "
+                             f"{tuple(tt.shape)}") from err  # fmt: skip
         tt = tt.to(ss.device, ss.dtype) if tt.dtype != ss.dtype else tt
         lo, hi = torch.minimum(ss, tt), torch.maximum(ss, tt)
         apart = lo < hi
         lo_, hi_ = torch.where(apart, lo, 0.0), torch.where(apart, hi, 1.0)
         d = self._log_snr_diff(lo_, hi_)
-        # the earlier time at the data end (lambda = +inf): -inf, or 0 where the later one
-        # rounds to the same level
+        # the earlier time at the data end (lambda = +inf), the later not: -inf; both there in
+        # float64 with no answer from the identity (a discrete t snapped to node 0): 0
         inf_lo, inf_hi = torch.isposinf(self._log_snr(lo_)), torch.isposinf(self._log_snr(hi_))
-        d = torch.where(inf_lo, torch.where(inf_hi, 0.0, -torch.inf), d)
+        d = torch.where(inf_lo & ~inf_hi, -torch.inf, d)
+        d = torch.where(inf_lo & inf_hi & torch.isnan(d), 0.0, d)
         d = torch.where(ss <= tt, d, -d)
         return torch.where(apart, d, torch.zeros_like(d))
 
@@ -123,10 +144,13 @@ class TorchSchedule:
         (``iterations`` halvings: 64 reach the spacing of doubles near 1). One schedule-agnostic
         method, independent of the reference's per-schedule closed forms and Newton steps; the
         tests compare the two. lambda outside [lambda(1), lambda(0)] is a ValueError."""
-        lam = log_snr if isinstance(log_snr, torch.Tensor) else torch.as_tensor(log_snr)
-        lam = lam.to(torch.float64)
+        iterations = int_arg(iterations, "iterations")
+        if isinstance(log_snr, torch.Tensor):
+            lam = as_tensor(log_snr, "log_snr", device=log_snr.device, dtype=torch.float64)
+        else:
+            lam = as_tensor(log_snr, "log_snr", device="cpu", dtype=torch.float64)
         if bool(torch.isnan(lam).any()):
-            raise ValueError("log_snr must not be NaN")
+            raise ValueError("log_snr must not be NaN, got nan")
         ends = self._log_snr(torch.tensor([1.0, 0.0], dtype=torch.float64, device=lam.device))
         lo_l, hi_l = float(ends[0]), float(ends[1])
         bad = (lam < lo_l) | (lam > hi_l)
@@ -171,11 +195,11 @@ class TorchSchedule:
 
 class _BetaLinear(TorchSchedule):
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
-        if not 0 < self.beta_min < self.beta_max or not math.isfinite(self.beta_max):
+        self.beta_min = positive_scalar(beta_min, "beta_min")
+        self.beta_max = positive_scalar(beta_max, "beta_max")
+        if self.beta_max <= self.beta_min:
             raise ValueError(
-                f"beta_min, beta_max must satisfy 0 < beta_min < beta_max, got "
-                f"{self.beta_min!r}, {self.beta_max!r}"
+                f"beta_max must be > beta_min={_r(self.beta_min)}, got {_r(self.beta_max)}"
             )
 
     def _beta(self, t):
@@ -217,7 +241,9 @@ class TorchVPLinear(_BetaLinear):
         # lambda = -B - log(1 - e^{-B}): (1 - e^{-B_t})/(1 - e^{-B_s}) = 1 - expm1(-dB)/expm1(B_s)
         # (no overflow for large dB, unlike expm1(dB))
         dB = self._dB(s, t)
-        return -dB - torch.log1p(-torch.expm1(-dB) / torch.expm1(self._B(s)))
+        out = -dB - torch.log1p(-torch.expm1(-dB) / torch.expm1(self._B(s)))
+        # dB = B_s = 0 (both ends within float64 underflow of 0): lambda ~ -log t, no 0/0
+        return torch.where(dB == 0, -torch.log1p((t - s) / s), out)
 
     def _d_sigma(self, t):
         B = self._B(t)
@@ -249,7 +275,9 @@ class TorchSubVP(_BetaLinear):
         # lambda = -B - 2 log(-expm1(-B)); (1 - e^{-B_t})/(1 - e^{-B_s}) = 1 + e^{-B_s}
         # (1 - e^{-dB}) / (1 - e^{-B_s}) = 1 - expm1(-dB)/expm1(B_s)
         dB = self._dB(s, t)
-        return -dB - 2.0 * torch.log1p(-torch.expm1(-dB) / torch.expm1(self._B(s)))
+        out = -dB - 2.0 * torch.log1p(-torch.expm1(-dB) / torch.expm1(self._B(s)))
+        # dB = B_s = 0 (both ends within float64 underflow of 0): lambda ~ -2 log t, no 0/0
+        return torch.where(dB == 0, -2.0 * torch.log1p((t - s) / s), out)
 
     def _d_sigma(self, t):
         return self._beta(t) * torch.exp(-self._B(t))
@@ -268,9 +296,9 @@ class TorchVPCosine(TorchSchedule):
     kind = "vp"
 
     def __init__(self, s: float = 0.008):
-        self.s = float(s)
-        if not (self.s >= 0 and math.isfinite(self.s)):
-            raise ValueError(f"s must be finite and >= 0, got {self.s!r}")
+        self.s = finite_scalar(s, "s")
+        if self.s < 0:
+            raise ValueError(f"s must be >= 0, got {_r(self.s)}")
         self.k = 0.5 * math.pi / (1.0 + self.s)
         self.cos_phi0 = math.cos(self.k * self.s)
 
@@ -336,7 +364,13 @@ class TorchVPCosine(TorchSchedule):
     def _d_alpha(self, t):
         return -self.k * torch.cos(self.k * (1.0 - t)) / self.cos_phi0
 
+    def _g_squared(self, t):
+        # VP: g^2 = -2 f = 2 k / tan(k (1 - t)) (not -sigma^2 d lambda/dt: 0 * inf at t = 0)
+        return -2.0 * self._d_log_alpha(t)
+
     def _d_sigma(self, t):
+        if self.s == 0.0:  # sigma = sin(k t): k cos(k t), finite at t = 0 (not 0/0)
+            return self.k * torch.sin(self.k * (1.0 - t))
         # d sigma^2/dt = k sin(2 phi)/cos^2(phi0) with phi = k (t + s)
         return (
             self.k
@@ -351,13 +385,13 @@ class TorchVEGeometric(TorchSchedule):
     kind = "ve"
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
-        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
-        if not 0 < self.sigma_min < self.sigma_max < math.inf:
+        self.sigma_min = positive_scalar(sigma_min, "sigma_min")
+        self.sigma_max = positive_scalar(sigma_max, "sigma_max")
+        if self.sigma_max <= self.sigma_min:
             raise ValueError(
-                f"sigma_min, sigma_max must satisfy 0 < sigma_min < sigma_max, got "
-                f"{self.sigma_min!r}, {self.sigma_max!r}"
+                f"sigma_max must be > sigma_min={_r(self.sigma_min)}, got {_r(self.sigma_max)}"
             )
-        self.log_ratio = math.log(self.sigma_max / self.sigma_min)
+        self.log_ratio = math.log(self.sigma_max) - math.log(self.sigma_min)  # no overflow
 
     def _log_alpha(self, t):
         return torch.zeros_like(t)
@@ -388,14 +422,24 @@ class TorchEDM(TorchSchedule):
     kind = "ve"
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
-        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
-        if not 0 < self.sigma_min < self.sigma_max < math.inf or not self.rho > 0:
+        self.sigma_min = positive_scalar(sigma_min, "sigma_min")
+        self.sigma_max = positive_scalar(sigma_max, "sigma_max")
+        self.rho = positive_scalar(rho, "rho")
+        if self.sigma_max <= self.sigma_min:
             raise ValueError(
-                f"need 0 < sigma_min < sigma_max and rho > 0, got {self.sigma_min!r}, "
-                f"{self.sigma_max!r}, {self.rho!r}"
+                f"sigma_max must be > sigma_min={_r(self.sigma_min)}, got {_r(self.sigma_max)}"
             )
-        self.a = self.sigma_min ** (1.0 / self.rho)
-        self.D = self.sigma_max ** (1.0 / self.rho) - self.a
+        try:
+            self.a, hi = self.sigma_min ** (1.0 / self.rho), self.sigma_max ** (1.0 / self.rho)
+        except OverflowError:
+            self.a = hi = math.inf
+        if not (math.isfinite(hi) and hi > self.a > 0.0):
+            raise ValueError(
+                f"rho must be large enough that sigma_min^(1/rho) and sigma_max^(1/rho) are "
+                f"distinct positive float64 numbers (sigma_min={_r(self.sigma_min)}, "
+                f"sigma_max={_r(self.sigma_max)}), got {_r(self.rho)}"
+            )
+        self.D = hi - self.a
 
     def _alpha(self, t):
         return torch.ones_like(t)
@@ -469,9 +513,21 @@ class TorchDiscrete(TorchSchedule):
     kind = "vp"
 
     def __init__(self, betas):
-        b = [float(x) for x in betas]
-        if not b or any(not 0 < x <= 1 for x in b) or any(x == 1 for x in b[:-1]):
-            raise ValueError("betas must lie in (0, 1), beta_T = 1 allowed, and be non-empty")
+        arr = as_real(betas, "betas")
+        if arr.ndim != 1 or arr.size < 1:
+            raise ValueError(
+                f"betas must be a 1-D array with at least one entry, got shape {arr.shape}"
+            )
+        arr = finite_real(arr, "betas")
+        inner = arr[:-1] if arr[-1] == 1.0 else arr
+        bad = (inner <= 0.0) | (inner >= 1.0)
+        if bad.any() or arr[-1] <= 0.0 or arr[-1] > 1.0:
+            idx = int(np.flatnonzero(bad)[0]) if bad.any() else arr.size - 1
+            raise ValueError(
+                f"betas must lie in (0, 1) (beta_T = 1 allowed for zero terminal SNR), "
+                f"got betas[{idx}] = {_r(arr[idx])}"
+            )
+        b = arr.tolist()
         self.T = len(b)
         ell = [math.log1p(-x) if x < 1 else -math.inf for x in b]
         # log alpha_bar_n by Kahan-compensated summation (T float64 additions would lose
@@ -560,7 +616,9 @@ class TorchDiscrete(TorchSchedule):
         )
         dL = torch.where(n_s == n_t, within, across)
         L_s = self._interval(s)[0]
-        return dL - torch.log1p(-torch.expm1(dL) / (torch.expm1(-L_s) + 0.0))  # not -0.0
+        out = dL - torch.log1p(-torch.expm1(dL) / (torch.expm1(-L_s) + 0.0))  # not -0.0
+        # dL = 0: both ends snap to one node (node 0 included, where 0/0 would be formed)
+        return torch.where(dL == 0, torch.zeros_like(out), out)
 
     def _d_log_alpha(self, t):
         return 0.5 * self.T * self._interval(t)[1]

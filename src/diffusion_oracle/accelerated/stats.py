@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from scipy import stats as sps
 
 from diffusion_oracle.reference.stats import TestResult  # the shared result record (no maths)
 
+from ._common import as_tensor, check_finite, finite_scalar, int_arg
 from .targets import TorchMixture
 
 __all__ = ["responsibility_test", "projected_ks_test", "nll_test", "mmd_test", "mmd_null"]
@@ -31,24 +33,41 @@ __all__ = ["responsibility_test", "projected_ks_test", "nll_test", "mmd_test", "
 def _gen(rng, device):
     if isinstance(rng, torch.Generator):
         return rng
+    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
+        raise TypeError(
+            f"rng must be an int seed >= 0 or a torch.Generator, got {type(rng).__name__} {rng!r}"
+        )
+    if rng < 0:
+        raise ValueError(f"rng must be an int seed >= 0 (or a torch.Generator), got {int(rng)!r}")
     g = torch.Generator(device=device)
     g.manual_seed(int(rng))
     return g
 
 
 def _x(tm: TorchMixture, x):
-    x = torch.as_tensor(x).to(device=tm.device, dtype=tm.dtype)
+    if not isinstance(tm, TorchMixture):
+        raise TypeError(f"tm must be a TorchMixture, got {type(tm).__name__} {tm!r}")
+    x = check_finite(as_tensor(x, "x", device=tm.device, dtype=tm.dtype), "x")
     if x.ndim != 2 or x.shape[1] != tm.d:
         raise ValueError(f"x must have shape (n, {tm.d}), got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x must be finite")
+    if x.shape[0] < 2:  # a test of no or one sample has no verdict (its variance is undefined)
+        raise ValueError(f"x must hold at least 2 samples for a test, got shape {tuple(x.shape)}")
     return x
+
+
+def _level(alpha) -> float:
+    """A test's false-alarm rate: a scalar in (0, 1)."""
+    a = finite_scalar(alpha, "alpha")
+    if not 0.0 < a < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {a!r}")
+    return a
 
 
 def responsibility_test(tm: TorchMixture, x, *, alpha=1e-3, null_n=50_000, rng=0) -> TestResult:
     """z_k = (mean_i r_k(x_i) - w_k)/sqrt(Var/n + Var/null_n), Var from ``null_n`` exact samples
     (w_k (1 - w_k) where fewer than 30 null samples visit k); two-sided, Bonferroni over K."""
     x = _x(tm, x)
+    alpha, null_n = _level(alpha), int_arg(null_n, "null_n", minimum=2)
     n = x.shape[0]
     r_mean = tm.responsibilities(x).double().mean(0)
     r0 = tm.responsibilities(tm.sample(null_n, _gen(rng, tm.device))).double()
@@ -86,6 +105,7 @@ def projected_ks_test(tm: TorchMixture, x, *, n_proj=16, alpha=1e-3, rng=0) -> T
     """KS of u^T x against the exact projected CDF for ``n_proj`` directions (the coordinate
     axes first when d <= n_proj, then random unit vectors); Bonferroni over the projections."""
     x = _x(tm, x).double()
+    alpha, n_proj = _level(alpha), int_arg(n_proj, "n_proj")
     n = x.shape[0]
     g = _gen(rng, "cpu")
     dirs = list(torch.eye(tm.d, dtype=torch.float64)) if tm.d <= n_proj else []
@@ -116,6 +136,7 @@ def nll_test(tm: TorchMixture, x, *, alpha=1e-3, null_n=200_000, rng=0) -> TestR
     """Two-sided z-test of mean(-log p_0(x_i)) against the null mean and variance of
     -log p_0(Y) from ``null_n`` exact samples (its Monte Carlo error enters the s.e.)."""
     x = _x(tm, x)
+    alpha, null_n = _level(alpha), int_arg(null_n, "null_n", minimum=2)
     n = x.shape[0]
     nll = -tm.log_prob(x).double().mean()
     ref = -tm.log_prob(tm.sample(null_n, _gen(rng, tm.device))).double()
@@ -173,6 +194,10 @@ def _mmd2(tm: TorchMixture, x: torch.Tensor, ell2: float, self_term: float) -> f
 def mmd_null(tm: TorchMixture, n: int, *, replicates=199, rng=0):
     """(ell2, self_term, sorted null statistics) at sample size n: bandwidth from the median
     squared distance of exact samples, ``replicates`` statistics of exact samples."""
+    if not isinstance(tm, TorchMixture):
+        raise TypeError(f"tm must be a TorchMixture, got {type(tm).__name__} {tm!r}")
+    n = int_arg(n, "n", minimum=2)
+    replicates = int_arg(replicates, "replicates")
     g = _gen(rng, tm.device)
     y = tm.sample(min(2000, max(n, 200)), g).double()
     D = torch.cdist(y, y).square()
@@ -193,6 +218,7 @@ def mmd_null(tm: TorchMixture, n: int, *, replicates=199, rng=0):
 def mmd_test(tm: TorchMixture, x, *, alpha=1e-2, replicates=199, rng=0, null=None) -> TestResult:
     """Unbiased MMD^2 against p_0, p = (1 + #{null >= stat})/(replicates + 1)."""
     x = _x(tm, x)
+    alpha = _level(alpha)
     n = x.shape[0]
     if null is None:
         null = mmd_null(tm, n, replicates=replicates, rng=rng)
