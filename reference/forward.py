@@ -112,6 +112,7 @@ class _Pair:
     dead: np.ndarray  # alpha_s = 0 (zero-terminal tail): x_s carries nothing of x_0
     frac: np.ndarray  # sigma_{t|s}^2 / sigma_t^2 = -expm1(lambda_t - lambda_s)
     log_frac: np.ndarray
+    d_lam: np.ndarray  # lambda_t - lambda_s
 
 
 def _schedule(schedule, cls=Schedule) -> Schedule:
@@ -138,17 +139,11 @@ def _pair(schedule: Schedule, s, t) -> _Pair:
     with np.errstate(divide="ignore", invalid="ignore"):
         la_s, la_t = np.asarray(schedule.log_alpha(s)), np.asarray(schedule.log_alpha(t))
         ls_s, ls_t = np.asarray(schedule.log_sigma(s)), np.asarray(schedule.log_sigma(t))
-        if np.isneginf(ls_t).any():  # sigma_t = 0: t is the data end in float64, so is s
-            i = np.flatnonzero(np.isneginf(ls_t).ravel())[0]
-            raise ValueError(
-                f"t must be a time with sigma(t) > 0 for the posterior (s < t both at the data "
-                f"end is degenerate), got t = {_r(t.ravel()[i])} with sigma(t) = 0"
-            )
         d_lam = np.asarray(schedule.log_snr_diff(s, t))  # lambda_t - lambda_s, no cancellation
         dead = np.isneginf(la_s)
         frac = np.where(dead, 1.0, -np.expm1(np.where(dead, 0.0, d_lam)))
         log_frac = np.where(dead, 0.0, log1mexp(np.where(dead, 1.0, -d_lam)))
-    return _Pair(s, t, la_s, la_t, ls_s, ls_t, dead, frac, log_frac)
+    return _Pair(s, t, la_s, la_t, ls_s, ls_t, dead, frac, log_frac, d_lam)
 
 
 def marginal(schedule: Schedule, t) -> GaussianKernel:

@@ -55,7 +55,7 @@ class PosteriorCoefficients:
 def posterior(schedule: Schedule, s, t) -> PosteriorCoefficients:
     """q(x_s | x_t, x_0) for s < t (Kingma et al. 2021, VDM, eq. 5-6, App. A):
 
-    coef_xt = alpha_{t|s} sigma_s^2 / sigma_t^2,
+    coef_xt = alpha_{t|s} sigma_s^2 / sigma_t^2 = exp(lambda_t - lambda_s) alpha_s / alpha_t,
     coef_x0 = alpha_s sigma_{t|s}^2 / sigma_t^2 = alpha_s (-expm1(lambda_t - lambda_s)),
     var     = sigma_{t|s}^2 sigma_s^2 / sigma_t^2 = sigma_s^2 (-expm1(lambda_t - lambda_s)),
 
@@ -68,12 +68,12 @@ def posterior(schedule: Schedule, s, t) -> PosteriorCoefficients:
     p = _pair(schedule, s, t)
     t = p.t
     with np.errstate(divide="ignore", invalid="ignore"):
+        # alpha_{t|s} sigma_s^2/sigma_t^2 = exp(lambda_t - lambda_s) alpha_s/alpha_t: no log
+        # sigma, so no -inf + inf where t rounds to the data end (sigma_t = 0 in float64); 0
+        # where alpha_s = 0 (x_s independent of x_t) or alpha_t = 0 (x_t carries no x_0)
+        none = p.dead | np.isneginf(p.la_t)
         coef_xt = np.where(
-            p.dead,
-            0.0,
-            # equal log sigmas (-inf at a node both ends snap to): ratio 1, not exp(-inf + inf)
-            np.exp(p.la_t - np.where(p.dead, 0.0, p.la_s)
-                   + np.where(p.ls_s == p.ls_t, 0.0, 2.0 * (p.ls_s - p.ls_t))),  # fmt: skip
+            none, 0.0, np.exp(np.where(none, 0.0, p.d_lam + p.la_s - p.la_t))
         )
         coef_x0 = np.exp(p.la_s) * p.frac
         log_var = 2.0 * p.ls_s + p.log_frac

@@ -119,7 +119,7 @@ def posterior_coefficients(schedule: TorchSchedule, s, t):
     """(coef_x0, coef_xt, var) of q(x_s | x_t, x_0) = N(coef_x0 x_0 + coef_xt x_t, var I) for
     s < t (Kingma et al. 2021, App. A; Ho et al. 2020, eq. 7 on a DDPM grid), formed in log space:
     e = -expm1(lambda_t - lambda_s), coef_x0 = alpha_s e,
-    coef_xt = exp(log alpha_t - log alpha_s + 2 (log sigma_s - log sigma_t)), var = sigma_s^2 e,
+    coef_xt = exp(lambda_t - lambda_s + log alpha_s - log alpha_t), var = sigma_s^2 e,
     with lambda_t - lambda_s from :meth:`TorchSchedule.log_snr_diff`'s difference identities.
     Where alpha_s = 0 (zero terminal SNR) the result is N(0, sigma_s^2): coef_x0 = coef_xt = 0."""
     ss, tt = _schedule(schedule)._check_t(s, "s"), schedule._t(t)
@@ -135,26 +135,19 @@ def posterior_coefficients(schedule: TorchSchedule, s, t):
             f"{ss.reshape(-1)[i].item()!r}, t = {tt.reshape(-1)[i].item()!r}"
         )
     la_s, la_t = schedule._log_alpha(ss), schedule._log_alpha(tt)
-    ls_s, ls_t = schedule._log_sigma(ss), schedule._log_sigma(tt)
-    if bool(torch.isneginf(ls_t).any()):
-        raise ValueError(
-            "t must be a time with sigma(t) > 0 for the posterior (s < t both at the data end "
-            f"is degenerate), got t = {tt[torch.isneginf(ls_t)].reshape(-1)[0].item()!r} with "
-            "sigma(t) = 0"
-        )
+    ls_s = schedule._log_sigma(ss)
     # alpha_s = 0 (zero terminal SNR): x_s is independent of x_t and x_0, N(0, sigma_s^2)
     dead = torch.isneginf(la_s)
     live_s = torch.where(dead, torch.zeros_like(ss), ss)
     live_t = torch.where(dead, torch.ones_like(tt), tt)
-    e = -torch.expm1(schedule._log_snr_diff(live_s, live_t))  # lambda_t - lambda_s from t - s
-    e = torch.where(dead, torch.ones_like(e), e)
+    d_lam = schedule.log_snr_diff(live_s, live_t)  # lambda_t - lambda_s from t - s
+    e = torch.where(dead, torch.ones_like(d_lam), -torch.expm1(d_lam))
     coef_x0 = torch.exp(la_s) * e
+    # alpha_{t|s} sigma_s^2 / sigma_t^2 = exp(lambda_t - lambda_s) alpha_s / alpha_t (no log
+    # sigma: no -inf + inf where t rounds to the data end); 0 where alpha_s or alpha_t is 0
+    none = dead | torch.isneginf(la_t)
     coef_xt = torch.where(
-        dead,
-        torch.zeros_like(e),
-        # equal log sigmas (-inf at a node both ends snap to): ratio 1, not exp(-inf + inf)
-        torch.exp(la_t - torch.where(dead, torch.zeros_like(la_s), la_s)
-                  + torch.where(ls_s == ls_t, torch.zeros_like(ls_s), 2.0 * (ls_s - ls_t))),
+        none, torch.zeros_like(e), torch.exp(torch.where(none, 0.0, d_lam + la_s - la_t))
     )
     var = torch.exp(2.0 * ls_s) * e
     return coef_x0, coef_xt, var
