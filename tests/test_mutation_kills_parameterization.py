@@ -177,6 +177,27 @@ def test_overflow_names_the_divisor(source, coefs, out, divisor):
     _raises(ValueError, msg, to_x0_eps, value, source=source, x_t=x, **coefs)
 
 
+@pytest.mark.parametrize(
+    "what, value, x_t, coefs",
+    [
+        ("over", -1e10, 1e10, dict(alpha=1e-300, sigma=1.0)),  # 2e10 / 1e-300
+        ("divide", 0.0, 1.0, dict(alpha=1e-200, sigma=1e-200)),  # v: 1e-200 / (1e-400 -> 0)
+        ("invalid", 0.0, 0.0, dict(alpha=1e-200, sigma=1e-200)),  # v: 0 / 0
+    ],
+)
+def test_floating_point_errors_become_the_value_error(what, value, x_t, coefs):
+    """With NumPy's warnings as errors, an overflow, a division by zero or a 0/0 in the
+    solve is reported by the ValueError naming the divisor, not by a RuntimeWarning."""
+    import warnings
+
+    source = "eps" if what == "over" else "v"
+    x = np.full((1, 2), x_t)
+    with warnings.catch_warnings(), np.errstate(over="warn", divide="warn", invalid="warn"):
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"is too small for x_t and value"):
+            to_x0_eps(np.full((1, 2), value), source=source, x_t=x, **coefs)
+
+
 def test_from_x0_eps_messages():
     x0 = np.ones((2, 3))
     kw = dict(alpha=0.5, sigma=0.5)
@@ -227,9 +248,11 @@ def test_convert_checks_both_names_and_validates_the_identity():
                 x_t=x, alpha=-0.5, sigma=0.5)  # fmt: skip
         _raises(ValueError, "value must have the shape of x_t (2, 2), got (2,)", convert,
                 x[0], source=name, target=name, **kw)  # fmt: skip
-        _raises(ValueError, "d_sigma must be a scalar or match the leading shape of x_t (2, 2), "
-                "got (3,)", convert, x, source=name, target=name, **kw, d_alpha=0.5,
-                d_sigma=np.ones(3))  # fmt: skip
+        for bad in ("d_alpha", "d_sigma"):
+            derivs = {"d_alpha": 0.5, "d_sigma": 0.5, bad: np.ones(3)}
+            _raises(ValueError, f"{bad} must be a scalar or match the leading shape of x_t "
+                    "(2, 2), got (3,)", convert, x, source=name, target=name, **kw,
+                    **derivs)  # fmt: skip
     with pytest.raises(ValueError, match=r"^value must be finite, got nan"):
         convert(np.full((2, 2), np.nan), source="v", target="v", **kw)
     # the derivatives reach both halves of a conversion through velocity
