@@ -96,6 +96,7 @@ def forward_marginal() -> Derivation:
     x0 = sp.symbols("x_0", real=True)
     mean2 = sp.sqrt(a2) * sp.sqrt(a1) * x0
     var2 = a2 * (1 - a1) + (1 - a2)
+    _check("two DDPM steps: mean sqrt(a1 a2) x_0", mean2 - sp.sqrt(a1 * a2) * x0)
     _check("two DDPM steps: variance 1 - a1 a2", var2 - (1 - a1 * a2))
     al_s, al_t, sg_s, sg_t = sp.symbols("alpha_s alpha_t sigma_s sigma_t", positive=True)
     a_ts = al_t / al_s
@@ -419,6 +420,7 @@ def edm_preconditioning() -> Derivation:
     _check("c_skip", c_skip - sd**2 / (sg**2 + sd**2))
     _check("c_out^2 at the optimum", c_out_sq.subs(cs, c_skip) - sg**2 * sd**2 / (sg**2 + sd**2))
     c_out = sg * sd / sp.sqrt(sg**2 + sd**2)  # the positive root of the checked square
+    _check("c_out is the root of c_out^2 at the optimum", c_out**2 - c_out_sq.subs(cs, c_skip))
     return Derivation(
         "edm_preconditioning",
         "c_in, c_skip, c_out from unit variances (EDM, App. B.6)",
@@ -462,6 +464,13 @@ def guidance() -> Derivation:
         return sp.exp(-((x - mean) ** 2) / (2 * var_t)) / sp.sqrt(2 * sp.pi * var_t)
 
     p_c, p_o = dens(al * m), dens(-al * m)  # class c at +m, the other class at -m (t = 0)
+    # the class densities are the diffused N(+-m, 1) the CFG part assumes: normalised (the
+    # constant cancels in the posterior and in d/dx log below) and with its scores s_c, s_u
+    for claim, dens_c in (("p_t(x|c)", p_c), ("p_t(x|other)", p_o)):
+        _check(f"{claim} integrates to 1", sp.integrate(dens_c, (x, -sp.oo, sp.oo)) - 1)
+    _check("p_t(x|c) has the score s_c of the CFG part", sp.diff(sp.log(p_c), x) - s_c)
+    _check("N(0, alpha^2 + sigma^2) has the score s_u of the CFG part",
+           sp.diff(sp.log(dens(0)), x) - s_u)  # fmt: skip
     p_mix = pi * p_c + (1 - pi) * p_o
     logit = sp.log(pi / (1 - pi)) + 2 * al * m * x / var_t  # log p(c|x) - log p(other|x)
     classifier = 1 / (1 + sp.exp(-logit))
@@ -481,8 +490,11 @@ def guidance() -> Derivation:
     prec0 = (1 - w) + w / v  # precision of the t = 0 tilt
     var_diffused = al**2 / prec0 + sg**2  # the t = 0 tilt, diffused
     gap = sp.simplify(1 / prec_tilt_t - var_diffused)
-    if gap.subs({w: 2, v: sp.Rational(1, 4), al: sp.Rational(3, 5), sg: sp.Rational(4, 5)}) == 0:
-        raise DerivationError("expected a nonzero gap between tilting and diffusing")
+    # in closed form (completing the algebra by hand, D = v (1 - w) + w = v prec0): a product
+    # of factors, nonzero exactly when w is not 0 or 1 and v != 1
+    D = v * (1 - w) + w
+    closed = al**2 * sg**2 * w * (1 - w) * (v - 1) ** 2 / (D * (al**2 * D + sg**2))
+    _check("the gap is a^2 s^2 w (1 - w) (v - 1)^2 / (D (a^2 D + s^2)): nonzero", gap - closed)
     return Derivation(
         "guidance",
         "CFG is the tilted score; classifier guidance at scale 1 is the conditional; tilting "

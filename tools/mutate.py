@@ -8,6 +8,7 @@ script therefore builds, per module, a work directory laid out as the installed 
 
     .mutate/<module>/src/diffusion_oracle/{..., reference/, theory/, validation/}
     .mutate/<module>/tests/            (a copy of tests/)
+    .mutate/<module>/tools/            (a copy of tools/: some tests import its scripts)
     .mutate/<module>/pyproject.toml    (this repository's, with a [tool.mutmut] section)
 
 and runs ``mutmut run`` there. mutmut copies src/ to mutants/src and puts that first on sys.path,
@@ -80,6 +81,8 @@ def build_layout(work: Path, *, tests: bool = True) -> None:
         shutil.copytree(ROOT / src, work / dest, ignore=ignore)
     if tests:
         shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+        # some tests import the scripts that print docs/accuracy.md's tables (tools/*.py)
+        shutil.copytree(ROOT / "tools", work / "tools", ignore=ignore)
 
 
 def toml_list(items) -> str:
