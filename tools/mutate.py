@@ -137,12 +137,14 @@ def collect(work: Path, module: str, only: str | None = None) -> dict:
             "mutants": status}  # fmt: skip
 
 
-def resume_names(work: Path, module: str) -> list[str]:
+def resume_names(work: Path, module: str, only: str | None = None) -> list[str]:
     """--resume: the same module under test, new tests (the rest of the layout stays as it
     was at the first run). Refresh the work directory's tests and config,
     drop mutmut's test-to-function map (new tests must be seen), and return the mutants that
     were not killed, which mutmut re-runs by name (killed ones keep their verdict: tests were
-    only added or strengthened)."""
+    only added or strengthened). Mutants never run (an earlier run with --only) are included
+    only when ``only`` selects them: a plain --resume after an --only run re-runs that run's
+    survivors, not the rest of the module."""
     copy = work / installed_path(module)
     if copy.read_bytes() != (ROOT / module).read_bytes():
         raise SystemExit(f"{module} changed since its run: run without --resume")
@@ -151,7 +153,8 @@ def resume_names(work: Path, module: str) -> list[str]:
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
     (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     res = collect(work, module)
-    return [k for k, v in res["mutants"].items() if v not in ("killed", "timeout")]
+    skip = ("killed", "timeout") if only else ("killed", "timeout", "not checked")
+    return [k for k, v in res["mutants"].items() if v not in skip]
 
 
 def run_module(module: str, cfg: dict, max_children: int, resume: bool = False,
@@ -160,7 +163,7 @@ def run_module(module: str, cfg: dict, max_children: int, resume: bool = False,
     work = WORK / slug(module)
     names = []
     if resume and (work / "mutants").exists():
-        names = resume_names(work, module)
+        names = resume_names(work, module, only)
         if not names:
             print(f"== {module}: nothing left to re-run", flush=True)
     else:
