@@ -81,7 +81,8 @@ def build_layout(work: Path, *, tests: bool = True) -> None:
         shutil.copytree(ROOT / src, work / dest, ignore=ignore)
     if tests:
         shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
-        # some tests import the scripts that print docs/accuracy.md's tables (tools/*.py)
+        # some tests import the scripts that print docs/accuracy.md's tables (tools/*.py); mutmut
+        # copies it on into mutants/ (also_copy below)
         shutil.copytree(ROOT / "tools", work / "tools", ignore=ignore)
 
 
@@ -99,6 +100,9 @@ def write_config(work: Path, module: str, tests: list[str], opts: dict) -> None:
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
         f"timeout_multiplier = {float(opts.get('timeout_multiplier', 15.0))}\n"
         f"timeout_constant = {float(opts.get('timeout_constant', 1.0))}\n"
+        # mutmut runs the tests from mutants/, where it copies src/ and tests/ only; some tests
+        # import tools/ (accuracy scripts) from the repository root next to tests/
+        f"also_copy = {toml_list(['tools'])}\n"
         # torch is imported by the tests: fork the workers from a server process that imported
         # the test modules, not from the process that ran the suite (mutmut's advice for torch)
         'process_isolation = "forkserver"\n'
