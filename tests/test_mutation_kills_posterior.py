@@ -1,13 +1,18 @@
-"""reference/posterior.py's PosteriorCoefficients beyond tests/test_forward_posterior.py (issue 22,
-mutation testing: the survivors of its first mutmut run): ``mean`` and ``sample`` with per-row
+"""reference/posterior.py beyond tests/test_forward_posterior.py (issue 22, mutation testing: the
+survivors of its first mutmut run): ``PosteriorCoefficients.mean`` and ``sample`` with per-row
 coefficients (shape (n,) against x of shape (n, d) and (n, m, d)) against the definition
-N(coef_x0 x_0 + coef_xt x_t, var I) with the given noise or the seed's normals, and every
+N(coef_x0 x_0 + coef_xt x_t, var I) with the given noise or the seed's normals;
+``ddpm_posterior`` per step against Ho et al. 2020, eq. 6-7 computed here from the betas (its
+n = 1 zeros are +0.0, its clipped log variance, T = 1), without a floating-point warning; every
 validation message (DESIGN convention 12)."""
+
+import math
+import warnings
 
 import numpy as np
 import pytest
 
-from diffusion_oracle.reference import PosteriorCoefficients
+from diffusion_oracle.reference import DiscreteSchedule, PosteriorCoefficients, ddpm_posterior
 
 C0, C1, VAR = np.array([0.5, 2.0]), np.array([1.5, -1.0]), np.array([0.25, 4.0])
 P = PosteriorCoefficients(C0, C1, VAR, np.log(VAR), np.log(VAR))
@@ -47,3 +52,40 @@ def test_messages():
             noise=Z[0])  # fmt: skip
     with pytest.raises(ValueError, match=r"^noise must be finite, got nan"):
         P.sample(X0, XT, noise=np.full((2, 3), np.nan))
+
+
+def _ddpm(betas, n):
+    """Ho et al. 2020, eq. 6-7 from the betas (fsum of log1p, independent of the reference)."""
+    la = [math.fsum(math.log1p(-b) for b in betas[:k]) for k in range(len(betas) + 1)]
+    prev, cur, b = -math.expm1(la[n - 1]), -math.expm1(la[n]), betas[n - 1]
+    return (math.exp(0.5 * la[n - 1]) * b / cur, math.sqrt(1 - b) * prev / cur, prev / cur * b)
+
+
+def test_ddpm_posterior_per_step():
+    sch = DiscreteSchedule.linear(10)
+    betas = [float(b) for b in sch.betas]
+    n = np.array([1, 2, 10])
+    with warnings.catch_warnings(), np.errstate(divide="warn", invalid="warn", over="warn"):
+        warnings.simplefilter("error")  # log(beta_tilde_1 = 0) = -inf is no RuntimeWarning
+        small = ddpm_posterior(sch, n)
+        large = ddpm_posterior(sch, n, variance="fixed_large")
+    for field in ("coef_x0", "coef_xt", "var", "log_var", "log_var_clipped"):
+        assert isinstance(getattr(small, field), np.ndarray)
+    for i, k in enumerate(n):
+        c0, c1, bt = _ddpm(betas, int(k))
+        assert math.isclose(small.coef_x0[i], c0, rel_tol=1e-12)
+        assert math.isclose(small.coef_xt[i], c1, rel_tol=1e-12, abs_tol=0)
+        assert math.isclose(small.var[i], bt, rel_tol=1e-12, abs_tol=0)
+        assert large.var[i] == betas[k - 1] and large.log_var[i] == math.log(betas[k - 1])
+    # n = 1: x_0 is x_1's only source; the zeros are +0.0 ("never -0.0"), the clipped log
+    # variance is log beta_tilde_2 (improved-diffusion)
+    assert small.var[0] == 0.0 and not np.signbit(small.var[0])
+    assert small.coef_xt[0] == 0.0 and not np.signbit(small.coef_xt[0])
+    assert small.log_var[0] == -np.inf
+    assert math.isclose(small.log_var_clipped[0], math.log(_ddpm(betas, 2)[2]), rel_tol=1e-12)
+    assert small.log_var_clipped[1:].tolist() == small.log_var[1:].tolist()
+    one = ddpm_posterior(DiscreteSchedule([0.3]), 1)  # T = 1: nothing to clip to
+    assert one.log_var == -np.inf and one.log_var_clipped == -np.inf and one.var == 0.0
+    _raises(TypeError, "schedule must be a DiscreteSchedule, got str", ddpm_posterior, "x", 1)
+    _raises(ValueError, "n must lie in [1, T=10], got 0", ddpm_posterior, sch,
+            np.array([2, 1, 0]))  # fmt: skip
