@@ -75,8 +75,8 @@ def test_kernel_log_prob_per_row():
     y = np.array([[0.0, 1.0], [2.0, -1.0], [0.5, 0.5]])
     want = stats.norm.logpdf(y, COEF[:, None] * X, np.sqrt(VAR)[:, None]).sum(-1)
     assert np.allclose(k.log_prob(y, X), want, rtol=1e-13, atol=0)
-    x3 = np.stack([X, 2 * X], axis=1)  # (3, 2, 2): var per leading row
-    y3 = np.stack([y, -y], axis=1)
+    x3 = np.stack([X, 2 * X, -X], axis=1)  # (3, 3, 2): var per leading row; m = 3 != d = 2
+    y3 = np.stack([y, -y, 0.5 * y], axis=1)
     want3 = stats.norm.logpdf(y3, COEF[:, None, None] * x3, np.sqrt(VAR)[:, None, None]).sum(-1)
     assert np.allclose(k.log_prob(y3, x3), want3, rtol=1e-13, atol=0)
     # 0-d x: one coordinate

@@ -89,3 +89,14 @@ def test_ddpm_posterior_per_step():
     _raises(TypeError, "schedule must be a DiscreteSchedule, got str", ddpm_posterior, "x", 1)
     _raises(ValueError, "n must lie in [1, T=10], got 0", ddpm_posterior, sch,
             np.array([2, 1, 0]))  # fmt: skip
+
+
+def test_general_posterior_log_variances():
+    """For a general pair log_var = log(var) and log_var_clipped equals it (docstring)."""
+    from diffusion_oracle.reference import VPLinear, posterior
+
+    p = posterior(VPLinear(), np.array([0.1, 0.4]), np.array([0.3, 0.9]))
+    assert np.allclose(p.log_var, np.log(p.var), rtol=1e-13, atol=0)
+    assert np.array_equal(p.log_var_clipped, p.log_var)
+    q = posterior(VPLinear(), 0.2, 0.5)
+    assert isinstance(q.log_var_clipped, float) and q.log_var_clipped == q.log_var
