@@ -80,3 +80,35 @@ def test_derivation_names_its_topic_and_keeps_its_assumptions(topic):
             assert sym.is_positive is True, (topic, name)
         else:  # real, of either sign
             assert sym.is_real is True and sym.is_positive is None, (topic, name)
+
+
+RESULTS = {
+    "forward_marginal": {"alpha_ts", "var_ts", "two_step_var"},
+    "posterior": {"coef_x0", "coef_xt", "var"},
+    "gaussian_kl": {"kl"},
+    "conversions": {"x_t", "v", "velocity", "score", "x0_from_v", "eps_from_v",
+                    "x0_from_velocity", "eps_from_velocity"},
+    "guidance": {"cfg_eps", "tilted_variance_gap"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("topic", sorted(RESULTS))
+def test_derivation_returns_its_results_by_name(topic):
+    assert set(derive(topic).results) == RESULTS[topic]
+
+
+def test_forward_marginal_results_are_the_closed_forms():
+    """alpha_{t|s} = alpha_t/alpha_s, sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 (Kingma
+    et al. 2021, eq. 2-3), two DDPM steps: 1 - a1 a2; at exact rationals."""
+    d = derive("forward_marginal")
+    R = sp.Rational
+    vals = {"alpha_s": R(4, 5), "alpha_t": R(1, 2), "sigma_s": R(1, 3), "sigma_t": R(7, 8),
+            "alpha_1": R(2, 3), "alpha_2": R(3, 7)}  # fmt: skip
+
+    def at(expr):
+        return expr.subs({s: vals[s.name] for s in expr.free_symbols})
+
+    a_ts = sp.Rational(1, 2) / sp.Rational(4, 5)
+    assert at(d.results["alpha_ts"]) == a_ts
+    assert at(d.results["var_ts"]) == sp.Rational(7, 8) ** 2 - a_ts**2 * sp.Rational(1, 3) ** 2
+    assert at(d.results["two_step_var"]) == 1 - sp.Rational(2, 3) * sp.Rational(3, 7)

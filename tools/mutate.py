@@ -81,7 +81,8 @@ def build_layout(work: Path, *, tests: bool = True) -> None:
         shutil.copytree(ROOT / src, work / dest, ignore=ignore)
     if tests:
         shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
-        # some tests import the scripts that print docs/accuracy.md's tables (tools/*.py)
+        # some tests import the scripts that print docs/accuracy.md's tables (tools/*.py); mutmut
+        # copies it on into mutants/ (also_copy below)
         shutil.copytree(ROOT / "tools", work / "tools", ignore=ignore)
 
 
@@ -99,6 +100,9 @@ def write_config(work: Path, module: str, tests: list[str], opts: dict) -> None:
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
         f"timeout_multiplier = {float(opts.get('timeout_multiplier', 15.0))}\n"
         f"timeout_constant = {float(opts.get('timeout_constant', 1.0))}\n"
+        # mutmut runs the tests from mutants/, where it copies src/ and tests/ only; some tests
+        # import tools/ (accuracy scripts) from the repository root next to tests/
+        f"also_copy = {toml_list(['tools'])}\n"
         # torch is imported by the tests: fork the workers from a server process that imported
         # the test modules, not from the process that ran the suite (mutmut's advice for torch)
         'process_isolation = "forkserver"\n'
@@ -137,12 +141,14 @@ def collect(work: Path, module: str, only: str | None = None) -> dict:
             "mutants": status}  # fmt: skip
 
 
-def resume_names(work: Path, module: str) -> list[str]:
+def resume_names(work: Path, module: str, only: str | None = None) -> list[str]:
     """--resume: the same module under test, new tests (the rest of the layout stays as it
     was at the first run). Refresh the work directory's tests and config,
     drop mutmut's test-to-function map (new tests must be seen), and return the mutants that
     were not killed, which mutmut re-runs by name (killed ones keep their verdict: tests were
-    only added or strengthened)."""
+    only added or strengthened). Mutants never run (an earlier run with --only) are included
+    only when ``only`` selects them: a plain --resume after an --only run re-runs that run's
+    survivors, not the rest of the module."""
     copy = work / installed_path(module)
     if copy.read_bytes() != (ROOT / module).read_bytes():
         raise SystemExit(f"{module} changed since its run: run without --resume")
@@ -151,7 +157,8 @@ def resume_names(work: Path, module: str) -> list[str]:
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
     (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     res = collect(work, module)
-    return [k for k, v in res["mutants"].items() if v not in ("killed", "timeout")]
+    skip = ("killed", "timeout") if only else ("killed", "timeout", "not checked")
+    return [k for k, v in res["mutants"].items() if v not in skip]
 
 
 def run_module(module: str, cfg: dict, max_children: int, resume: bool = False,
@@ -160,7 +167,7 @@ def run_module(module: str, cfg: dict, max_children: int, resume: bool = False,
     work = WORK / slug(module)
     names = []
     if resume and (work / "mutants").exists():
-        names = resume_names(work, module)
+        names = resume_names(work, module, only)
         if not names:
             print(f"== {module}: nothing left to re-run", flush=True)
     else:
