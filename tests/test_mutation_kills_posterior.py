@@ -86,7 +86,7 @@ def test_ddpm_posterior_per_step():
     assert small.log_var_clipped[1:].tolist() == small.log_var[1:].tolist()
     one = ddpm_posterior(DiscreteSchedule([0.3]), 1)  # T = 1: nothing to clip to
     assert one.log_var == -np.inf and one.log_var_clipped == -np.inf and one.var == 0.0
-    _raises(TypeError, "schedule must be a DiscreteSchedule, got str", ddpm_posterior, "x", 1)
+    _raises(TypeError, "schedule must be a DiscreteSchedule, got str 'x'", ddpm_posterior, "x", 1)
     _raises(ValueError, "n must lie in [1, T=10], got 0", ddpm_posterior, sch,
             np.array([2, 1, 0]))  # fmt: skip
 
