@@ -3,8 +3,9 @@ Sec. 2).
 
 With a Gaussian target the exact model is affine in x, so every common sampler maps its input and
 its noise affinely: x_out = M x_init + c + sum_k N_k z_k. :func:`probe_affine` recovers (M, c, N_k)
-from a black-box sampler with three batched runs (basis inputs with zero noise; zero input with
-unit noise in one coordinate of one draw per row), and checks affinity on a random input. The
+from a black-box sampler with batched runs (a dry run that counts the draws; one batch of the basis
+inputs with zero noise and of zero inputs with unit noise in one coordinate of one draw per row),
+and checks affinity on a random input with random noise in a batch of its own. The
 output law from x_init ~ N(m, S) is then exactly N(M m + c, M S M^T + sum_k N_k N_k^T): no Monte
 Carlo. :func:`gaussian_w2` gives the exact 2-Wasserstein distance to the target law without the
 cancellation of the textbook formula.
@@ -21,7 +22,7 @@ from ._checks import finite
 from .grids import Grid
 from .targets import Gaussian
 
-__all__ = ["AffineMap", "probe_affine", "gaussian_w2", "ideal_output_law", "exact_flow_gaussian"]
+__all__ = ["AffineMap", "RecordingRNG", "probe_affine", "gaussian_w2", "ideal_output_law", "exact_flow_gaussian"]
 
 
 class _ProbeRNG:
@@ -69,51 +70,109 @@ class AffineMap:
         return m, 0.5 * (S + S.T)
 
 
-def probe_affine(sampler, model, grid: Grid, d: int, *, check_rng=0) -> AffineMap:
+class RecordingRNG:
+    """Wraps a numpy Generator for a sampler run whose draws :func:`probe_affine` may reuse as
+    its affinity check: ``standard_normal`` and ``normal`` pass through and each draw's standard
+    normal is kept (``draws``); any other method also passes through but marks the record
+    unusable (``other``)."""
+
+    def __init__(self, rng):
+        self.rng, self.draws, self.other = rng, [], False
+
+    def standard_normal(self, size=None, dtype=np.float64):
+        """The wrapped generator's draw, recorded."""
+        z = self.rng.standard_normal(size, dtype=dtype)
+        self.draws.append(np.array(z, dtype=np.float64, copy=True))
+        return z
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        """loc + scale * standard_normal(size) (recorded as the standard normal)."""
+        return loc + scale * self.standard_normal(size)
+
+    def __getattr__(self, name):
+        if name in ("rng", "draws", "other"):
+            raise AttributeError(name)
+        self.other = True
+        return getattr(self.rng, name)
+
+
+def probe_affine(sampler, model, grid: Grid, d: int, *, check_rng=0, run=None) -> AffineMap:
     """Recover the affine map of ``sampler`` driven by ``model`` on ``grid`` in dimension ``d``.
 
     Requires: rows of the batch processed independently, noise drawn with
     ``rng.standard_normal(x.shape)`` (each draw the shape of the state), and an affine model.
-    Raises :class:`ProbeError` otherwise (the message says which requirement failed)."""
+    Raises :class:`ProbeError` otherwise (the message says which requirement failed).
+
+    Runs: a dry run (how many draws, of which shapes), one batch of the basis inputs with zero
+    noise and the unit-noise rows, and an affinity check on a random input with random noise in
+    a batch of its own (a sampler that couples the rows of a batch does not reproduce the map
+    probed in the other batch). ``run = (x_init, recording, out)``: a run the caller already made
+    from ``x_init`` with a :class:`RecordingRNG` and its output; when its draws all have the
+    state's shape it replaces both the dry run and the check run (its input and noise are the
+    check's)."""
     eye = np.eye(d)
-    # 1. dry run: how many draws, of which shapes
-    dry = _ProbeRNG()
-    x_dry = np.zeros((2, d))
-    out = np.asarray(sampler(model, x_dry, grid, rng=dry))
-    if out.shape != x_dry.shape:
-        raise ProbeError(f"sampler returned shape {out.shape} for input {x_dry.shape}")
-    if any(s != (2, d) for s in dry.shapes):
-        raise ProbeError(
-            f"sampler drew noise of shapes {sorted(set(dry.shapes))}; probing needs each draw to "
-            f"have the state's shape (n, d) = (2, {d})"
-        )
-    K = dry.calls
-    # 2. basis inputs, zero noise
-    xb = np.vstack([np.zeros((1, d)), eye])
-    ob = np.asarray(sampler(model, xb, grid, rng=_ProbeRNG()))
-    c = ob[0]
-    M = (ob[1:] - c).T
-    # 3. unit noise: row k*d + j receives e_j at draw k
-    N = np.zeros((K, d, d))
-    if K:
-        rows = K * d
-        rng = _ProbeRNG()
-
-        def inject(k, shape):
-            z = np.zeros(shape)
-            z[k * d + np.arange(d), np.arange(d)] = 1.0
-            return z
-
-        rng.inject = inject
-        on = np.asarray(sampler(model, np.zeros((rows, d)), grid, rng=rng)) - c
-        N = on.reshape(K, d, d).transpose(0, 2, 1)
-    # 4. affinity check on a random input and random noise
-    g = np.random.default_rng(check_rng)
-    x = g.standard_normal((3, d)) * 2.0
-    zs = [g.standard_normal((3, d)) for _ in range(K)]
+    recorded = None
+    if run is not None:
+        x_run, rec, out_run = run
+        x_run = np.asarray(x_run, dtype=np.float64)
+        if (
+            out_run is not None
+            and not rec.other
+            and x_run.ndim == 2
+            and x_run.shape[1] == d
+            and np.shape(out_run) == x_run.shape
+            and all(z.shape == x_run.shape for z in rec.draws)
+        ):
+            recorded = x_run, rec.draws, np.asarray(out_run, dtype=np.float64)
+    if recorded is None:
+        # 1. dry run: how many draws, of which shapes
+        dry = _ProbeRNG()
+        x_dry = np.zeros((2, d))
+        out = np.asarray(sampler(model, x_dry, grid, rng=dry))
+        if out.shape != x_dry.shape:
+            raise ProbeError(f"sampler returned shape {out.shape} for input {x_dry.shape}")
+        if any(s != (2, d) for s in dry.shapes):
+            raise ProbeError(
+                f"sampler drew noise of shapes {sorted(set(dry.shapes))}; probing needs each "
+                f"draw to have the state's shape (n, d) = (2, {d})"
+            )
+        K = dry.calls
+    else:
+        K = len(recorded[1])
+    # 2. one batch: the basis inputs (rows 0..d, zero noise), then the unit-noise rows: row
+    # d + 1 + k*d + j receives e_j at draw k (zero input)
+    base = d + 1
+    xb = np.vstack([np.zeros((1, d)), eye, np.zeros((K * d, d))])
     rng = _ProbeRNG()
-    rng.inject = lambda k, shape: zs[k] if k < K else np.zeros(shape)
-    actual = np.asarray(sampler(model, x, grid, rng=rng))
+
+    def inject(k, shape):
+        z = np.zeros(shape)
+        if k < K and shape == xb.shape:
+            z[base + k * d + np.arange(d), np.arange(d)] = 1.0
+        return z
+
+    rng.inject = inject
+    ob = np.asarray(sampler(model, xb, grid, rng=rng))
+    if ob.shape != xb.shape:
+        raise ProbeError(f"sampler returned shape {ob.shape} for input {xb.shape}")
+    if rng.calls != K or any(s != xb.shape for s in rng.shapes):
+        raise ProbeError(
+            f"sampler drew {rng.calls} noise arrays of shapes {sorted(set(rng.shapes))} for "
+            f"input {xb.shape}; probing needs the same {K} draws, each of the state's shape"
+        )
+    c = ob[0]
+    M = (ob[1:base] - c).T
+    N = (ob[base:] - c).reshape(K, d, d).transpose(0, 2, 1) if K else np.zeros((0, d, d))
+    # 3. affinity check on a random input and random noise (the caller's run, or a fresh one)
+    if recorded is not None:
+        x, zs, actual = recorded
+    else:
+        g = np.random.default_rng(check_rng)
+        x = g.standard_normal((3, d)) * 2.0
+        zs = [g.standard_normal((3, d)) for _ in range(K)]
+        rng = _ProbeRNG()
+        rng.inject = lambda k, shape: zs[k] if k < K else np.zeros(shape)
+        actual = np.asarray(sampler(model, x, grid, rng=rng))
     pred = x @ M.T + c
     for k in range(K):
         pred = pred + zs[k] @ N[k].T

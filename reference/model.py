@@ -63,6 +63,7 @@ class ExactModel:
         self.noise_std = nonneg_scalar(noise_std, "noise_std")
         self._rng = _rng(rng)
         self.n_calls = 0
+        self._levels = {}
 
     @property
     def exact(self) -> bool:
@@ -87,6 +88,32 @@ class ExactModel:
             )
         return t
 
+    # a sampler asks the model about a few hundred distinct times, each many times (every run of
+    # a verify on the same grid): a scalar time's validated value and level are kept, keyed by
+    # its value (bounded; the schedule is fixed at construction)
+    _LEVELS_MAX = 4096
+
+    def _level(self, x, t):
+        """(t, alpha(t), sigma(t)): t validated (scalar or batch-shaped), alpha and sigma as
+        arrays of t's shape."""
+        key = None
+        if type(t) is float or type(t) is np.float64:
+            key = float(t)
+        elif type(t) is np.ndarray and t.ndim == 0 and t.dtype == np.float64:
+            key = float(t)
+        if key is not None:
+            hit = self._levels.get(key)
+            if hit is not None:
+                return hit
+        t = self._coefs(x, t)
+        sch = self.schedule
+        out = t, np.asarray(sch.alpha(t)), np.asarray(sch.sigma(t))
+        if key is not None:
+            if len(self._levels) >= self._LEVELS_MAX:
+                self._levels.clear()
+            self._levels[key] = out
+        return out
+
     def predict(self, x, t, prediction=None):
         """The (possibly perturbed) prediction of type ``prediction`` (default: the model's) at
         x of shape (..., d) and time t (scalar or batch-shaped)."""
@@ -98,9 +125,8 @@ class ExactModel:
         x = finite(x, "x")
         if x.ndim < 1 or x.shape[-1] != self.d:
             raise ValueError(f"x must have shape (..., d) with d = {self.d}, got {x.shape}")
-        t = self._coefs(x, t)
+        t, a, s = self._level(x, t)
         sch, tg = self.schedule, self.target
-        a, s = np.asarray(sch.alpha(t)), np.asarray(sch.sigma(t))
         if a.ndim and not hasattr(tg, "_eval"):  # Gaussian takes scalar (alpha, sigma)
             raise ValueError("a per-sample t needs a mixture target; Gaussian takes a scalar t")
         a_c, s_c = (float(a), float(s)) if a.ndim == 0 else (a, s)

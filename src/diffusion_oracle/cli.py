@@ -682,6 +682,10 @@ def run_verify(args) -> int:
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        if ctx is not None:  # what every worker needs, computed once before they fork
+            from diffusion_oracle.harness import warm_caches
+
+            warm_caches(args.target, args.n_samples, args.tiers)
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
             # first-order samplers run tier 3 at 4x the steps: submit them first so that the two
             # workers finish together

@@ -44,6 +44,7 @@ from diffusion_oracle.verification.diagnose import first_divergence, grid_floor
 from diffusion_oracle.verification.evidence import (
     data_m2,
     landing,
+    mmd_null_cached,
     moment_gaussian,
     prior_shift,
     tier1,
@@ -330,6 +331,37 @@ def _check_args(target, schedule, steps, tiers, grid, dtype, n_samples, tier3_st
     return tname, target, schedule, steps, tiers, dtype
 
 
+def tier3_size(law, n_samples=None):
+    """(n, w_min): tier 3's sample size for ``law`` and the smallest weight it resolves.
+
+    n resolves a 20% error in the smallest weight w_min at power TIER3_POWER and the per-test
+    level TIER3_ALPHA / 4 (components below 1% weight are not what a practical n can resolve to
+    20%); at least 2000, which resolves a ~4% error in a standard deviation (n ~ 3.9 / eps^2 at
+    power 0.8, ground-truth.md Sec. 4). ``n_samples`` overrides it."""
+    w_min = float(law.weights[law.weights >= 0.01].min(initial=1.0))
+    if n_samples:
+        return int(n_samples), w_min
+    n = max(
+        2000,
+        responsibility_sample_size(w_min, 0.2 * w_min, alpha=TIER3_ALPHA / 4, K=law.K,
+                                   power=TIER3_POWER) if w_min < 1.0 else 0,
+    )  # fmt: skip
+    return n, w_min
+
+
+def warm_caches(target="ring8", n_samples=None, tiers=(1, 2, 3)):
+    """Compute what every verify of ``target`` shares (tier 3's MMD null) once, before worker
+    processes fork (the ``verify`` command of the built-in samplers)."""
+    if 3 not in tiers:
+        return
+    if isinstance(target, str):
+        from diffusion_oracle.reference.targets import get_target
+
+        target = get_target(target)
+    n, _ = tier3_size(target, n_samples)
+    mmd_null_cached(target, min(n, 500), TIER3_ALPHA / 4)
+
+
 def verify(
     sampler,
     target="ring8",
@@ -488,15 +520,7 @@ def verify(
     if 3 in tiers and broken is None:
         law = target if truth is None else truth
         a_each = TIER3_ALPHA / 4
-        # components below 1% weight are not what a practical n can resolve to 20%
-        w_min = float(law.weights[law.weights >= 0.01].min(initial=1.0))
-        # n resolves a 20% error in the smallest weight; at least 2000, which resolves a ~4%
-        # error in a standard deviation (n ~ 3.9 / eps^2 at power 0.8, ground-truth.md Sec. 4)
-        n = int(n_samples) if n_samples else max(
-            2000,
-            responsibility_sample_size(w_min, 0.2 * w_min, alpha=a_each, K=law.K, power=TIER3_POWER)
-            if w_min < 1.0 else 0,
-        )  # fmt: skip
+        n, w_min = tier3_size(law, n_samples)
         n3 = tier3_steps or (256 if (declared or 0) >= 2 else 1024)
         if isinstance(schedule, DiscreteSchedule):
             n3 = min(n3, schedule.T)  # a discrete schedule has at most T steps

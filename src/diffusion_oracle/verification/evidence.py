@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from diffusion_oracle.reference import ExactModel, Gaussian, GaussianMixture
-from diffusion_oracle.reference.exact import gaussian_w2, ideal_output_law, probe_affine
+from diffusion_oracle.reference.exact import (
+    RecordingRNG,
+    gaussian_w2,
+    ideal_output_law,
+    probe_affine,
+)
 from diffusion_oracle.reference.samplers import ExactODE
 
 from .execute import TracingModel, coarsest, run_sampler
@@ -103,7 +108,9 @@ def tier1(sampler, target, schedule, prediction, grids, rows, seed, *, reference
     for row in rows:
         g = grids[row.steps]
         x0 = gauss.diffuse(g.alpha[0], g.sigma[0]).sample(4, stream(seed, "tier1-start"))
-        r = run_sampler(run, model, x0, g, stream(seed, "tier1-noise"))
+        # the run's input and draws are kept: they are the probe's affinity check
+        rec = RecordingRNG(stream(seed, "tier1-noise"))
+        r = run_sampler(run, model, x0.copy(), g, rec)
         row.nfe, row.distinct_times = r.calls, r.distinct_times
         row.dtype = coarsest(dtype, r.dtype) or "float64"
         res.dtype = coarsest(res.dtype, row.dtype)
@@ -115,7 +122,7 @@ def tier1(sampler, target, schedule, prediction, grids, rows, seed, *, reference
             _tick(progress)
             continue
         try:
-            A = probe_affine(run, base, g, d)
+            A = probe_affine(run, base, g, d, run=(x0, rec, r.out))
         except Exception as exc:  # ProbeError or anything the sampler raised: reported
             res.unavailable[row.steps] = f"not probed as an affine map: {exc}"
             row.error = f"tier 1 unavailable: {exc}"
@@ -218,7 +225,6 @@ def tier3_tests(law, x, alpha_each, seed):
     """The four one-sample tests of ``x`` against ``law`` (responsibilities, projected KS,
     two-sided NLL, MMD), each at ``alpha_each``."""
     from diffusion_oracle.reference.stats import (
-        mmd_null,
         mmd_test,
         nll_test,
         projected_ks_test,
@@ -226,18 +232,27 @@ def tier3_tests(law, x, alpha_each, seed):
     )
 
     n_mmd = min(len(x), 500)
-    # the MMD null is a property of (law, n): drawn once from a fixed stream and cached (a
-    # Monte Carlo test keeps its level for any null sample drawn independently of x)
-    mseed = stream_seed(0, "stats-mmd")
-    key = (fingerprint(law), n_mmd, mseed)
-    if key not in _MMD_CACHE:
-        _MMD_CACHE[key] = mmd_null(law, n_mmd, replicates=int(2 / alpha_each) - 1, rng=mseed)
+    null = mmd_null_cached(law, n_mmd, alpha_each)
     return [
         responsibility_test(law, x, alpha=alpha_each, rng=stream(seed, "stats-resp")),
         projected_ks_test(law, x, alpha=alpha_each, rng=stream(seed, "stats-ks")),
         nll_test(law, x, alpha=alpha_each, rng=stream(seed, "stats-nll")),
-        mmd_test(law, x[:n_mmd], alpha=alpha_each, null=_MMD_CACHE[key]),
+        mmd_test(law, x[:n_mmd], alpha=alpha_each, null=null),
     ]
+
+
+def mmd_null_cached(law, n_mmd, alpha_each):
+    """The MMD test's null at sample size ``n_mmd`` and level ``alpha_each``: a property of
+    (law, n), drawn once from a fixed stream and kept (a Monte Carlo test keeps its level for any
+    null sample drawn independently of x). Computing it before worker processes fork (the
+    ``verify`` command does) lets every worker share it."""
+    from diffusion_oracle.reference.stats import mmd_null
+
+    mseed = stream_seed(0, "stats-mmd")
+    key = (fingerprint(law), n_mmd, mseed, alpha_each)
+    if key not in _MMD_CACHE:
+        _MMD_CACHE[key] = mmd_null(law, n_mmd, replicates=int(2 / alpha_each) - 1, rng=mseed)
+    return _MMD_CACHE[key]
 
 
 def tier3(sampler, target, schedule, prediction, grid, n, seed, alpha_each, *, law=None,
