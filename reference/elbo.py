@@ -79,14 +79,16 @@ def bits_per_dim(nats, d: int, *, levels: int | None = None, data_range=(-1.0, 1
     Example: ``bits_per_dim(terms.total, 3 * 32 * 32)``."""
     d = positive_int(d, "d")
     out = finite(nats, "nats") / (d * math.log(2.0))
-    if levels is None:
-        return out
-    levels = positive_int(levels, "levels", minimum=2)
+    if levels is not None:
+        levels = positive_int(levels, "levels", minimum=2)
+    # checked also where levels is None (then unused): never a silently ignored bad value
     if isinstance(data_range, (str, bytes)) or np.shape(data_range) != (2,):
         raise ValueError(f"data_range must be a pair (lo, hi), got {_r(data_range)}")
     lo, hi = (finite_scalar(v, "data_range") for v in data_range)
     if not hi > lo:
         raise ValueError(f"data_range must satisfy lo < hi, got ({_r(lo)}, {_r(hi)})")
+    if levels is None:
+        return out
     return out + math.log2(levels / (hi - lo))
 
 
@@ -185,19 +187,36 @@ class ELBOTerms:
     decoder: np.ndarray
     d: int
 
+    def __post_init__(self):
+        positive_int(self.d, "d")
+        n = np.shape(self.prior)[:1] if np.ndim(self.prior) == 1 else None
+        shapes = (np.shape(self.prior), np.shape(self.diffusion), np.shape(self.decoder))
+        if n is None or np.ndim(self.diffusion) != 2 or shapes[1][:1] != n or shapes[2] != n:
+            raise ValueError(
+                f"prior, diffusion and decoder must have shapes (n,), (n, k) and (n,), got "
+                f"{shapes[0]}, {shapes[1]} and {shapes[2]}"
+            )
+
     @property
     def total(self) -> np.ndarray:
         """-ELBO per example (nats), shape (n,)."""
         return self.prior + self.diffusion.sum(-1) + self.decoder
 
+    def _examples(self, what: str) -> np.ndarray:
+        total = self.total
+        if total.shape[0] == 0:
+            raise ValueError(f"{what} needs at least one example (n >= 1), got n = 0 examples")
+        return total
+
     def mean(self) -> float:
-        """The mean of -ELBO over the examples (nats)."""
-        return float(self.total.mean())
+        """The mean of -ELBO over the examples (nats); ValueError for n = 0."""
+        return float(self._examples("ELBOTerms.mean").mean())
 
     def stderr(self) -> float:
-        """Standard error of :meth:`mean` (0 for a closed form)."""
-        n = self.total.shape[0]
-        return float(self.total.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+        """Standard error of :meth:`mean` (0 for a closed form); ValueError for n = 0."""
+        total = self._examples("ELBOTerms.stderr")
+        n = total.shape[0]
+        return float(total.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
 
     def bits_per_dim(self, *, levels: int | None = None, data_range=(-1.0, 1.0)) -> float:
         """:meth:`mean` in bits per dimension through :func:`bits_per_dim`."""
@@ -207,8 +226,13 @@ class ELBOTerms:
 def _log_variances(schedule: DiscreteSchedule, variance, v):
     """log var_n for n = 1..T of the reverse kernels, shape (T,) or a callable of (x, n)."""
     n = np.arange(1, schedule.T + 1)
+    if not callable(v):  # checked also where unused (variance not "learned_range")
+        vv = in_interval(v, "v", 0.0, 1.0)
+        if vv.ndim:
+            raise ValueError(f"v must be a scalar or a callable, got shape {vv.shape}")
     if callable(variance):
-        return variance
+        name = "variance(x_n, n)"
+        return lambda x, m: _per_example(finite(variance(x, m), name), x, name)
     if isinstance(variance, str):
         choice(variance, "variance", set(VARIANCES))
         small = ddpm_posterior(schedule, n, variance="fixed_small").log_var_clipped
@@ -218,8 +242,12 @@ def _log_variances(schedule: DiscreteSchedule, variance, v):
         if variance == "fixed_large":
             return np.asarray(large, dtype=np.float64)
         if callable(v):
-            return lambda x, m: v(x, m) * large[m - 1] + (1.0 - v(x, m)) * small[m - 1]
-        vv = in_interval(v, "v", 0.0, 1.0)
+
+            def interpolated(x, m):
+                vv = _per_example(in_interval(v(x, m), "v(x_n, n)", 0.0, 1.0), x, "v(x_n, n)")
+                return vv * large[m - 1] + (1.0 - vv) * small[m - 1]
+
+            return interpolated
         return vv * large + (1.0 - vv) * small  # Nichol & Dhariwal 2021, eq. 15
     lv = finite(variance, "variance")
     if lv.shape != (schedule.T,) or (lv <= 0).any():
@@ -231,10 +259,25 @@ def _log_variances(schedule: DiscreteSchedule, variance, v):
     return np.log(lv)
 
 
+def _per_example(lv: np.ndarray, x: np.ndarray, name: str) -> np.ndarray:
+    """A callable's value at x_n of shape (N, d): a scalar, one per example ((N,), read as
+    (N, 1)) or one per coordinate; anything else a ValueError naming the callable."""
+    if lv.ndim == 0:
+        return lv
+    shape = lv.shape
+    if lv.ndim < x.ndim:
+        lv = lv.reshape(lv.shape + (1,) * (x.ndim - lv.ndim))
+    if lv.ndim > x.ndim or any(a not in (1, b) for a, b in zip(lv.shape, x.shape, strict=True)):
+        raise ValueError(
+            f"{name} must return a scalar or an array of shape (N,), (N, 1) or (N, d) = "
+            f"{x.shape}, got shape {shape}"
+        )
+    return lv
+
+
 def _log_var_at(log_vars, x, m):
     if callable(log_vars):
-        lv = finite(log_vars(x, m), "log variance")
-        return lv if lv.ndim == 0 else lv.reshape(lv.shape + (1,) * (x.ndim - lv.ndim))
+        return log_vars(x, m)
     return log_vars[m - 1]
 
 
@@ -386,7 +429,10 @@ def gaussian_ddpm_elbo(
     else:
         log_var = _log_variances(schedule, variance, 0.5)
         if callable(log_var):
-            raise ValueError("variance must be a string or T variances for the closed form")
+            raise ValueError(
+                f"variance must be a string or T variances for the closed form, got a callable "
+                f"{_r(variance)}"
+            )
     w = np.asarray(post.log_var, dtype=np.float64)[1:] - log_var[1:]
     diffusion = 0.5 * (d * (np.expm1(w) - w) + mse[1:] * np.exp(-log_var[1:]))
     if decoder_var is None:
@@ -424,7 +470,10 @@ def loss_weights(schedule: DiscreteSchedule, *, prediction: str = "eps", varianc
     else:
         log_var = _log_variances(schedule, variance, 0.5)
         if callable(log_var):
-            raise ValueError("variance must be a string or T variances for loss_weights")
+            raise ValueError(
+                f"variance must be a string or T variances for loss_weights, got a callable "
+                f"{_r(variance)}"
+            )
     t = n / schedule.T
     la, ls = schedule.log_alpha(t), schedule.log_sigma(t)
     with np.errstate(divide="ignore", over="ignore"):

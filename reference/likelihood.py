@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from ._checks import _r, choice, finite, in_interval, positive_int, positive_scalar
+from ._checks import _r, boolean, choice, finite, in_interval, positive_int, positive_scalar
 from .forward import _rng
 from .schedules import Schedule
 
@@ -198,8 +198,9 @@ def pf_ode_log_likelihood(
         raise ValueError(f"t1 must come after t0 on the path (more noise), got t0={t0}, t1={t1}")
     hutch = divergence == "hutchinson"
     P = positive_int(n_probes, "n_probes") if hutch else 1
+    exact_probe_variance = boolean(exact_probe_variance, "exact_probe_variance")
+    gen = _rng(rng)  # checked also where unused (divergence="exact")
     if hutch:
-        gen = _rng(rng)
         z = (
             gen.choice([-1.0, 1.0], size=(P, n, d))
             if probe == "rademacher"

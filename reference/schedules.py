@@ -1119,11 +1119,11 @@ class DiscreteSchedule(Schedule):
         if np.isneginf(self._ell[-1]):
             gap = np.isfinite(lam) & (lam < lam_grid[-2])
             if gap.any():
+                edge = _r(lam_grid[-2])
                 raise ValueError(
-                    f"log_snr in (-inf, {_r(lam_grid[-2])}) is not attained by {_r(self)}: "
-                    f"with zero "
-                    f"terminal SNR lambda jumps from lambda_(T-1) to -inf; "
-                    f"got {_r(lam[gap].ravel()[0])}"
+                    f"log_snr must be -inf or lie in [{edge}, inf] for {_r(self)}: with zero "
+                    f"terminal SNR lambda jumps from lambda_(T-1) = {edge} to -inf, so (-inf, "
+                    f"{edge}) is not attained; got {_r(lam[gap].ravel()[0])}"
                 )
         # number of grid points with lambda_n >= lam gives the interval (n-1, n]
         n = np.searchsorted(self._neg_lam_grid, -lam, side="right")

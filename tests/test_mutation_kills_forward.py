@@ -119,8 +119,8 @@ def test_rng_accepts_generators_probes_and_seeds():
     p = _Probe()
     assert np.array_equal(k.sample(X, p), X + 2.0) and p.calls == 1
     assert np.array_equal(k.sample(X, 3), k.sample(X, np.int64(3)))
-    _raises(TypeError, "rng must be None, an int seed >= 0 or a numpy Generator, got str 'seed'", k.sample,
-            X, "seed")  # fmt: skip
+    _raises(TypeError, "rng must be None, an int seed >= 0 or a numpy Generator, got str "
+            "'seed'", k.sample, X, "seed")  # fmt: skip
 
 
 def test_marginal_and_transition_per_row():
@@ -166,8 +166,8 @@ def test_ddpm_step_kernel():
     assert np.allclose(k.mean_coef, [math.sqrt(1 - betas[i]) for i in (0, 3, 9)], rtol=1e-15)
     one = ddpm_step_kernel(sch, 3)
     assert one.var == betas[2] and isinstance(one.var, float)
-    _raises(TypeError, "schedule must be a DiscreteSchedule, got VPLinear VPLinear(beta_min=0.1, beta_max=20.0)", ddpm_step_kernel,
-            VPLinear(), 1)  # fmt: skip
+    _raises(TypeError, "schedule must be a DiscreteSchedule, got VPLinear "
+            "VPLinear(beta_min=0.1, beta_max=20.0)", ddpm_step_kernel, VPLinear(), 1)  # fmt: skip
     _raises(ValueError, "n must lie in [1, T=10], got 0", ddpm_step_kernel, sch,
             np.array([2, 1, 0]))  # fmt: skip
 

@@ -156,3 +156,32 @@ def choice(value, name: str, options) -> str:
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {sorted(options)}, got {_r(value)}")
     return value
+
+
+def boolean(value, name: str) -> bool:
+    """A Python or NumPy bool (not 0/1, not a string), as the reference's ``boolean``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {_r(value)}")
+    return bool(value)
+
+
+def generator_arg(generator, name: str = "generator", *, device=None, numpy_ok: bool = False):
+    """None, a ``torch.Generator`` (of ``device``'s type when given: torch draws with a generator
+    only on its own device type) or, where ``numpy_ok``, a NumPy Generator (anything with
+    ``standard_normal``). TypeError for anything else, ValueError for a generator on the wrong
+    device, each naming the argument and the value (never torch's AttributeError or
+    RuntimeError from inside the draw)."""
+    if generator is None:
+        return None
+    if isinstance(generator, torch.Generator):
+        if device is not None and generator.device.type != torch.device(device).type:
+            raise ValueError(
+                f"{name} must be a torch.Generator on the {torch.device(device).type} device "
+                f"(where the draws are made), got a Generator on {generator.device}"
+            )
+        return generator
+    if numpy_ok and hasattr(generator, "standard_normal"):
+        return generator
+    kinds = "None, a torch.Generator or a NumPy Generator" if numpy_ok else \
+        "None or a torch.Generator"  # fmt: skip
+    raise TypeError(f"{name} must be {kinds}, got {type(generator).__name__} {_r(generator)}")

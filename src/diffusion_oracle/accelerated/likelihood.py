@@ -23,7 +23,16 @@ import torch
 
 from diffusion_oracle.reference import ELBOTerms, Estimate, ODELikelihood
 
-from ._common import as_tensor, check_finite, finite_scalar, int_arg, positive_scalar
+from ._common import (
+    _r,
+    as_tensor,
+    boolean,
+    check_finite,
+    finite_scalar,
+    generator_arg,
+    int_arg,
+    positive_scalar,
+)
 from .model import declared_prediction, posterior_coefficients, to_x0_eps
 from .schedules import TorchDiscrete, TorchSchedule
 from .targets import TorchMixture
@@ -173,6 +182,7 @@ def pf_ode_log_likelihood(
         raise ValueError(f"t1 must come after t0 on the path (more noise), got t0={t0}, t1={t1}")
     hutch = divergence == "hutchinson"
     P = int_arg(n_probes, "n_probes") if hutch else 1
+    generator = generator_arg(generator, device="cpu")  # the probes are drawn on the CPU
     if hutch:
         shape = (P, n, d)
         z = torch.randn(shape, generator=generator, dtype=target.dtype, device="cpu")
@@ -256,6 +266,7 @@ def irreducible_loss(
         da, ds = float(schedule._d_alpha(tt)), float(schedule._d_sigma(tt))
         factor = (ds - da * s / a) ** 2 if use_eps else (da - ds * a / s) ** 2
     n = int_arg(n, "n", minimum=2)
+    generator = generator_arg(generator, device=target.device)
     x_t = target.sample(n, generator, alpha=a, sigma=s)
     key = "eps_cov_trace" if use_eps else "x0_cov_trace"
     out, _ = target._eval(x_t, a, s, (key,))
@@ -347,6 +358,23 @@ def _examples(model, x0) -> torch.Tensor:
     return x0
 
 
+def _learned_log_var(variance, x_t, m) -> torch.Tensor:
+    """``variance(x_t, m)``, a model's log variance: finite, real, and a scalar, one per example
+    ((N,) or (N, 1)) or one per coordinate (N, d), as the reference reads it."""
+    name = "variance(x_n, n)"
+    lv = variance(x_t, m)
+    lv = check_finite(as_tensor(lv, name, device=x_t.device, dtype=x_t.dtype), name)
+    shape = tuple(lv.shape)
+    if lv.ndim == 1:
+        lv = lv[:, None]  # one per example
+    if lv.ndim > x_t.ndim or any(a not in (1, b) for a, b in zip(lv.shape, x_t.shape)):
+        raise ValueError(
+            f"{name} must return a scalar or an array of shape (N,), (N, 1) or (N, d) = "
+            f"{tuple(x_t.shape)}, got shape {shape}"
+        )
+    return lv
+
+
 def ddpm_elbo(
     model,
     schedule,
@@ -367,16 +395,18 @@ def ddpm_elbo(
     (:func:`~diffusion_oracle.accelerated.model.posterior_coefficients`), not from the betas.
     ``variance``: "fixed_small" (beta_tilde, clipped to beta_tilde_2 at n = 1 for the decoder),
     "fixed_large" (beta), or a callable ``(x_n, n) -> log variance`` (a model's learned
-    variance; a tensor broadcastable to x_n, e.g. (N, 1) or (N, d)). ``reduce_diffusion``
-    keeps only the per-example sum of the diffusion terms (an (n, 1) column instead of
-    (n, T - 1): for large n). ``generator``: a
-    torch.Generator, or a NumPy Generator whose draws (in the reference's order, n = T..1) make
+    variance: a scalar, (N,) or (N, 1) per example, or (N, d); as the reference reads it).
+    ``reduce_diffusion`` (a bool) keeps only the per-example sum of the diffusion terms (an
+    (n, 1) column instead of (n, T - 1): for large n). ``generator``: a torch.Generator (on any
+    device), or a NumPy Generator whose draws (in the reference's order, n = T..1) make
     the result equal the reference's. Returns :class:`ELBOTerms` with NumPy arrays."""
     if not isinstance(schedule, TorchDiscrete):
         raise TypeError(f"schedule must be a TorchDiscrete, got {type(schedule).__name__}")
-    if not callable(variance) and variance not in ("fixed_small", "fixed_large"):
+    if not callable(variance) and (
+        not isinstance(variance, str) or variance not in ("fixed_small", "fixed_large")
+    ):
         raise ValueError(
-            f"variance must be 'fixed_small', 'fixed_large' or a callable, got {variance!r}"
+            f"variance must be 'fixed_small', 'fixed_large' or a callable, got {_r(variance)}"
         )
     if decoder not in ("gaussian", "discretized"):
         raise ValueError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
@@ -385,6 +415,8 @@ def ddpm_elbo(
     if decoder_var is not None:
         decoder_var = _positive(decoder_var, "decoder_var")
     levels = int_arg(levels, "levels", minimum=2)
+    reduce_diffusion = boolean(reduce_diffusion, "reduce_diffusion")
+    generator = generator_arg(generator, numpy_ok=True)
     N, d = x0.shape
     T = schedule.T
     pred = declared_prediction(model)
@@ -424,7 +456,7 @@ def ddpm_elbo(
         if pred == "velocity":
             kw = {"d_alpha": float(schedule._d_alpha(tt)), "d_sigma": float(schedule._d_sigma(tt))}
         x0_hat, _ = to_x0_eps(out, source=pred, x_t=x_t, alpha=a, sigma=s, **kw)
-        lv = log_var_of(m) if not callable(variance) else variance(x_t, m)
+        lv = log_var_of(m) if not callable(variance) else _learned_log_var(variance, x_t, m)
         if m >= 2:
             c0, ct, var = coefficients(m)
             kl = gaussian_kl(
@@ -486,6 +518,7 @@ def vdm_elbo(
     prior_var = _positive(prior_var, "prior_var")
     if decoder_var is not None:
         decoder_var = _positive(decoder_var, "decoder_var")
+    generator = generator_arg(generator, numpy_ok=True)
     N, d = x0.shape
     f64 = {"dtype": torch.float64}
     lam_hi = float(schedule._log_snr(torch.tensor(t_min, **f64)))

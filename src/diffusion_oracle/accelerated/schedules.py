@@ -158,6 +158,7 @@ class TorchSchedule:
             raise ValueError(
                 f"log_snr must lie in [{lo_l!r}, {hi_l!r}], got {lam[bad].reshape(-1)[0].item()!r}"
             )
+        self._check_attained(lam)
         lo = torch.zeros_like(lam)  # lambda(lo) >= lam
         hi = torch.ones_like(lam)  # lambda(hi) <= lam
         for _ in range(iterations):
@@ -166,6 +167,10 @@ class TorchSchedule:
             lo = torch.where(above, mid, lo)
             hi = torch.where(above, hi, mid)
         return 0.5 * (lo + hi)
+
+    def _check_attained(self, lam):
+        """ValueError for log-SNR values inside [lambda(1), lambda(0)] that lambda(t) skips (none
+        for a continuous lambda; see :class:`TorchDiscrete`)."""
 
     # generic forms from the logs; subclasses override where a direct form is better
     def _alpha(self, t):
@@ -548,6 +553,21 @@ class TorchDiscrete(TorchSchedule):
         self._ell = torch.tensor(ell, dtype=torch.float64)
         self._log_ab = torch.tensor(log_ab, dtype=torch.float64)
         self._log_ab_low = torch.tensor(low, dtype=torch.float64)
+
+    def _check_attained(self, lam):
+        # zero terminal SNR: lambda jumps from lambda_(T-1) to -inf on the last interval, so a
+        # finite log_snr below lambda_(T-1) has no t (bisection would return (T-1)/T silently)
+        if not math.isinf(float(self._ell[-1])):
+            return
+        node = torch.tensor((self.T - 1) / self.T, dtype=torch.float64, device=lam.device)
+        edge = float(self._log_snr(node))
+        gap = torch.isfinite(lam) & (lam < edge)
+        if bool(gap.any()):
+            raise ValueError(
+                f"log_snr must be -inf or lie in [{edge!r}, inf] for a zero-terminal-SNR "
+                f"schedule: lambda jumps from lambda_(T-1) = {edge!r} to -inf, so (-inf, "
+                f"{edge!r}) is not attained; got {lam[gap].reshape(-1)[0].item()!r}"
+            )
 
     def _node(self, t):
         # (n, u, u_lo, snap): t T = u + u_lo exactly (Veltkamp/Dekker splitting), on interval

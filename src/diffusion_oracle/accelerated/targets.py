@@ -30,7 +30,7 @@ import math
 import numpy as np
 import torch
 
-from ._common import LOG_2PI, as_tensor, check_finite, resolve
+from ._common import LOG_2PI, as_tensor, check_finite, generator_arg, resolve
 
 __all__ = ["TorchMixture"]
 
@@ -288,6 +288,7 @@ class TorchMixture:
                 raise ValueError(f"{name} must be >= 0, got {float(t)!r}")
             levels.append(float(t))
         alpha, sigma = levels
+        generator = generator_arg(generator, device=self.device)
         kw = dict(device=self.device, dtype=self.dtype, generator=generator)
         k = torch.multinomial(self.weights.double(), n, replacement=True, generator=generator)
         z = torch.randn(n, self.d, **kw)
