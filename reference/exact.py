@@ -22,7 +22,14 @@ from ._checks import finite
 from .grids import Grid
 from .targets import Gaussian
 
-__all__ = ["AffineMap", "RecordingRNG", "probe_affine", "gaussian_w2", "ideal_output_law", "exact_flow_gaussian"]
+__all__ = [
+    "AffineMap",
+    "RecordingRNG",
+    "probe_affine",
+    "gaussian_w2",
+    "ideal_output_law",
+    "exact_flow_gaussian",
+]
 
 
 class _ProbeRNG:
