@@ -3,6 +3,7 @@ and the offending value (DESIGN.md convention 12). Never ``assert``."""
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -41,7 +42,19 @@ def as_float(value, name: str) -> np.ndarray:
 
 def finite(value, name: str) -> np.ndarray:
     """float64 array whose entries are all finite, else ValueError showing the first bad entry."""
-    arr = as_float(value, name)
+    # the common cases first (every model call validates a few of them): a Python or NumPy
+    # float, a float64 array
+    tv = type(value)
+    if tv is float or tv is np.float64:
+        if math.isfinite(value):
+            return np.asarray(value, dtype=np.float64)
+        arr = np.asarray(value, dtype=np.float64)
+    elif tv is np.ndarray and value.dtype == np.float64:
+        arr = value
+        if np.isfinite(arr).all():
+            return arr
+    else:
+        arr = as_float(value, name)
     bad = ~np.isfinite(arr)
     if bad.any():
         first = arr[bad].ravel()[0]

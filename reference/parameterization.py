@@ -24,6 +24,10 @@ PREDICTIONS = ("eps", "x0", "v", "score", "velocity")
 
 def _coef(c, name, x, *, nonneg=False, like="x_t"):
     c = finite(c, name)
+    if c.ndim == 0:  # a scalar (the common case)
+        if nonneg and float(c) < 0:
+            raise ValueError(f"{name} must be >= 0, got {_r(c)}")
+        return c
     if c.ndim and c.shape != x.shape[: c.ndim]:
         raise ValueError(
             f"{name} must be a scalar or match the leading shape of {like} {x.shape}, got "

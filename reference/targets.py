@@ -17,10 +17,13 @@ covariance is eigendecomposed once, Sigma_k = Q_k diag(Lambda_k) Q_k^T, so that 
 (alpha, sigma) C_k^{-1} = Q_k diag(1/(alpha^2 Lambda_k + sigma^2)) Q_k^T and
 log det C_k = sum log(alpha^2 Lambda_k + sigma^2): no explicit inverse, no per-time
 factorisation, everything in log space. :class:`Gaussian` is an independent implementation with a
-Cholesky factor of C per call, used as an oracle for the one-component mixture.
+Cholesky factor of C per level (kept for the levels a run revisits), used as an oracle for the
+one-component mixture.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, eigh, solve_triangular
@@ -66,6 +69,20 @@ def _check_path(alpha, sigma, batch_shape, *, singular: bool):
     """alpha, sigma as float64 arrays broadcast to the flattened batch, validated."""
     a = finite(alpha, "alpha")
     s = finite(sigma, "sigma")
+    n = math.prod(batch_shape)
+    if a.ndim == 0 and s.ndim == 0:  # one level for the batch (the common case): float tests
+        af, sf = float(a), float(s)
+        for name, v in (("alpha", af), ("sigma", sf)):
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0, got {_r(v)}")
+        if af == 0 and sf == 0:
+            raise ValueError("alpha and sigma must not both be 0")
+        if singular and sf == 0:
+            raise ValueError(
+                "sigma must be > 0 for a target with singular (zero-variance) components: the "
+                "density does not exist at sigma = 0"
+            )
+        return np.broadcast_to(a, (n,)), np.broadcast_to(s, (n,))
     for name, v in (("alpha", a), ("sigma", s)):
         if (v < 0).any():
             raise ValueError(f"{name} must be >= 0, got {_r(v[v < 0].ravel()[0])}")
@@ -80,7 +97,6 @@ def _check_path(alpha, sigma, batch_shape, *, singular: bool):
             "sigma must be > 0 for a target with singular (zero-variance) components: the density "
             "does not exist at sigma = 0"
         )
-    n = int(np.prod(batch_shape)) if batch_shape else 1
     a = np.broadcast_to(a.reshape(-1) if a.ndim else a, (n,))
     s = np.broadcast_to(s.reshape(-1) if s.ndim else s, (n,))
     return a, s
@@ -358,7 +374,7 @@ class GaussianMixture:
                 res = self._eval_chunk(xf[sl], a[sl], s[sl], what)
                 for key, val in res.items():
                     out.setdefault(key, []).append(val)
-        out = {k: np.concatenate(v, axis=0) for k, v in out.items()}
+        out = {k: v[0] if len(v) == 1 else np.concatenate(v, axis=0) for k, v in out.items()}
         if any(np.isnan(v).any() for v in out.values()):
             raise _overflow_error(float(np.abs(xf).max()), a, s, float(self._evals.min()))
         return out, batch
