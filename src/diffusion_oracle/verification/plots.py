@@ -55,7 +55,9 @@ def plot_report(report, folder) -> list:
     ax.set_ylabel("error")
     if ax.lines:
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    # fixed margins that fit the title and the axis labels of this figure size: tight_layout
+    # measures every text extent and took 40% of the plotting time of a verify
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.13, top=0.92)
     p = folder / f"convergence_{safe}.png"
     fig.savefig(p, dpi=110)
     plt.close(fig)
@@ -80,7 +82,7 @@ def plot_report(report, folder) -> list:
             ax.hist(x[:, 0], bins=100, density=True, alpha=0.4, color="C3", label="samples")
             ax.legend(fontsize=8)
         ax.set_title(f"{report.sampler}: samples over exact p_0", fontsize=9)
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.13, right=0.97, bottom=0.1, top=0.93)
         p = folder / f"samples_{safe}.png"
         fig.savefig(p, dpi=110)
         plt.close(fig)
