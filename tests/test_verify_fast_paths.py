@@ -213,3 +213,34 @@ def test_finite_fast_path_returns_float64_arrays():
     a = np.arange(3.0)
     assert finite(a, "x") is a
     assert finite(np.arange(3), "x").dtype == np.float64
+
+
+def test_the_builtin_run_uses_one_blas_thread(monkeypatch, capsys):
+    """`diffusion-oracle verify` (the built-in table) runs with one BLAS thread per process (its
+    many small array operations only contend for the cores otherwise), and gives the limit back
+    after the run."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import diffusion_oracle.reference.samplers as rs
+    from diffusion_oracle import cli
+
+    seen = []
+
+    class Probe(DDIM):
+        name = "probe"
+
+        def __call__(self, model, x_init, grid, *, rng=None):
+            seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+            return super().__call__(model, x_init, grid, rng=rng)
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    monkeypatch.setattr(rs, "BUILTIN_SAMPLERS", lambda: {"probe": Probe()})
+    # two threads before the run (make test pins one through the environment)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert set(blas_threads()) == {2}
+        code = cli.main(["verify", "--jobs", "1", "--tiers", "1", "--steps", "8,16,32"])
+        capsys.readouterr()
+        assert code == 0 and seen and set(seen) == {1}
+        assert set(blas_threads()) == {2}
