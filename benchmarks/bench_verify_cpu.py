@@ -5,8 +5,8 @@ wall time of the command as a user runs it (issue 23: <= 20 s on 2 cores), with 
 the commit, and writes the rows as JSON (``--json FILE``) and markdown (stdout).
 
 Run: ``python benchmarks/bench_verify_cpu.py [--repeat 3] [--json FILE] [--quick] [--torch]``
-(about two minutes on 2 cores; ``--quick`` times the default command only). The load average is printed
-before each run: a number measured beside other work is not the command's time.
+(about two minutes on 2 cores; ``--quick`` times the default command only). The load average is
+printed before each run: a number measured beside other work is not the command's time.
 """
 
 from __future__ import annotations
