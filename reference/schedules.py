@@ -482,15 +482,18 @@ class VPCosine(Schedule):
         # sin(delta) sin(delta + 2 phi0) = cos^2(phi0) sigmoid(-lambda) and polish with Newton.
         sin_psi = self._cos_phi0 * np.exp(0.5 * log_sigmoid(lam))
         t_neg = 1.0 - np.arcsin(np.clip(sin_psi, 0.0, 1.0)) / self._k
-        c = self._cos_phi0**2 * expit(-lam)
+        # c in log space: sigmoid(-lambda) underflows past lambda ~ 745 (and c / sin(2 phi0)
+        # with it), while t(lambda) ~ e^(-lambda/2) (s = 0) is still a normal double there; a
+        # start at t = 0 (lambda = inf) is never moved by Newton
+        log_c = 2.0 * math.log(self._cos_phi0) + log_sigmoid(-lam)
+        c = np.exp(log_c)
         two_phi0 = 2.0 * self._phi0
         arg = np.clip(math.cos(two_phi0) - 2.0 * c, -1.0, 1.0)
         delta_big = 0.5 * (np.arccos(arg) - two_phi0)
-        delta_small = c / max(math.sin(two_phi0), 1e-300)
         delta = (
-            np.where(c < 1e-6, delta_small, delta_big)
+            np.where(c < 1e-6, np.exp(log_c - math.log(math.sin(two_phi0))), delta_big)
             if self.s > 0
-            else np.arcsin(np.sqrt(np.clip(c, 0.0, 1.0)))
+            else np.arcsin(np.exp(0.5 * np.minimum(log_c, 0.0)))
         )
         t_pos = delta / self._k
         t0 = np.where(lam <= 0, t_neg, t_pos)
