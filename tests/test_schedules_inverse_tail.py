@@ -1,7 +1,7 @@
 """VPCosine's t(lambda) far in the data-end tail (lambda > 709.8), where sigmoid(-lambda)
 underflows: it returned t = 0 (lambda = inf) although t ~ e^(-lambda/2) is a normal double
-there. Oracle: with s = 0, lambda = 2 log cot(pi t / 2), so t = (2/pi) arcsin(sigmoid(-lambda)^(1/2))
-in 50-digit mpmath."""
+there. Oracle: with s = 0, lambda = 2 log cot(pi t / 2), so
+t = (2/pi) arcsin(sigmoid(-lambda)^(1/2)), in 50-digit mpmath."""
 
 import mpmath as mp
 import pytest
