@@ -153,14 +153,14 @@ def mixture_and_null():
 def test_one_process_equals_the_torch_statistics(mixture_and_null):
     tm, null = mixture_and_null
     # samples a little off the target, so that some tests are near their thresholds
-    x = tm.sample(2500, torch.Generator().manual_seed(1)) * 1.02
+    x = tm.sample(2500, torch.Generator(device=tm.device).manual_seed(1)) * 1.02
     _same_tests(tier3_statistics(tm, x, len(x), A_EACH, SEED, null=null),
                 _single_process(tm, x, SEED, null))  # fmt: skip
 
 
 def test_threads_as_ranks_equal_the_torch_statistics(mixture_and_null):
     tm, null = mixture_and_null
-    x = tm.sample(2400, torch.Generator().manual_seed(2)) * 1.03
+    x = tm.sample(2400, torch.Generator(device=tm.device).manual_seed(2)) * 1.03
     cuts = np.cumsum([0] + shard_sizes(len(x), 3))
     got = _run_ranks(3, lambda comm, r: tier3_statistics(
         tm, x[cuts[r]:cuts[r + 1]], len(x), A_EACH, SEED, comm=comm, null=null))  # fmt: skip
@@ -191,6 +191,6 @@ def test_torchrun_gloo_two_processes(tmp_path):
     assert [len(x) for x in xs] == [1501, 1500]
     assert not np.allclose(xs[0][:1500], xs[1])  # independent streams
     _same_tests(outs[0]["tests"], outs[1]["tests"], rtol=0)
-    tm = TorchMixture.from_reference(ring8())
+    tm = TorchMixture.from_reference(ring8(), device="cpu")  # where the ranks drew their nulls
     x = torch.as_tensor(np.concatenate(xs))
     _same_tests(outs[0]["tests"], _single_process(tm, x, stream_seed(0, "stats-mmd")))
