@@ -193,6 +193,7 @@ def main(argv=None) -> int:
     from diffusion_oracle.reference.samplers import BUILTIN_SAMPLERS
     from diffusion_oracle.reference.schedules import get_schedule
     from diffusion_oracle.reference.targets import get_target
+    from diffusion_oracle.verification.plan import default_t_end
 
     ap = argparse.ArgumentParser(prog="diffusion_oracle.accelerated.distributed",
                                  description=main.__doc__.splitlines()[0])  # fmt: skip
@@ -216,9 +217,11 @@ def main(argv=None) -> int:
         dist.init_process_group(backend)
     try:
         sampler = BUILTIN_SAMPLERS()[args.sampler]
-        schedule = get_schedule(args.schedule)
-        grid = make_grid(schedule, args.steps, getattr(sampler, "default_grid", "log_snr"))
-        tests, out = tier3_distributed(sampler, get_target(args.target), schedule, grid,
+        schedule, target = get_schedule(args.schedule), get_target(args.target)
+        # verify's tier-3 grid: the sampler's spacing down to verify's default last time
+        grid = make_grid(schedule, args.steps, getattr(sampler, "default_grid", "log_snr"),
+                         t_end=default_t_end(schedule, target))  # fmt: skip
+        tests, out = tier3_distributed(sampler, target, schedule, grid,
                                        args.samples, args.seed, TIER3_ALPHA / 4,
                                        device=device)  # fmt: skip
         comm = _Comm()
