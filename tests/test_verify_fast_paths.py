@@ -216,9 +216,10 @@ def test_finite_fast_path_returns_float64_arrays():
 
 
 def test_the_builtin_run_uses_one_blas_thread(monkeypatch, capsys):
-    """`diffusion-oracle verify` (the built-in table) runs with one BLAS thread per process (its
-    many small array operations only contend for the cores otherwise), and gives the limit back
-    after the run."""
+    """`diffusion-oracle verify` (the built-in table) runs with one BLAS thread and one torch
+    thread per process (its many small array operations only contend for the cores otherwise),
+    and gives the limits back after the run."""
+    torch = pytest.importorskip("torch")
     from threadpoolctl import threadpool_info, threadpool_limits
 
     import diffusion_oracle.reference.samplers as rs
@@ -231,6 +232,7 @@ def test_the_builtin_run_uses_one_blas_thread(monkeypatch, capsys):
 
         def __call__(self, model, x_init, grid, *, rng=None):
             seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+            seen.append(torch.get_num_threads())
             return super().__call__(model, x_init, grid, rng=rng)
 
     def blas_threads():
@@ -238,9 +240,14 @@ def test_the_builtin_run_uses_one_blas_thread(monkeypatch, capsys):
 
     monkeypatch.setattr(rs, "BUILTIN_SAMPLERS", lambda: {"probe": Probe()})
     # two threads before the run (make test pins one through the environment)
-    with threadpool_limits(limits=2, user_api="blas"):
-        assert set(blas_threads()) == {2}
-        code = cli.main(["verify", "--jobs", "1", "--tiers", "1", "--steps", "8,16,32"])
-        capsys.readouterr()
-        assert code == 0 and seen and set(seen) == {1}
-        assert set(blas_threads()) == {2}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with threadpool_limits(limits=2, user_api="blas"):
+            assert set(blas_threads()) == {2}
+            code = cli.main(["verify", "--jobs", "1", "--tiers", "1", "--steps", "8,16,32"])
+            capsys.readouterr()
+            assert code == 0 and seen and set(seen) == {1}
+            assert set(blas_threads()) == {2} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

@@ -16,6 +16,7 @@ import argparse
 import math
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -606,10 +607,41 @@ def _write_json(path, payload) -> None:
         Path(path).write_text(text + "\n")
 
 
+@contextmanager
+def _one_thread_per_process():
+    """One BLAS thread (threadpoolctl) and one torch thread per process for the duration, then
+    the previous settings (forked workers inherit them). verify's work is many small array
+    operations, where the libraries' threads only contend for the cores: on the 2-core box
+    OpenBLAS's threads took 2.4x the CPU time of the NumPy path (ring8), torch's two threads 16x
+    the time of the torch path on the CPU; with several worker processes they would
+    oversubscribe the cores as well."""
+    from threadpoolctl import threadpool_limits
+
+    blas = threadpool_limits(limits=1)
+    try:
+        import torch
+    except ImportError:  # the NumPy path needs no torch
+        torch = None
+    threads = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(threads)
+        blas.restore_original_limits()
+
+
 def run_verify(args) -> int:
     """The ``verify`` command: one user sampler (full report) or every built-in sampler
     (conformance table). Returns the exit code: 0 PASS, 1 FAIL, 2 usage error, 3 INCONCLUSIVE
     (for the built-ins: the worst verdict)."""
+    with _one_thread_per_process():
+        return _run_verify(args)
+
+
+def _run_verify(args) -> int:
     from tqdm import tqdm
 
     from diffusion_oracle.harness import verify
@@ -672,12 +704,6 @@ def run_verify(args) -> int:
     bar = tqdm(
         total=len(samplers), desc="verifying built-in samplers", unit="sampler", file=sys.stderr
     )
-    # one BLAS thread per process (forked workers inherit it): the work is many small array
-    # operations, where OpenBLAS's threads only contend (2.4x the CPU time on 2 cores, ring8),
-    # and with several workers they would oversubscribe the cores
-    from threadpoolctl import threadpool_limits
-
-    blas = threadpool_limits(limits=1)
     if jobs == 1:
         reports = []
         for s in samplers:
@@ -704,7 +730,6 @@ def run_verify(args) -> int:
             for f in futures:
                 f.add_done_callback(lambda _f: bar.update(1))
             reports = [f.result() for f in futures]
-    blas.restore_original_limits()
     bar.close()
     if args.json:
         _write_json(args.json, [r.to_dict() for r in reports])
