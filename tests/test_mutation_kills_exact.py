@@ -119,6 +119,32 @@ def test_probe_rng():
     assert (r.standard_normal((2,)) == 4.0).all()
     assert (r.normal(1.0, 2.0, size=(1,)) == 1.0 + 2.0 * 5.0).all()
     assert (_ProbeRNG().normal(size=(2,)) == 0.0).all()
+    # numpy's defaults (loc 0, scale 1) and the requested shape
+    r = _ProbeRNG()
+    r.inject = lambda k, shape: np.ones(shape)
+    out = r.normal(size=(2, 3))
+    assert out.shape == (2, 3) and (out == 1.0).all() and r.shapes == [(2, 3)]
+    assert r.normal(0.5).shape == () and r.normal(0.5) == 1.5
+
+
+def test_probe_affine_passes_model_and_grid_and_checks_with_seed_0():
+    """The sampler is called with the given model and grid in every run; the affinity check
+    draws its input and noise from default_rng(check_rng), 0 by default."""
+
+    def uses_both(model, x, grid, *, rng):
+        return model * x + grid + 0.1 * x**2 + rng.standard_normal(x.shape)
+
+    amap = probe_affine(uses_both, 2.0, 0.5, D)
+    assert np.allclose(amap.M, 2.1 * np.eye(D), atol=1e-15)  # e_j: 2 + 0.1
+    assert np.allclose(amap.c, 0.5, atol=1e-15)
+    assert np.allclose(amap.N, np.eye(D)[None], atol=1e-15)
+    g = np.random.default_rng(0)
+    x = g.standard_normal((3, D)) * 2.0
+    z = g.standard_normal((3, D))
+    actual = 2.0 * x + 0.5 + 0.1 * x**2 + z
+    pred = x @ amap.M.T + amap.c + z
+    scale = np.abs(actual).max() + np.abs(pred).max() + 1.0
+    assert amap.residual == pytest.approx(np.abs(actual - pred).max() / scale, rel=1e-12)
 
 
 def mp_w2(m1, S1, m2, S2):
@@ -205,3 +231,56 @@ def test_ideal_output_law():
     assert np.allclose(S, K @ C @ K.T, rtol=0, atol=1e-13) and (S == S.T).all()
     m[0] = 99.0  # a copy, not the target's mean
     assert tg.mean_vec[0] == 0.5
+
+
+def test_probe_affine_when_the_check_run_draws_more_noise():
+    """A sampler that draws an extra noise term only for a nonzero input: the probe sees K = 1
+    draw; the check run's extra draw gets zeros (no IndexError), which this sampler's affine
+    part then matches exactly."""
+
+    def extra(model, x, grid, *, rng):
+        out = x + rng.standard_normal(x.shape)
+        if x.any():
+            out = out + 0.5 * rng.standard_normal(x.shape)
+        return out
+
+    amap = probe_affine(extra, None, None, D)
+    assert amap.N.shape == (1, D, D) and np.allclose(amap.M, np.eye(D), atol=1e-15)
+    assert amap.residual == 0.0
+
+
+def test_gaussian_w2_branches_and_accuracy():
+    g = np.random.default_rng(4)
+    Q, _ = np.linalg.qr(g.standard_normal((3, 3)))
+    S2 = Q @ np.diag([1.0, 2.0, 0.5]) @ Q.T
+    S2 = 0.5 * (S2 + S2.T)
+    m = np.zeros(3)
+    P = np.array([[1.0, 0.2, 0.0], [0.2, 0.5, 0.1], [0.0, 0.1, 0.3]])
+    # tiny difference: the textbook formula cancels to ~eps/1e-12; the perturbative branch keeps
+    # the relative accuracy (the iteration converged, not stopped early)
+    for eps in (1e-6, 3e-3, 0.04):
+        S1 = S2 + eps * P
+        ref = mp_w2(m, S1, m, S2)
+        assert abs(gaussian_w2(m, S1, m, S2) - float(ref)) <= 1e-9 * float(ref), eps
+    # a large difference: S1 = 4 S2 commutes with S2, W2^2 = tr (2 R - R)^2 = tr S2 = 3.5
+    assert gaussian_w2(m, 4.0 * S2, m, S2) == pytest.approx(np.sqrt(3.5), rel=1e-12)
+    # S2 singular, its zero eigenvalue rounded to -4.4e-16 by eigh for this rotation (clipped:
+    # no NaN from its square root); S1 = a I commutes with it
+    Q, _ = np.linalg.qr(np.random.default_rng(5).standard_normal((3, 3)))
+    S2s = Q @ np.diag([0.0, 1.0, 2.0]) @ Q.T
+    S2s = 0.5 * (S2s + S2s.T)
+    a = 1.5
+    ref = np.sqrt(
+        (np.sqrt(a) - 0.0) ** 2 + (np.sqrt(a) - 1.0) ** 2 + (np.sqrt(a) - np.sqrt(2)) ** 2
+    )
+    assert gaussian_w2(m, a * np.eye(3), m, S2s) == pytest.approx(ref, rel=1e-7)
+    # S1 = S2 singular (rotation seed 1): R S1 R has an eigenvalue rounded to -7e-32, clipped
+    Q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((3, 3)))
+    S = Q @ np.diag([0.0, 1.0, 2.0]) @ Q.T
+    S = 0.5 * (S + S.T)
+    mm = np.array([0.3, 0.0, -0.4])
+    assert gaussian_w2(m, S, mm, S) == pytest.approx(0.5, abs=1e-7)
+    with pytest.raises(ValueError, match=r"^m1 must be finite"):
+        gaussian_w2(np.array([np.nan, 0.0]), np.eye(2), np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match=r"^S2 must be finite"):
+        gaussian_w2(np.zeros(2), np.eye(2), np.zeros(2), np.full((2, 2), np.inf))

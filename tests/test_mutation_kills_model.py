@@ -72,6 +72,15 @@ def test_per_sample_times_with_a_mixture_target(pred):
     assert np.allclose(got[1, 0], oracle(X[2:3], t[2], pred)[0], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("pred", PREDICTIONS)
+def test_a_single_point_of_shape_d(pred):
+    """x of shape (d,) (documented: (..., d)) gives a prediction of shape (d,)."""
+    m = ExactModel(Gaussian(MU, SIG), SCH, prediction=pred)
+    got = m(X[1], 0.6)
+    assert got.shape == (3,)
+    assert np.allclose(got, oracle(X[1:2], 0.6, pred)[0], rtol=1e-12, atol=1e-12)
+
+
 def test_perturbations_exactly():
     g = Gaussian(MU, SIG)
     bias = np.array([0.1, -0.2, 0.3])
@@ -171,6 +180,9 @@ def test_messages():
     with pytest.raises(ValueError) as e:
         gm(X, np.array([0.1, 0.2]))
     assert str(e.value) == "t must be a scalar or have the batch shape of x (4,), got (2,)"
+    with pytest.raises(ValueError) as e:
+        gm(X[:4].reshape(2, 2, 3), np.array([0.1, 0.2]))
+    assert str(e.value) == "t must be a scalar or have the batch shape of x (2, 2), got (2,)"
     with pytest.raises(ValueError) as e:
         m(X, np.array([0.1, 0.2, 0.3, 0.4]))
     assert str(e.value) == "a per-sample t needs a mixture target; Gaussian takes a scalar t"

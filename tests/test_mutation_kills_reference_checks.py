@@ -45,6 +45,9 @@ def test_show_summarises_arrays():
     assert _show(np.array(2)) == "2"
     assert _show([1.0, 2.0]) == "array(shape=(2,), dtype=float64, values=[1.0, 2.0])"
     assert _show(np.arange(4)) == "array(shape=(4,), dtype=int64, values=[0, 1, 2, 3])"
+    assert _show(np.arange(5.0)) == (
+        "array(shape=(5,), dtype=float64, values=[0.0, 1.0, 2.0, 3.0, ...])"
+    )  # more than four entries: elided
     assert _show(np.arange(6.0).reshape(2, 3)) == (
         "array(shape=(2, 3), dtype=float64, values=[0.0, 1.0, 2.0, 3.0, ...])"
     )
@@ -112,6 +115,8 @@ def test_positive_and_scalars():
     assert positive([1e-300, 2.0], "x").tolist() == [1e-300, 2.0]
     assert msg(positive, [1.0, 0.0, -1.0], "x") == "x must be > 0, got 0.0"
     assert msg(positive, -2, "y") == "y must be > 0, got -2.0"
+    assert msg(positive, np.nan, "z") == "z must be finite, got nan (in nan)"
+    assert msg(positive, "a", "w", exc=TypeError).startswith("w must be a real number")
     assert positive_scalar(np.array(2.5), "s") == 2.5 and type(positive_scalar(3, "s")) is float
     assert msg(positive_scalar, [1.0, 2.0], "s") == "s must be a scalar, got shape (2,)"
     assert msg(positive_scalar, 0.0, "s") == "s must be > 0, got 0.0"
