@@ -7,8 +7,6 @@ differentiation of the test's own expressions; the Euler step x + (0 - t) f(t, x
 from eq. 4 for concrete paths. Each check is shown to raise on a wrong statement.
 """
 
-import functools
-
 import pytest
 import sympy as sp
 
@@ -20,8 +18,9 @@ t = th.t
 R = sp.Rational
 
 
-@functools.lru_cache(maxsize=None)
 def derived():
+    # not cached: mutmut maps a mutant to the tests that call the mutated function; a cached
+    # result would tie the derivation to the first test only
     return th.check()
 
 
@@ -72,8 +71,9 @@ def test_general_and_point_mass_landing_points():
     X, D, x0, n = th.X, th.D, th.x0, th.n
     g = derived()["edm_last_step_general"]
     p = derived()["edm_last_step_point_mass"]
-    # concrete paths: sigma = t^2 + t, s = 1/(1 + t) (any smooth positive path)
-    sig, s = t**2 + t, 1 / (1 + t)
+    # a concrete path (smooth, positive, c(t) not identically 0: sigma = t^2 + t with
+    # s = 1/(1 + t) would give sigma s = t, where c = 0 and the noise term vanishes)
+    sig, s = t**2 + 2 * t, 1 / (1 + t**2)
     sig_f, s_f = sp.Function("sigma")(t), sp.Function("s")(t)
 
     def concrete(e):
@@ -82,12 +82,24 @@ def test_general_and_point_mass_landing_points():
     want = euler(sig, s, X, D)
     assert sp.simplify(concrete(g.results["x_N"]) - want) == 0
     c = 1 - t * sp.diff(sig, t) / sig - t * sp.diff(s, t) / s
+    assert sp.simplify(c) != 0
     assert sp.simplify(concrete(g.results["c"]) - c) == 0
     assert sp.simplify(concrete(g.results["x0_bias"]) - (s - t * sp.diff(s, t) - 1)) == 0
     x = s * (x0 + sig * n)
     assert sp.simplify(concrete(p.results["x_N"]) - euler(sig, s, x, x0)) == 0
     assert sp.simplify(concrete(p.results["noise"]) - s * sig * c) == 0
     assert sp.simplify(concrete(p.results["x0_coef"]) - (s - t * sp.diff(s, t))) == 0
+    # the displayed steps: eq. 4's right-hand side, the Euler step, c, the D-coefficient
+    # s - t s' - 1 of statement 1, and the EDM scaling's x_N = D
+    f = (sp.diff(sig, t) / sig + sp.diff(s, t) / s) * X - sp.diff(sig, t) * s / sig * D
+    want_steps = [f, want, c, (s - t * sp.diff(s, t) - 1) * D, D]
+    assert len(g.steps) == 5
+    for (_, expr), ref in zip(g.steps, want_steps):
+        assert sp.simplify(concrete(expr) - ref) == 0, expr
+    want_p = [x, euler(sig, s, x, x0), euler(sig, s, x, x0)]
+    assert len(p.steps) == 3
+    for (_, expr), ref in zip(p.steps, want_p):
+        assert sp.simplify(concrete(expr) - ref) == 0, expr
     r = derived()["edm_last_step"].results
     assert r["x_N_general"] == g.results["x_N"] and r["x_N_point_mass"] == p.results["x_N"]
     assert set(g.symbols) == {"t", "x", "D"} and set(p.symbols) == {"t", "x_0", "n"}

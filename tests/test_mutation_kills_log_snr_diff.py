@@ -7,8 +7,6 @@ two stages (the rational points, then the proof) each shown to reject a wrong id
 returned Derivation's names and values.
 """
 
-import functools
-
 import pytest
 import sympy as sp
 
@@ -39,8 +37,9 @@ POINTS = [
 ]  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
 def derived():
+    # not cached: mutmut maps a mutant to the tests that call the mutated function; a cached
+    # result would tie the derivation to the first test only
     return TOPICS["log_snr_diff"]()
 
 
@@ -51,12 +50,14 @@ def val(expr, point):
 @pytest.mark.parametrize("name", sorted(TEXTBOOK))
 def test_lambda_and_identity_against_the_textbook(name):
     lam, identity = th.IDENTITIES[name]
+    d = derived() if name == "flow" else None
     for point in POINTS:
         for u in (s, t):
             assert abs(val(lam(u) - TEXTBOOK[name](u), point)) < 1e-40, (name, u)
         ref = val(TEXTBOOK[name](t) - TEXTBOOK[name](s), point)
         assert abs(val(identity, point) - ref) < 1e-40 * (1 + abs(ref)), (name, point)
-    assert derived().results[name] == identity
+    if d is not None:
+        assert all(d.results[k] == th.IDENTITIES[k][1] for k in TEXTBOOK)
 
 
 def test_the_derivation_record():
@@ -78,7 +79,8 @@ def test_a_wrong_identity_fails_at_the_rational_points():
     with pytest.raises(th.DerivationError) as e:
         th.check_identity("flow", identity + (t - s) / 100)
     assert str(e.value).startswith("CAS check failed: flow: log_snr_diff = lambda(t) - lambda(s); ")
-    assert " at {s: 1/7, t: 3/5" in str(e.value)
+    # the gap (t - s)/100 = 16/3500 at the first point, to 6 digits
+    assert "; 0.00457143 at {s: 1/7, t: 3/5" in str(e.value)
 
 
 def test_a_wrong_identity_that_vanishes_at_the_points_fails_the_proof():
