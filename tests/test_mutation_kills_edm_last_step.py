@@ -59,6 +59,17 @@ def test_vp_results_against_table_1():
             ref = at(want, **point)
             assert abs(got - ref) <= sp.Float(10) ** -40 * (1 + abs(ref)), (name, point)
     assert r["c_limit_vp"] == R(1, 2)
+    d = derived()["edm_last_step"]
+    assert d.symbols == {"t": t, "beta_d": bd, "beta_min": bmin}
+    # its own steps after the general and point-mass ones: the VP closed form, the limit, the
+    # first-order series, the x0 coefficient's second-order term, VE, EDM, sigma = a t^p
+    tail = [e for _, e in d.steps[-7:]]
+    assert sp.simplify(tail[0] - r["c_vp_closed"]) == 0 and tail[1] == R(1, 2)
+    assert sp.expand(tail[2] - (R(1, 2) - (bd - bmin**2) / (4 * bmin) * t)) == 0
+    assert sp.expand(tail[3] - (bd / 4 - bmin**2 / 8) * t**2) == 0
+    assert sp.simplify(tail[4]) == R(1, 2) and sp.simplify(tail[5]) == 0
+    assert sp.simplify(tail[6] - (1 - th.p_)) == 0
+    assert len(d.steps) == 5 + 3 + 7
     assert r["c_ve"] == R(1, 2) and r["c_edm"] == 0
     slope = -(bd - bmin**2) / (4 * bmin)
     assert sp.expand(r["c_series_vp"] - (R(1, 2) + slope * t)) == 0
