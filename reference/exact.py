@@ -42,7 +42,7 @@ class _ProbeRNG:
 
     def standard_normal(self, size=None, dtype=np.float64):
         """Zeros, or the injected probe noise, of the requested shape (recorded)."""
-        shape = () if size is None else tuple(np.atleast_1d(size))
+        shape = () if size is None else tuple(int(s) for s in np.atleast_1d(size))
         self.shapes.append(shape)
         k = self.calls
         self.calls += 1

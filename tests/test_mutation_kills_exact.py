@@ -234,9 +234,10 @@ def test_ideal_output_law():
 
 
 def test_probe_affine_when_the_check_run_draws_more_noise():
-    """A sampler that draws an extra noise term only for a nonzero input: the probe sees K = 1
-    draw; the check run's extra draw gets zeros (no IndexError), which this sampler's affine
-    part then matches exactly."""
+    """A sampler that draws an extra noise term only for a nonzero input: its noise is not a
+    fixed set of draws, so no affine map of (x, z_1..z_K) describes it. The dry run (zero input)
+    sees K = 1 draw, the probe batch (basis inputs) 2: a ProbeError that says so (the probe
+    used to give the extra draw zeros and report an exact map that hid the extra noise)."""
 
     def extra(model, x, grid, *, rng):
         out = x + rng.standard_normal(x.shape)
@@ -244,9 +245,9 @@ def test_probe_affine_when_the_check_run_draws_more_noise():
             out = out + 0.5 * rng.standard_normal(x.shape)
         return out
 
-    amap = probe_affine(extra, None, None, D)
-    assert amap.N.shape == (1, D, D) and np.allclose(amap.M, np.eye(D), atol=1e-15)
-    assert amap.residual == 0.0
+    with pytest.raises(ProbeError, match=r"^sampler drew 2 noise arrays of shapes \[\(7, 3\)\] "
+                       r"for input \(7, 3\); probing needs the same 1 draws"):  # fmt: skip
+        probe_affine(extra, None, None, D)
 
 
 def test_gaussian_w2_branches_and_accuracy():
