@@ -251,3 +251,20 @@ def test_the_builtin_run_uses_one_blas_thread(monkeypatch, capsys):
             assert set(blas_threads()) == {2} and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_no_gpu_driver_means_the_cpu_default_without_torch(monkeypatch):
+    """On Linux without an NVIDIA or AMD GPU driver, verify's default device is the CPU and the
+    accelerated path is not set up (torch is not imported to ask); with a driver, or elsewhere
+    than Linux, torch decides."""
+    import diffusion_oracle.harness as H
+
+    monkeypatch.setattr(H.sys, "platform", "linux")
+    monkeypatch.setattr(H.os.path, "exists", lambda p: False)
+    assert H._no_gpu_driver()
+    assert H._Accelerated.make(None, DDIM(), ring8(), VPLinear(), "eps") is None
+    monkeypatch.setattr(H.os.path, "exists", lambda p: p == "/dev/nvidiactl")
+    assert not H._no_gpu_driver()
+    monkeypatch.setattr(H.sys, "platform", "win32")
+    monkeypatch.setattr(H.os.path, "exists", lambda p: False)
+    assert not H._no_gpu_driver()

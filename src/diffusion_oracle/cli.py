@@ -608,20 +608,23 @@ def _write_json(path, payload) -> None:
 
 
 @contextmanager
-def _one_thread_per_process():
-    """One BLAS thread (threadpoolctl) and one torch thread per process for the duration, then
-    the previous settings (forked workers inherit them). verify's work is many small array
-    operations, where the libraries' threads only contend for the cores: on the 2-core box
+def _one_thread_per_process(torch_too: bool):
+    """One BLAS thread (threadpoolctl) and, with ``torch_too`` or torch already imported, one
+    torch thread per process for the duration, then the previous settings (forked workers
+    inherit them). verify's work is many small array operations, where the libraries' threads
+    only contend for the cores: on the 2-core box
     OpenBLAS's threads took 2.4x the CPU time of the NumPy path (ring8), torch's two threads 16x
     the time of the torch path on the CPU; with several worker processes they would
     oversubscribe the cores as well."""
     from threadpoolctl import threadpool_limits
 
     blas = threadpool_limits(limits=1)
-    try:
-        import torch
-    except ImportError:  # the NumPy path needs no torch
-        torch = None
+    torch = sys.modules.get("torch")
+    if torch is None and torch_too:
+        try:
+            import torch
+        except ImportError:  # reported by verify (device= needs torch)
+            torch = None
     threads = torch.get_num_threads() if torch is not None else None
     if torch is not None:
         torch.set_num_threads(1)
@@ -637,7 +640,9 @@ def run_verify(args) -> int:
     """The ``verify`` command: one user sampler (full report) or every built-in sampler
     (conformance table). Returns the exit code: 0 PASS, 1 FAIL, 2 usage error, 3 INCONCLUSIVE
     (for the built-ins: the worst verdict)."""
-    with _one_thread_per_process():
+    # torch's threads too when the torch path runs (a --device) or torch is loaded already;
+    # the default NumPy path on a machine without a GPU never imports torch
+    with _one_thread_per_process(args.device is not None):
         return _run_verify(args)
 
 
