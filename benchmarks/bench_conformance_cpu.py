@@ -34,7 +34,10 @@ def run(library):
         )
         wall, r1 = time.perf_counter() - t0, os.times()
     cpu = (r1.children_user - r0.children_user) + (r1.children_system - r0.children_system)
-    last = (p.stdout.strip().splitlines() or [""])[-1]
+    # the report's summary: its last line that is not a file written
+    lines = [ln for ln in p.stdout.strip().splitlines()
+             if ln.strip() and not ln.startswith(("plot:", "report:", "plots:"))]  # fmt: skip
+    last = lines[-1] if lines else ""
     return wall, cpu, p.returncode, last
 
 
