@@ -111,11 +111,32 @@ def test_shard_sizes():
     assert shard_sizes(10, 3) == [4, 3, 3]
     assert shard_sizes(2, 4) == [1, 1, 0, 0]
     assert shard_sizes(0, 2) == [0, 0]
-    for bad in (-1, 2.0, True):
-        with pytest.raises(ValueError, match="n must be an integer >= 0"):
+    with pytest.raises(ValueError, match=r"^n must be >= 0, got -1$"):
+        shard_sizes(-1, 2)
+    for bad, shown in ((2.0, "float 2.0"), (True, "bool True")):
+        with pytest.raises(TypeError, match=rf"^n must be an integer, got {shown}$"):
             shard_sizes(bad, 2)
-    with pytest.raises(ValueError, match="world must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"^world must be >= 1, got 0$"):
         shard_sizes(4, 0)
+
+
+def test_tier3_statistics_refuses_bad_input(mixture_and_null):
+    tm, null = mixture_and_null
+    x = tm.sample(10, torch.Generator(device=tm.device).manual_seed(0))
+    cases = [
+        (dict(tm=ring8()), TypeError, r"^tm must be a TorchMixture, got GaussianMixture"),
+        (dict(n=1), ValueError, r"^n must be >= 2, got 1$"),
+        (dict(alpha_each=1.5), ValueError, r"^alpha must lie in \(0, 1\), got 1.5$"),
+        (dict(seed=-3), ValueError, r"^seed must be >= 0, got -3$"),
+        (dict(x=x[:, :1]), ValueError, r"^x must have shape \(n_rank, 2\), got \(10, 1\)$"),
+        (dict(x=torch.full((3, 2), float("nan"))), ValueError, r"^x must be finite"),
+    ]
+    for change, exc, msg in cases:
+        kw = dict(tm=tm, x=x, n=10, alpha_each=A_EACH, seed=SEED, null=null)
+        kw.update(change)
+        with pytest.raises(exc, match=msg):
+            tier3_statistics(kw.pop("tm"), kw.pop("x"), kw.pop("n"), kw.pop("alpha_each"),
+                             kw.pop("seed"), null=kw.pop("null"))  # fmt: skip
 
 
 def _single_process(tm, x, seed, null=None):

@@ -263,8 +263,9 @@ def test_no_gpu_driver_means_the_cpu_default_without_torch(monkeypatch):
     monkeypatch.setattr(H.os.path, "exists", lambda p: False)
     assert H._no_gpu_driver()
     assert H._Accelerated.make(None, DDIM(), ring8(), VPLinear(), "eps") is None
-    monkeypatch.setattr(H.os.path, "exists", lambda p: p == "/dev/nvidiactl")
-    assert not H._no_gpu_driver()
+    for driver in ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg"):
+        monkeypatch.setattr(H.os.path, "exists", lambda p, d=driver: p == d)
+        assert not H._no_gpu_driver(), driver
     monkeypatch.setattr(H.sys, "platform", "win32")
     monkeypatch.setattr(H.os.path, "exists", lambda p: False)
     assert not H._no_gpu_driver()

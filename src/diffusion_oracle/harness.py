@@ -245,13 +245,14 @@ class _Accelerated:
 
 
 def _no_gpu_driver() -> bool:
-    """True when this Linux machine certainly has no CUDA or ROCm device (no NVIDIA or AMD GPU
-    kernel driver), so that verify's default device is the CPU without importing torch to ask
+    """True when this Linux machine certainly has no CUDA or ROCm device (no NVIDIA, AMD or WSL2
+    GPU driver), so that verify's default device is the CPU without importing torch to ask
     (1.4 s of a 20 s command on 2 cores). Elsewhere False: torch decides."""
     if not sys.platform.startswith("linux"):
         return False
+    # NVIDIA's driver, AMD's (ROCm), and WSL2's GPU paravirtualisation (no /proc/driver there)
     return not any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidiactl",
-                                                "/dev/kfd"))  # fmt: skip
+                                                "/dev/kfd", "/dev/dxg"))  # fmt: skip
 
 
 def _fingerprint_t(tm) -> str:

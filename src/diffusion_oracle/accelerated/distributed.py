@@ -45,6 +45,7 @@ import torch
 import torch.distributed as dist
 
 from . import stats as ts
+from ._common import as_tensor, check_finite, int_arg
 from .targets import TorchMixture
 
 __all__ = ["shard_sizes", "tier3_statistics", "tier3_distributed", "main"]
@@ -53,11 +54,9 @@ N_MMD = 500  # the MMD test's sample (as verify's tier 3)
 
 
 def shard_sizes(n: int, world: int) -> list:
-    """How many of n samples each of ``world`` ranks draws (the first n % world draw one more)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be an integer >= 0, got {n!r}")
-    if isinstance(world, bool) or not isinstance(world, (int, np.integer)) or world < 1:
-        raise ValueError(f"world must be an integer >= 1, got {world!r}")
+    """How many of n samples each of ``world`` ranks draws: n_r = floor(n / W) + [r < n mod W]
+    (the first n mod W ranks draw one more; sum_r n_r = n)."""
+    n, world = int_arg(n, "n", minimum=0), int_arg(world, "world")
     return [n // world + (r < n % world) for r in range(world)]
 
 
@@ -138,8 +137,14 @@ def tier3_statistics(tm: TorchMixture, x: torch.Tensor, n: int, alpha_each: floa
     holding its shard; the same list on every rank. Seeds as verify's torch path
     (``_Accelerated.statistics``): responsibilities seed + 4, KS seed + 5, NLL seed + 6, MMD null
     seed + 3 (or ``null``)."""
+    if not isinstance(tm, TorchMixture):
+        raise TypeError(f"tm must be a TorchMixture, got {type(tm).__name__} {tm!r}")
+    n = int_arg(n, "n", minimum=2)
+    alpha_each, seed = ts._level(alpha_each), int_arg(seed, "seed", minimum=0)
+    x = check_finite(as_tensor(x, "x", device=tm.device, dtype=tm.dtype), "x")
+    if x.ndim != 2 or x.shape[1] != tm.d:
+        raise ValueError(f"x must have shape (n_rank, {tm.d}), got {tuple(x.shape)}")
     comm = comm or _Comm()
-    x = x.to(tm.dtype)
     resp = ts.responsibility_result(
         tm, comm.reduce(ts.responsibility_sums(tm, x)), n, alpha_each, 50_000, seed + 4
     )
@@ -166,6 +171,7 @@ def tier3_distributed(sampler, target, schedule, grid, n: int, seed: int, alpha_
     from diffusion_oracle.accelerated.samplers import torch_sampler
     from diffusion_oracle.verification.plan import stream_seed
 
+    seed = int_arg(seed, "seed", minimum=0)
     comm = comm or _Comm()
     run = torch_sampler(sampler)
     if run is None:

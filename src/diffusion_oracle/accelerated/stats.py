@@ -72,13 +72,15 @@ def responsibility_test(tm: TorchMixture, x, *, alpha=1e-3, null_n=50_000, rng=0
 
 
 def responsibility_sums(tm: TorchMixture, x: torch.Tensor) -> torch.Tensor:
-    """The sufficient statistic of the responsibility test: sum_i r_k(x_i), shape (K,), float64
-    (sums of several shards add up: torch.distributed)."""
+    """The sufficient statistic of the responsibility test: S_k = sum_i r_k(x_i), shape (K,),
+    float64, with r_k(x) = w_k N(x; mu_k, Sigma_k) / p_0(x) (Bayes' rule); the sums of several
+    shards add up (torch.distributed)."""
     return tm.responsibilities(x).double().sum(0)
 
 
 def responsibility_result(tm, r_sum, n, alpha, null_n, rng) -> TestResult:
-    """The responsibility test from its sufficient statistic ``r_sum`` over ``n`` samples."""
+    """The responsibility test from its sufficient statistic ``r_sum`` over ``n`` samples:
+    E_{p_0}[r_k] = w_k, so z_k = (S_k / n - w_k) / se_k (see :func:`responsibility_test`)."""
     r_mean = r_sum / n
     r0 = tm.responsibilities(tm.sample(null_n, _gen(rng, tm.device))).double()
     var = r0.var(0, unbiased=True)
@@ -123,14 +125,16 @@ def ks_directions(d: int, n_proj: int, rng) -> list:
 
 
 def ks_transform(tm: TorchMixture, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The probability integral transform of the projections: F_u(u^T x_i), F_u the exact CDF of
-    u^T X under p_0 (uniform on [0, 1] when x ~ p_0)."""
+    """The probability integral transform of the projections: F_u(u^T x_i) with the exact CDF
+    F_u(z) = sum_k w_k Phi((z - u^T mu_k) / sqrt(u^T Sigma_k u)) of u^T X under p_0 (uniform on
+    [0, 1] when x ~ p_0; Cramer-Wold: every projection of p_0 is this 1-D mixture)."""
     return _projected_cdf(tm, u.to(x.device), x.double() @ u.to(x.device))
 
 
 def ks_statistic(F_sorted: torch.Tensor, n: int, first: int = 0) -> float:
-    """KS distance sup |F_n - F| contributed by the sorted transformed samples ``F_sorted``
-    whose global ranks (1-based) start at ``first`` + 1 among n samples."""
+    """KS distance D = sup |F_n - F| (Kolmogorov 1933) contributed by the sorted transformed
+    samples ``F_sorted`` whose global ranks (1-based) start at ``first`` + 1 among n samples:
+    max_i max(i/n - F_(i), F_(i) - (i - 1)/n) over those ranks i."""
     if F_sorted.numel() == 0:
         return 0.0
     i = torch.arange(first + 1, first + F_sorted.numel() + 1, device=F_sorted.device,
@@ -150,7 +154,8 @@ def projected_ks_test(tm: TorchMixture, x, *, n_proj=16, alpha=1e-3, rng=0) -> T
 
 
 def projected_ks_result(D: list, n: int, alpha: float) -> TestResult:
-    """The projected KS test from the KS distance of each projection over n samples."""
+    """The projected KS test from the KS distance D_j of each projection over n samples:
+    p_j = P(D_n >= D_j) (SciPy's exact ``kstwo``), Bonferroni p = J min_j p_j."""
     ps = [float(sps.kstwo.sf(float(v), n)) for v in D]
     n_proj = len(D)
     pmin_raw = min(ps)
@@ -174,12 +179,14 @@ def nll_test(tm: TorchMixture, x, *, alpha=1e-3, null_n=200_000, rng=0) -> TestR
 
 
 def nll_sum(tm: TorchMixture, x: torch.Tensor) -> torch.Tensor:
-    """The sufficient statistic of the NLL test: sum_i -log p_0(x_i) (float64, 0-d)."""
+    """The sufficient statistic of the NLL test: sum_i -log p_0(x_i) (float64, 0-d; shards'
+    sums add up)."""
     return -tm.log_prob(x).double().sum()
 
 
 def nll_result(tm, total, n, alpha, null_n, rng) -> TestResult:
-    """The NLL test from its sufficient statistic ``total`` over ``n`` samples."""
+    """The NLL test from its sufficient statistic ``total`` over ``n`` samples: z = (total/n -
+    mu_0) / sqrt(var_0/n + var_0/null_n) against the null's mean and variance of -log p_0(Y)."""
     nll = total / n
     ref = -tm.log_prob(tm.sample(null_n, _gen(rng, tm.device))).double()
     mu0, var0 = ref.mean(), ref.var(unbiased=True)
